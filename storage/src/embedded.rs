@@ -87,7 +87,19 @@ impl EmbeddedConfig {
 /// `Arc`; dropping the last handle stops its writer thread after it drains queued writes.
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
-    requests: std_mpsc::Sender<Request>,
+    requests: Option<std_mpsc::Sender<Request>>,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for EmbeddedStore {
+    /// Lets the writer finish what is queued and waits for it, so the file is released and can
+    /// be opened again as soon as this returns (once no watch stream holds it either).
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 struct Shared {
@@ -178,16 +190,22 @@ impl EmbeddedStore {
             compacted,
             config,
         };
-        thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("cox-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(internal)?;
-        Ok(EmbeddedStore { shared, requests })
+        Ok(EmbeddedStore {
+            shared,
+            requests: Some(requests),
+            writer: Some(writer),
+        })
     }
 
     async fn submit(&self, op: Op) -> Result<Written> {
         let (reply, rx) = oneshot::channel();
         self.requests
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the store is closed".into()))?
             .send(Request { op, reply })
             .map_err(|_| Error::Unavailable("the store's writer has stopped".into()))?;
         rx.await
