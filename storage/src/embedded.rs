@@ -22,7 +22,7 @@
 //! commit), applies them in order in one transaction, commits with an fsync, and only then
 //! publishes the watch events and acknowledges the callers. A `kill -9` at any moment therefore
 //! loses no acknowledged write. Compaction runs on the same thread, automatically once the log
-//! holds twice [`EmbeddedConfig::retain_revisions`], so it never races a write.
+//! holds a quarter more than [`EmbeddedConfig::retain_revisions`], so it never races a write.
 //!
 //! # Watches
 //! A watch registers with the writer's fan-out under the lock the writer publishes under, then
@@ -65,7 +65,8 @@ pub struct EmbeddedConfig {
     pub path: PathBuf,
     /// How much history automatic compaction keeps, in revisions. Watches and paged lists
     /// can resume from anywhere in this window; older ones get [`Error::Expired`] and re-list.
-    /// Together with value sizes this bounds the file: about 2 × this many records at most.
+    /// Together with value sizes this bounds the file: at most 1.25 × this many records of
+    /// history besides the live keys.
     pub retain_revisions: u64,
     /// The most writes committed together in one transaction (one fsync).
     pub max_batch: usize,
@@ -318,8 +319,10 @@ impl Writer {
                 let result = self.compact(revision).map(|()| Written::Compacted);
                 let _ = req.reply.send(result);
             }
-            let retain = self.config.retain_revisions.max(1);
-            if self.head.saturating_sub(self.compacted) >= 2 * retain {
+            // Compacting a quarter of the window at a time keeps the log within 1.25 × the
+            // window while making each compaction a small, cheap transaction.
+            let retain = self.config.retain_revisions.max(4);
+            if self.head.saturating_sub(self.compacted) >= retain + retain / 4 {
                 if let Err(e) = self.compact(self.head - retain) {
                     tracing::warn!(error = %e, "automatic compaction failed");
                 }
