@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole Coxswain test suite on a fresh Debian machine: installs what the tests need
+# (as root, or through sudo), checks formatting and lints, then runs every test.
+#
+# Tests that need etcd start their own etcd (Debian's etcd-server) on free loopback ports with
+# temporary data directories and stop it when they finish, so nothing here starts a service
+# that could outlive the run, and several runs can share a machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(etcd-server protobuf-compiler)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's etcd-server package may start a system etcd on 2379; the tests never use it.
+command -v etcd >/dev/null || { echo "etcd is still missing after installing etcd-server" >&2; exit 1; }
+command -v protoc >/dev/null || { echo "protoc is still missing after installing protobuf-compiler" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
