@@ -105,13 +105,19 @@ async fn raw_etcd_txn_rate(client: etcd_client::Client, writers: usize, secs: f6
 async fn reset_etcd(client: &etcd_client::Client) {
     let mut kv = client.kv_client();
     let resp = kv
-        .delete("/bench/", Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .delete(
+            "/bench/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
         .await
         .expect("delete benchmark keys");
     let rev = resp.header().map_or(0, |h| h.revision());
-    kv.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical()))
-        .await
-        .expect("compact");
+    kv.compact(
+        rev,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .expect("compact");
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -199,8 +205,7 @@ async fn main() {
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let embedded: Arc<dyn Storage> = Arc::new(
-        EmbeddedStore::open(EmbeddedConfig::new(embedded_path(dir.path())))
-            .expect("open embedded"),
+        EmbeddedStore::open(EmbeddedConfig::new(embedded_path(dir.path()))).expect("open embedded"),
     );
 
     println!(

@@ -61,7 +61,12 @@ fn kill_9_loses_no_acknowledged_write() {
     let mut acked_keys = Vec::new();
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child_writer", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child_writer",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -198,7 +203,10 @@ async fn churn_stays_bounded_on_disk() {
         t.unwrap();
     }
     let listed = store
-        .list("/registry/coordination.k8s.io/leases/", &ListOptions::default())
+        .list(
+            "/registry/coordination.k8s.io/leases/",
+            &ListOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(listed.items.len(), keys);
@@ -206,8 +214,15 @@ async fn churn_stays_bounded_on_disk() {
         assert_eq!(kv.value, lease(i, per_key - 1));
     }
     let size = std::fs::metadata(&path).unwrap().len();
-    println!("churn: {} updates, file size {} bytes", keys as u64 * per_key, size);
-    assert!(size < 20 * 1024 * 1024, "store file is {size} bytes after churn");
+    println!(
+        "churn: {} updates, file size {} bytes",
+        keys as u64 * per_key,
+        size
+    );
+    assert!(
+        size < 20 * 1024 * 1024,
+        "store file is {size} bytes after churn"
+    );
     // Compaction kept recent history: a watch from a few thousand revisions back still works.
     let head = store.current_revision().await.unwrap();
     let mut w = store

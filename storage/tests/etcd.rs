@@ -11,7 +11,9 @@ use storage::{Storage, WatchOptions};
 /// events written before and after come through exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_after_etcd_restart() {
-    let mut etcd = tokio::task::spawn_blocking(EtcdServer::start).await.unwrap();
+    let mut etcd = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .unwrap();
     let store = EtcdStore::connect(&[etcd.endpoint()]).await.unwrap();
     let start = store.current_revision().await.unwrap();
     let mut w = store
