@@ -1,8 +1,280 @@
-//! the API server of Coxswain.
+//! `cox-apiserver`: the Kubernetes REST API that the real kubectl and client libraries use.
 //!
-//! Nothing is here yet: the component lands with issue 3 (cox-apiserver). The binary already parses its
-//! flags so that deployment files and scripts can be written against its final shape.
+//! Start at [`start`]: it opens storage, seeds the built-in namespaces and serves HTTP. A
+//! request goes through [`handlers::dispatch`], which parses the path against the resource
+//! table ([`resource`]) and calls the one generic [`registry::Registry`]; per-kind behaviour
+//! comes from [`strategy`], canonical typed encoding from [`typed`], watches from [`watch`] and
+//! discovery documents from [`discovery`].
+//!
+//! **Invariants:** every error answer is a `metav1.Status` ([`error::ApiError`]); every kind is
+//! served by the same code path; only the registry talks to storage.
 
-/// What the binary says when asked to run before the component exists.
-pub const NOT_YET: &str =
-    "cox-apiserver: not implemented yet; it lands with issue 3 (cox-apiserver)";
+pub mod discovery;
+pub mod error;
+mod filter;
+pub mod handlers;
+mod metrics;
+mod object;
+pub mod query;
+pub mod registry;
+pub mod resource;
+pub mod strategy;
+pub mod typed;
+mod watch;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use storage::embedded::{EmbeddedConfig, EmbeddedStore};
+use storage::etcd::EtcdStore;
+use storage::Storage;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::registry::{Allocators, Registry, WriteOptions};
+use crate::resource::Resource;
+
+/// Where objects are kept.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// The embedded store in this directory (the default).
+    Embedded { data_dir: PathBuf },
+    /// An etcd cluster.
+    Etcd { endpoints: Vec<String> },
+}
+
+/// Everything `start` needs; built by the binary from flags, by tests directly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub storage: StorageConfig,
+    pub bind_address: IpAddr,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// The Service cluster IP range, `10.0.0.0/24` style.
+    pub service_cluster_ip_range: (Ipv4Addr, u8),
+    /// Where to write an admin kubeconfig once serving.
+    pub write_kubeconfig: Option<PathBuf>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Storage(#[from] storage::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("refusing to serve on {0} without authentication: only loopback addresses are allowed until TLS and authentication are configured (issue 7)")]
+    InsecureBind(IpAddr),
+    #[error("seeding built-in objects: {0}")]
+    Seed(String),
+    #[error("writing the kubeconfig to {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shared by every request.
+pub struct State {
+    pub registry: Registry,
+    /// `host:port` clients reach this server at.
+    pub address: String,
+    metrics: metrics::Metrics,
+}
+
+/// A started server.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, ends open watches and waits for the server task.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the server has stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Storage>, StartError> {
+    Ok(match cfg {
+        StorageConfig::Embedded { data_dir } => {
+            let path = data_dir.join("state.redb");
+            let store =
+                tokio::task::spawn_blocking(move || EmbeddedStore::open(EmbeddedConfig::new(path)))
+                    .await
+                    .map_err(|e| storage::Error::Internal(e.to_string()))??;
+            Arc::new(store)
+        }
+        StorageConfig::Etcd { endpoints } => Arc::new(EtcdStore::connect(endpoints).await?),
+    })
+}
+
+/// Opens storage, seeds namespaces, binds and serves until the returned handle is stopped.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    if !config.bind_address.is_loopback() {
+        return Err(StartError::InsecureBind(config.bind_address));
+    }
+    let storage = open_storage(&config.storage).await?;
+    let (net, prefix) = config.service_cluster_ip_range;
+    let registry = Registry::new(storage, Allocators::new(net, prefix));
+    registry
+        .load_allocations()
+        .await
+        .map_err(|e| StartError::Seed(format!("{:?}", e.0.message)))?;
+    let addr = SocketAddr::new(config.bind_address, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let state = Arc::new(State {
+        registry,
+        address: addr.to_string(),
+        metrics: metrics::Metrics::new(),
+    });
+    seed(&state).await?;
+    if let Some(path) = &config.write_kubeconfig {
+        write_kubeconfig(path, addr).map_err(|source| StartError::Kubeconfig {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let shutdown = CancellationToken::new();
+    let app = router(state);
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+    tracing::info!(%addr, "cox-apiserver serving");
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// The routes: operational endpoints by name, every API path through one dispatcher.
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/version", get(handlers::version))
+        .route("/version/", get(handlers::version))
+        .route("/healthz", get(handlers::healthz))
+        .route("/livez", get(handlers::healthz))
+        .route("/readyz", get(handlers::healthz))
+        .route("/metrics", get(metrics::serve))
+        .route("/api", axum::routing::any(handlers::dispatch))
+        .route("/api/", axum::routing::any(handlers::dispatch))
+        .route("/api/{*rest}", axum::routing::any(handlers::dispatch))
+        .route("/apis", axum::routing::any(handlers::dispatch))
+        .route("/apis/", axum::routing::any(handlers::dispatch))
+        .route("/apis/{*rest}", axum::routing::any(handlers::dispatch))
+        .fallback(handlers::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_status,
+        ))
+        .with_state(state)
+}
+
+fn panic_status(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("the server panicked while handling the request").into_response()
+}
+
+/// One log line and the request metrics for every request.
+async fn observe(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let watch = req
+        .uri()
+        .query()
+        .map(|q| query::Query::parse(Some(q)).flag("watch"))
+        .unwrap_or(false);
+    let resp = next.run(req).await;
+    let code = resp.status().as_u16();
+    let (verb, group, resource) = metrics::classify(&method, &path, watch);
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .observe(&verb, &group, &resource, code, elapsed.as_secs_f64());
+    tracing::info!(
+        verb = %verb, path = %path, code, latency_ms = elapsed.as_secs_f64() * 1e3,
+        "request"
+    );
+    resp
+}
+
+/// Creates the namespaces every cluster has, if missing.
+async fn seed(state: &State) -> Result<(), StartError> {
+    let info = api_types::resources::find("", "v1", "namespaces")
+        .ok_or_else(|| StartError::Seed("namespaces missing from the table".into()))?;
+    let res = Resource {
+        info,
+        namespace: None,
+    };
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match state
+            .registry
+            .create(&res, obj, &WriteOptions::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == 409 => {}
+            Err(e) => {
+                return Err(StartError::Seed(format!(
+                    "namespace {ns}: {:?}",
+                    e.0.message
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An admin kubeconfig for this server (plain HTTP on loopback until issue 7 adds TLS).
+pub fn kubeconfig(addr: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: coxswain\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: coxswain\n  context:\n    cluster: coxswain\n    user: admin\n    namespace: default\ncurrent-context: coxswain\nusers:\n- name: admin\n  user: {{}}\n"
+    )
+}
+
+fn write_kubeconfig(path: &std::path::Path, addr: SocketAddr) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, kubeconfig(addr))
+}

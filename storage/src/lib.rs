@@ -322,6 +322,12 @@ where
         .into())
 }
 
+/// A continue token that resumes a list of `prefix` at `revision` right after `last_key`: for
+/// callers that filter a page and stop before its end (the API server's selectors).
+pub fn continue_after(prefix: &str, last_key: &str, revision: Revision) -> String {
+    continue_token::encode(prefix, &format!("{last_key}\0"), revision)
+}
+
 /// The first key after every key that starts with `prefix`: the exclusive end of a prefix range.
 pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();

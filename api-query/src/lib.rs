@@ -1,0 +1,1 @@
+//! Label and field selectors, and server-side Table printing of Kubernetes objects.

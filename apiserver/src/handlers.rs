@@ -1,0 +1,754 @@
+//! HTTP glue: turns a request into a registry call and its result into a response. Every
+//! resource of every kind goes through [`dispatch`]; nothing here is kind-specific except the
+//! subresources that are not plain updates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State as AxumState};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use storage::ListOptions;
+
+use crate::discovery;
+use crate::error::ApiError;
+use crate::filter::Filter;
+use crate::query::Query;
+use crate::registry::{decode_stored, DeleteOptions, FieldValidation, WriteOptions, Written};
+use crate::resource::{self, Resource, Target};
+use crate::watch::{self, WatchParams};
+use crate::State;
+
+/// The largest request body accepted (upstream's limit for JSON/YAML bodies).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// Entry point for every `/api` and `/apis` request.
+pub async fn dispatch(AxumState(state): AxumState<Arc<State>>, req: Request) -> Response {
+    match handle(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query());
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let target = resource::parse(parts.uri.path()).ok_or_else(ApiError::not_found_path)?;
+    let method = parts.method.clone();
+    let read_body = || async {
+        axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|_| ApiError::too_large())
+    };
+    match target {
+        Target::Api | Target::Apis | Target::Group(_) | Target::GroupVersion(..)
+            if method != Method::GET =>
+        {
+            Err(method_not_allowed_plain())
+        }
+        Target::Api => Ok(if discovery::wants_aggregated(&accept) {
+            aggregated_response(discovery::aggregated(true))
+        } else {
+            json_response(StatusCode::OK, &discovery::api_versions(&state.address))
+        }),
+        Target::Apis => Ok(if discovery::wants_aggregated(&accept) {
+            aggregated_response(discovery::aggregated(false))
+        } else {
+            json_response(StatusCode::OK, &discovery::api_group_list())
+        }),
+        Target::Group(g) => discovery::api_group(&g)
+            .map(|v| json_response(StatusCode::OK, &v))
+            .ok_or_else(ApiError::not_found_path),
+        Target::GroupVersion(g, v) => Ok(json_response(
+            StatusCode::OK,
+            &discovery::api_resource_list(&g, &v),
+        )),
+        Target::Object {
+            resource,
+            name,
+            subresource,
+        } => {
+            let body = if matches!(
+                method,
+                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            ) {
+                read_body().await?
+            } else {
+                bytes::Bytes::new()
+            };
+            object_request(
+                state,
+                method,
+                &parts.headers,
+                query,
+                &accept,
+                resource,
+                name,
+                subresource,
+                body,
+            )
+            .await
+        }
+    }
+}
+
+fn method_not_allowed_plain() -> ApiError {
+    let mut s = api_types::status::bad_request("");
+    s.code = Some(405);
+    s.reason = Some("MethodNotAllowed".into());
+    s.message = Some("the server does not allow this method on the requested resource".into());
+    ApiError::new(s)
+}
+
+fn aggregated_response(value: Value) -> Response {
+    let body = serde_json::to_vec(&value).unwrap_or_default();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Decodes an object body by its content type.
+fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    match content_type(headers).as_str() {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml: {e}"
+            ))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_yaml::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
+        _ => Err(ApiError::unsupported_media_type()),
+    }
+}
+
+fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
+    let dry_run = match q.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dryRun value: \"{other}\": supported values: \"All\""
+            )))
+        }
+    };
+    let field_validation = match q.get("fieldValidation") {
+        None | Some("") | Some("Warn") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
+            )))
+        }
+    };
+    Ok(WriteOptions {
+        dry_run,
+        field_validation,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn object_request(
+    state: Arc<State>,
+    method: Method,
+    headers: &HeaderMap,
+    q: Query,
+    accept: &str,
+    mut res: Resource,
+    name: Option<String>,
+    subresource: Option<String>,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let registry = &state.registry;
+    if let Some(sub) = &subresource {
+        if res.info.subresource(sub).is_none() {
+            return Err(ApiError::not_found_path());
+        }
+    }
+    if res.info.namespaced && name.is_some() && res.namespace.is_none() {
+        // `/api/v1/pods/x` names no namespace: upstream has no such path.
+        return Err(ApiError::not_found_path());
+    }
+    if !res.info.namespaced {
+        res.namespace = None;
+    }
+    match (method, name, subresource.as_deref()) {
+        (Method::GET, None, None) => {
+            let filter = Filter::from_query(&res, &q)?;
+            if q.flag("watch") {
+                let timeout = q
+                    .int("timeoutSeconds")
+                    .map_err(ApiError::bad_request)?
+                    .map(|s| Duration::from_secs(s.max(0) as u64));
+                return watch::serve(
+                    state.clone(),
+                    res,
+                    filter,
+                    WatchParams {
+                        resource_version: q.get("resourceVersion").map(str::to_string),
+                        send_initial_events: q.flag("sendInitialEvents"),
+                        allow_bookmarks: q.flag("allowWatchBookmarks"),
+                        timeout,
+                    },
+                )
+                .await;
+            }
+            list(&state, &res, &q, filter, accept).await
+        }
+        (Method::GET, Some(name), None) => {
+            let obj = registry.get(&res, &name).await?;
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (Method::GET, Some(name), Some("status")) => {
+            let obj = registry.get(&res, &name).await?;
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (Method::GET, Some(name), Some("scale")) => {
+            let obj = registry.get(&res, &name).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+        }
+        (Method::POST, None, None) => {
+            let opts = write_options(&q)?;
+            let obj = decode_body(headers, &body)?;
+            let Written { object, warnings } = registry.create(&res, obj, &opts).await?;
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &object),
+                &warnings,
+            ))
+        }
+        (Method::POST, Some(name), Some("binding")) => {
+            let binding = decode_body(headers, &body)?;
+            bind(&state, &res, &name, binding, &write_options(&q)?).await
+        }
+        (Method::PUT, Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
+            let opts = write_options(&q)?;
+            let desired = decode_body(headers, &body)?;
+            let Written { object, warnings } = registry
+                .update_with(&res, &name, sub, &opts, |_| Ok(desired.clone()))
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &object),
+                &warnings,
+            ))
+        }
+        (Method::PUT | Method::PATCH, Some(name), Some("scale")) => {
+            scale(&state, &res, &name, headers, &q, &body).await
+        }
+        (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+            let opts = write_options(&q)?;
+            let patch = Patch::decode(headers, &body)?;
+            let Written { object, warnings } = registry
+                .update_with(&res, &name, sub, &opts, |current| {
+                    let mut patched = patch.apply(&state, &res, current)?;
+                    // A patch without a resourceVersion must not fail on a concurrent write.
+                    if patch.resource_version_in_patch().is_none() {
+                        if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut)
+                        {
+                            m.remove("resourceVersion");
+                        }
+                    }
+                    Ok(patched)
+                })
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &object),
+                &warnings,
+            ))
+        }
+        (Method::DELETE, Some(name), None) => {
+            let opts = delete_options(&q, headers, &body)?;
+            let obj = registry.delete(&res, &name, &opts).await?;
+            let code = if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(code, &obj))
+        }
+        (Method::DELETE, None, None) => {
+            if !res.info.has_verb(api_types::Verb::DeleteCollection) {
+                return Err(ApiError::method_not_allowed(&res, "deletecollection"));
+            }
+            let opts = delete_options(&q, headers, &body)?;
+            let filter = Filter::from_query(&res, &q)?;
+            let listed = registry
+                .storage
+                .list(&res.prefix(), &ListOptions::default())
+                .await
+                .map_err(|e| ApiError::from_storage(&res, "", e))?;
+            let mut items = Vec::new();
+            for kv in &listed.items {
+                let obj = decode_stored(kv)?;
+                if !filter.matches(&obj) {
+                    continue;
+                }
+                let Some(name) = crate::object::name(&obj).map(str::to_string) else {
+                    continue;
+                };
+                let mut per_ns = res.clone();
+                per_ns.namespace = crate::object::meta_str(&obj, "namespace").map(str::to_string);
+                match registry.delete(&per_ns, &name, &opts).await {
+                    Ok(o) => items.push(o),
+                    Err(e) if e.code() == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": res.info.list_kind(), "apiVersion": res.info.api_version(),
+                        "metadata": {}, "items": items}),
+            ))
+        }
+        (_, Some(name), Some(sub @ ("log" | "exec" | "attach" | "portforward" | "proxy"))) => {
+            node_proxy_unavailable(&state, &res, &name, sub).await
+        }
+        (Method::POST, Some(_), Some("eviction")) | (Method::POST, Some(_), Some("token")) => {
+            Err(ApiError::service_unavailable(format!(
+                "the {} subresource is not served yet",
+                subresource.unwrap_or_default()
+            )))
+        }
+        _ => Err(method_not_allowed_plain()),
+    }
+}
+
+async fn list(
+    state: &State,
+    res: &Resource,
+    q: &Query,
+    filter: Filter,
+    accept: &str,
+) -> Result<Response, ApiError> {
+    let limit = q
+        .int("limit")
+        .map_err(ApiError::bad_request)?
+        .filter(|l| *l > 0)
+        .map(|l| l as u64);
+    let continue_token = q.non_empty("continue").map(str::to_string);
+    let rv = q.non_empty("resourceVersion");
+    let exact = q.get("resourceVersionMatch") == Some("Exact");
+    if continue_token.is_some() && rv.is_some_and(|v| v != "0") {
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
+    let revision = match rv {
+        Some(v) if exact => Some(
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {v}")))?,
+        ),
+        _ => None,
+    };
+    let storage = &state.registry.storage;
+    let prefix = res.prefix();
+    let mut items = Vec::new();
+    let mut opts = ListOptions {
+        revision,
+        limit,
+        continue_token,
+    };
+    // With a selector, pages may come back thinner than `limit`; read on until the page is
+    // full or the collection ends, then continue after the last item returned.
+    let (revision, next, remaining) = loop {
+        let page = storage
+            .list(&prefix, &opts)
+            .await
+            .map_err(|e| ApiError::from_storage(res, "", e))?;
+        let mut last_key = None;
+        for kv in &page.items {
+            let obj = decode_stored(kv)?;
+            if filter.matches(&obj) {
+                items.push(obj);
+                last_key = Some(kv.key.clone());
+                if limit.is_some_and(|l| items.len() as u64 >= l) {
+                    break;
+                }
+            }
+        }
+        let full = limit.is_some_and(|l| items.len() as u64 >= l);
+        match (&page.continue_token, full) {
+            (Some(_), true) | (None, true) if filter.is_empty() => {
+                break (page.revision, page.continue_token.clone(), page.remaining)
+            }
+            (_, true) => {
+                let after = last_key.unwrap_or_default();
+                let more = page.continue_token.is_some()
+                    || page.items.last().is_some_and(|kv| kv.key != after);
+                let token = more.then(|| storage::continue_after(&prefix, &after, page.revision));
+                break (page.revision, token, None);
+            }
+            (Some(token), false) => {
+                opts = ListOptions {
+                    continue_token: Some(token.clone()),
+                    ..opts
+                };
+            }
+            (None, false) => break (page.revision, None, None),
+        }
+    };
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(t) = &next {
+        meta["continue"] = json!(t);
+        if let Some(r) = remaining {
+            meta["remainingItemCount"] = json!(r);
+        }
+    }
+    let _ = accept;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": res.info.list_kind(),
+            "apiVersion": res.info.api_version(),
+            "metadata": meta,
+            "items": items,
+        }),
+    ))
+}
+
+/// The three patch types a client may send (server-side apply is its own later issue).
+enum Patch {
+    Json(Value),
+    Merge(Value),
+    Strategic(Value),
+}
+
+impl Patch {
+    fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
+        let ct = content_type(headers);
+        let parse = || -> Result<Value, ApiError> {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+        };
+        match ct.as_str() {
+            "application/json-patch+json" => Ok(Patch::Json(parse()?)),
+            "application/merge-patch+json" => Ok(Patch::Merge(parse()?)),
+            "application/strategic-merge-patch+json" => Ok(Patch::Strategic(parse()?)),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+                let mut s = ApiError::unsupported_media_type().0;
+                s.message = Some(
+                    "server-side apply (application/apply-patch+yaml) is not supported yet: use client-side `kubectl apply` (the default)"
+                        .into(),
+                );
+                Err(ApiError(s))
+            }
+            _ => Err(ApiError::unsupported_media_type()),
+        }
+    }
+
+    fn resource_version_in_patch(&self) -> Option<&str> {
+        match self {
+            Patch::Merge(p) | Patch::Strategic(p) => {
+                p.pointer("/metadata/resourceVersion")?.as_str()
+            }
+            Patch::Json(ops) => ops.as_array()?.iter().find_map(|op| {
+                (op.get("path")?.as_str()? == "/metadata/resourceVersion")
+                    .then(|| op.get("value")?.as_str())
+                    .flatten()
+            }),
+        }
+    }
+
+    fn apply(&self, _state: &State, _res: &Resource, current: &Value) -> Result<Value, ApiError> {
+        match self {
+            Patch::Merge(p) => Ok(merge_patch(current, p)),
+            // Until strategic merge lands, merge semantics (maps merge, lists replace).
+            Patch::Strategic(p) => Ok(merge_patch(current, p)),
+            Patch::Json(_) => Err(ApiError::unsupported_media_type()),
+        }
+    }
+}
+
+fn merge_patch(target: &Value, patch: &Value) -> Value {
+    match patch {
+        Value::Object(p) => {
+            let mut out = match target {
+                Value::Object(t) => t.clone(),
+                _ => serde_json::Map::new(),
+            };
+            for (k, v) in p {
+                if v.is_null() {
+                    out.remove(k);
+                } else {
+                    let merged = merge_patch(out.get(k).unwrap_or(&Value::Null), v);
+                    out.insert(k.clone(), merged);
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+fn delete_options(q: &Query, headers: &HeaderMap, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        dry_run: q.get("dryRun") == Some("All"),
+        grace_period_seconds: q.int("gracePeriodSeconds").map_err(ApiError::bad_request)?,
+        propagation_policy: q.non_empty("propagationPolicy").map(str::to_string),
+        ..Default::default()
+    };
+    if !body.is_empty() {
+        let b = decode_body(headers, body)?;
+        if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            opts.grace_period_seconds = Some(g);
+        }
+        if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
+            opts.propagation_policy = Some(p.to_string());
+        }
+        if b.get("orphanDependents") == Some(&json!(true)) {
+            opts.propagation_policy = Some("Orphan".into());
+        }
+        if let Some(d) = b.get("dryRun").and_then(Value::as_array) {
+            opts.dry_run |= d.iter().any(|v| v == "All");
+        }
+        opts.precondition_uid = b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        opts.precondition_resource_version = b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    if let Some(p) = &opts.propagation_policy {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            )));
+        }
+    }
+    Ok(opts)
+}
+
+/// `autoscaling/v1` Scale view of a workload.
+fn scale_of(obj: &Value) -> Value {
+    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+async fn scale(
+    state: &State,
+    res: &Resource,
+    name: &str,
+    headers: &HeaderMap,
+    q: &Query,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let opts = write_options(q)?;
+    let is_patch = content_type(headers).contains("patch");
+    let input: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+    let Written { object, .. } = state
+        .registry
+        .update_with(res, name, None, &opts, |current| {
+            let scale = if is_patch {
+                merge_patch(&scale_of(current), &input)
+            } else {
+                input.clone()
+            };
+            let replicas = scale
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
+            if let Some(rv) = scale
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                if !is_patch && Some(rv) != crate::object::meta_str(current, "resourceVersion") {
+                    return Err(ApiError::conflict(res, name));
+                }
+            }
+            let mut out = current.clone();
+            out["spec"]["replicas"] = json!(replicas);
+            if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &scale_of(&object)))
+}
+
+/// `pods/binding`: assigns a pod to a node, once.
+async fn bind(
+    state: &State,
+    res: &Resource,
+    name: &str,
+    binding: Value,
+    opts: &WriteOptions,
+) -> Result<Response, ApiError> {
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                res,
+                name,
+                vec![(
+                    "target.name".into(),
+                    "Required value".into(),
+                    "FieldValueRequired".into(),
+                )],
+            )
+        })?
+        .to_string();
+    state
+        .registry
+        .update_with(res, name, None, opts, |current| {
+            if current.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::conflict_msg(
+                    res,
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            if let Some(existing) = current
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::conflict_msg(
+                    res,
+                    name,
+                    &format!("pod {name} is already assigned to node \"{existing}\""),
+                ));
+            }
+            let mut out = current.clone();
+            out["spec"]["nodeName"] = json!(node);
+            if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            Ok(out)
+        })
+        .await?;
+    // The PodScheduled condition lives in status, which the main resource does not change.
+    let now = crate::object::now_rfc3339();
+    state
+        .registry
+        .update_with(res, name, Some("status"), opts, |current| {
+            let mut out = current.clone();
+            let mut conds: Vec<Value> = current
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+            conds.push(
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                              "lastTransitionTime": now}),
+            );
+            out["status"]["conditions"] = json!(conds);
+            if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// Log, exec, attach and port-forward are served by the node agent; until a node publishes
+/// its endpoint there is nothing to proxy to.
+async fn node_proxy_unavailable(
+    state: &State,
+    res: &Resource,
+    name: &str,
+    sub: &str,
+) -> Result<Response, ApiError> {
+    let obj = state.registry.get(res, name).await?;
+    let node = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let msg = if node.is_empty() {
+        format!(
+            "pod {name} is not scheduled to a node, so there is no node endpoint to serve {sub}"
+        )
+    } else {
+        format!("no node endpoint for node \"{node}\": {sub} is served by the node agent (cox-node-agent), which has not registered a kubelet endpoint")
+    };
+    Err(ApiError::service_unavailable(msg))
+}
+
+/// `/version` and `/version/`.
+pub async fn version() -> Response {
+    json_response(StatusCode::OK, &discovery::version())
+}
+
+pub async fn healthz() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response()
+}
+
+pub async fn not_found() -> Response {
+    ApiError::not_found_path().into_response()
+}
+
+pub fn body_from(v: Vec<u8>) -> Body {
+    Body::from(v)
+}

@@ -1,0 +1,838 @@
+//! The generic registry: create, read, update, patch and delete for every kind through one
+//! code path. What differs per kind comes from [`crate::strategy`]; what differs per
+//! subresource (status, scale, binding, finalize) is a small transform on the same update path.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use storage::{KeyValue, Storage};
+
+use crate::error::ApiError;
+use crate::object::{
+    self, finalizers, meta_mut, meta_str, name, now_rfc3339, random_suffix, resource_version,
+    set_resource_version,
+};
+use crate::resource::Resource;
+use crate::strategy::{self, Cause};
+use crate::typed;
+
+/// How strictly a write treats fields its type does not know (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and warn (upstream's default for writes without the parameter).
+    #[default]
+    Warn,
+    /// Reject the write.
+    Strict,
+}
+
+/// Options common to every write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+}
+
+/// Options of a delete (query parameters or a DeleteOptions body).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+}
+
+/// The result of a write: the object as stored and anything to warn the client about.
+#[derive(Debug)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+}
+
+/// Allocates Service cluster IPs and node ports. State is rebuilt from stored Services at
+/// start; one API server allocates at a time (multi-server allocation is issue 8's concern).
+pub struct Allocators {
+    cidr_base: u32,
+    cidr_size: u32,
+    ips: Mutex<BTreeSet<u32>>,
+    node_ports: Mutex<BTreeSet<u16>>,
+}
+
+impl Allocators {
+    pub fn new(network: Ipv4Addr, prefix: u8) -> Self {
+        let size = 1u32 << (32 - u32::from(prefix.clamp(8, 30)));
+        Allocators {
+            cidr_base: u32::from(network),
+            cidr_size: size,
+            ips: Mutex::new(BTreeSet::new()),
+            node_ports: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The first usable address: the `kubernetes` Service's.
+    pub fn first_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.cidr_base + 1)
+    }
+
+    fn mark(&self, svc: &Value) {
+        if let Some(ip) = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+        {
+            self.ips.lock().insert(u32::from(ip));
+        }
+        for p in svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
+                self.node_ports.lock().insert(np as u16);
+            }
+        }
+    }
+
+    fn release(&self, svc: &Value) {
+        if let Some(ip) = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+        {
+            self.ips.lock().remove(&u32::from(ip));
+        }
+        for p in svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
+                self.node_ports.lock().remove(&(np as u16));
+            }
+        }
+    }
+
+    /// Fills in `clusterIP(s)` and node ports of a new Service; `Err` if a requested one is
+    /// taken or the range is exhausted.
+    fn allocate(&self, svc: &mut Value, is_default_kubernetes: bool) -> Result<(), Cause> {
+        let ty = svc
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
+        if ty == "ExternalName" {
+            return Ok(());
+        }
+        let requested = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let ip = if requested == "None" {
+            "None".to_string()
+        } else {
+            let mut ips = self.ips.lock();
+            let n = if requested.is_empty() {
+                // .0 is the network, .1 belongs to the `kubernetes` Service.
+                let start = if is_default_kubernetes { 1 } else { 2 };
+                let free = (start..self.cidr_size - 1)
+                    .map(|o| self.cidr_base + o)
+                    .find(|n| !ips.contains(n));
+                free.ok_or_else(|| {
+                    (
+                        "spec.clusterIPs".to_string(),
+                        "Internal error: failed to allocate a serviceIP: range is full".to_string(),
+                        "FieldValueInvalid".to_string(),
+                    )
+                })?
+            } else {
+                let ip: Ipv4Addr = requested.parse().map_err(|_| {
+                    (
+                        "spec.clusterIPs[0]".to_string(),
+                        format!("Invalid value: \"{requested}\": must be a valid IP address"),
+                        "FieldValueInvalid".to_string(),
+                    )
+                })?;
+                let n = u32::from(ip);
+                if n < self.cidr_base || n >= self.cidr_base + self.cidr_size {
+                    return Err((
+                        "spec.clusterIPs".to_string(),
+                        format!("Invalid value: \"{requested}\": failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range"),
+                        "FieldValueInvalid".to_string(),
+                    ));
+                }
+                if ips.contains(&n) {
+                    return Err((
+                        "spec.clusterIPs".to_string(),
+                        format!("Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: provided IP is already allocated"),
+                        "FieldValueInvalid".to_string(),
+                    ));
+                }
+                n
+            };
+            ips.insert(n);
+            Ipv4Addr::from(n).to_string()
+        };
+        let spec = object::ensure_object(svc, &["spec"]).ok_or_else(|| {
+            (
+                "spec".to_string(),
+                "Required value".to_string(),
+                "FieldValueRequired".to_string(),
+            )
+        })?;
+        spec.insert("clusterIP".into(), json!(ip));
+        spec.insert("clusterIPs".into(), json!([ip]));
+        if ip != "None" {
+            spec.insert("ipFamilies".into(), json!(["IPv4"]));
+            spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
+        }
+        if ty == "NodePort" || ty == "LoadBalancer" {
+            let mut used = self.node_ports.lock();
+            if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    let port = match p.get("nodePort").and_then(Value::as_u64) {
+                        Some(np) => np as u16,
+                        None => (30000u16..=32767).find(|n| !used.contains(n)).unwrap_or(0),
+                    };
+                    used.insert(port);
+                    p.insert("nodePort".into(), json!(port));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The registry: every kind's CRUD on one storage.
+pub struct Registry {
+    pub storage: Arc<dyn Storage>,
+    pub allocators: Allocators,
+}
+
+/// Decodes a stored object and stamps its resourceVersion from the store.
+pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    set_resource_version(&mut obj, kv.mod_revision);
+    Ok(obj)
+}
+
+fn encode(obj: &Value) -> Result<Bytes, ApiError> {
+    let mut stored = obj.clone();
+    // The revision is the store's; it is stamped on read, never stored.
+    if let Some(m) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&stored)
+        .map(Bytes::from)
+        .map_err(ApiError::internal)
+}
+
+fn has_status(res: &Resource) -> bool {
+    res.info.subresource("status").is_some()
+}
+
+/// Everything but metadata and status: a change here is a new generation.
+fn spec_part(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+impl Registry {
+    pub fn new(storage: Arc<dyn Storage>, allocators: Allocators) -> Self {
+        Registry {
+            storage,
+            allocators,
+        }
+    }
+
+    /// Loads allocator state from stored Services; called once at start.
+    pub async fn load_allocations(&self) -> Result<(), ApiError> {
+        let info = api_types::resources::find("", "v1", "services")
+            .ok_or_else(|| ApiError::internal("services missing from the resource table"))?;
+        let list = self
+            .storage
+            .list(&info.storage_prefix(), &storage::ListOptions::default())
+            .await
+            .map_err(ApiError::internal)?;
+        for kv in &list.items {
+            if let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) {
+                self.allocators.mark(&svc);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, res: &Resource, name: &str) -> Result<Value, ApiError> {
+        let kv = self
+            .storage
+            .get(&res.key(name))
+            .await
+            .map_err(|e| ApiError::from_storage(res, name, e))?;
+        decode_stored(&kv)
+    }
+
+    /// Whether `ns` exists and accepts new objects: 404 if missing, 403 if terminating.
+    async fn check_namespace(&self, res: &Resource, ns: &str) -> Result<(), ApiError> {
+        let ns_res = Resource {
+            info: api_types::resources::find("", "v1", "namespaces")
+                .ok_or_else(|| ApiError::internal("namespaces missing from the table"))?,
+            namespace: None,
+        };
+        let obj = self.get(&ns_res, ns).await?;
+        if obj
+            .get("metadata")
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some()
+            || obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+        {
+            let name = "";
+            let mut err = ApiError::forbidden(
+                res,
+                name,
+                &format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            );
+            err.0.message = Some(format!(
+                "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                res.qualified()
+            ));
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Runs defaults, canonicalisation and validation on an object about to be written.
+    fn admit(
+        &self,
+        res: &Resource,
+        obj: Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value, ApiError> {
+        let strategy = strategy::for_kind(res.info);
+        let mut obj = obj;
+        strategy.defaults(&mut obj);
+        let canonical = typed::canonicalize(res.info, obj.clone()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                res.info.kind, res.info.version, res.info.kind
+            ))
+        })?;
+        let unknown = typed::unknown_fields(&obj, &canonical);
+        if !unknown.is_empty() {
+            match opts.field_validation {
+                FieldValidation::Strict => {
+                    let list = unknown
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {list}"
+                    )));
+                }
+                FieldValidation::Warn => {
+                    warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+                }
+                FieldValidation::Ignore => {}
+            }
+        }
+        let obj = canonical;
+        let mut causes = Vec::new();
+        strategy::validate_meta(strategy, &obj, &mut causes);
+        strategy.validate(&obj, &mut causes);
+        if let Some(old) = old {
+            strategy.validate_update(&obj, old, &mut causes);
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(res, name(&obj).unwrap_or(""), causes));
+        }
+        Ok(obj)
+    }
+
+    pub async fn create(
+        &self,
+        res: &Resource,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        self.check_type(res, &mut obj)?;
+        if res.info.namespaced {
+            let url_ns = res.namespace.clone().unwrap_or_else(|| "default".into());
+            match meta_str(&obj, "namespace") {
+                Some(ns) if !ns.is_empty() && ns != url_ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                _ => {
+                    meta_mut(&mut obj).insert("namespace".into(), json!(url_ns));
+                }
+            }
+            self.check_namespace(res, &url_ns).await?;
+        } else {
+            meta_mut(&mut obj).remove("namespace");
+        }
+        let generate = meta_str(&obj, "generateName")
+            .filter(|g| !g.is_empty())
+            .map(str::to_string);
+        if name(&obj).is_none() && generate.is_none() {
+            return Err(ApiError::invalid(
+                res,
+                "",
+                vec![(
+                    "metadata.name".into(),
+                    "Required value: name or generateName is required".into(),
+                    "FieldValueRequired".into(),
+                )],
+            ));
+        }
+        let mut warnings = Vec::new();
+        for attempt in 0..8 {
+            let mut candidate = obj.clone();
+            if name(&candidate).is_none() {
+                if let Some(g) = &generate {
+                    meta_mut(&mut candidate)
+                        .insert("name".into(), json!(format!("{g}{}", random_suffix(5))));
+                }
+            }
+            {
+                let m = meta_mut(&mut candidate);
+                m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+                m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+                for field in [
+                    "resourceVersion",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "selfLink",
+                ] {
+                    m.remove(field);
+                }
+                if has_status(res) {
+                    m.insert("generation".into(), json!(1));
+                } else {
+                    m.remove("generation");
+                }
+            }
+            if has_status(res) {
+                let strategy = strategy::for_kind(res.info);
+                // Status is the controllers' to write, through /status.
+                strategy.defaults(&mut candidate);
+                if let (Some(status), Some(m)) = (
+                    strategy.initial_status(&candidate),
+                    candidate.as_object_mut(),
+                ) {
+                    m.insert("status".into(), status);
+                }
+            }
+            let mut candidate = self.admit(res, candidate, None, opts, &mut warnings)?;
+            let name = name(&candidate).unwrap_or_default().to_string();
+            let is_service = res.info.group.is_empty() && res.info.kind == "Service";
+            if is_service {
+                let is_default =
+                    res.namespace.as_deref() == Some("default") && name == "kubernetes";
+                self.allocators
+                    .allocate(&mut candidate, is_default)
+                    .map_err(|cause| ApiError::invalid(res, &name, vec![cause]))?;
+            }
+            if opts.dry_run {
+                if is_service {
+                    self.allocators.release(&candidate);
+                }
+                return Ok(Written {
+                    object: candidate,
+                    warnings,
+                });
+            }
+            match self
+                .storage
+                .create(&res.key(&name), encode(&candidate)?)
+                .await
+            {
+                Ok(rev) => {
+                    set_resource_version(&mut candidate, rev);
+                    return Ok(Written {
+                        object: candidate,
+                        warnings,
+                    });
+                }
+                Err(storage::Error::AlreadyExists { .. }) if generate.is_some() && attempt < 7 => {
+                    if is_service {
+                        self.allocators.release(&candidate);
+                    }
+                    obj = obj.clone();
+                    continue;
+                }
+                Err(e) => {
+                    if is_service {
+                        self.allocators.release(&candidate);
+                    }
+                    return Err(ApiError::from_storage(res, &name, e));
+                }
+            }
+        }
+        Err(ApiError::internal("could not generate a unique name"))
+    }
+
+    /// Sets apiVersion/kind if absent and rejects a body of another kind.
+    fn check_type(&self, res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+        let want_av = res.info.api_version();
+        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        if (!av.is_empty() && av != want_av) || (!kind.is_empty() && kind != res.info.kind) {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            ))
+            .with_message_if(kind != res.info.kind && !kind.is_empty(), || {
+                format!(
+                    "{} in version \"{}\" cannot be handled as a {}: the object provided is unrecognized (kind {kind})",
+                    res.info.kind, res.info.version, res.info.kind
+                )
+            }));
+        }
+        if let Some(m) = obj.as_object_mut() {
+            m.insert("apiVersion".into(), json!(want_av));
+            m.insert("kind".into(), json!(res.info.kind));
+        }
+        Ok(())
+    }
+
+    /// The one update path: reads the object, asks `transform` for the desired object, applies
+    /// the kind's rules, writes with the read revision as precondition, and retries on a
+    /// conflict unless the client itself named the revision it expects.
+    pub async fn update_with<F>(
+        &self,
+        res: &Resource,
+        name: &str,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+        mut transform: F,
+    ) -> Result<Written, ApiError>
+    where
+        F: FnMut(&Value) -> Result<Value, ApiError>,
+    {
+        let key = res.key(name);
+        let mut warnings = Vec::new();
+        for _ in 0..storage::MAX_UPDATE_ATTEMPTS {
+            let kv = self
+                .storage
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::from_storage(res, name, e))?;
+            let current = decode_stored(&kv)?;
+            let mut desired = transform(&current)?;
+            if !desired.is_object() {
+                return Err(ApiError::bad_request(
+                    "the request body must be a JSON object",
+                ));
+            }
+            self.check_type(res, &mut desired)?;
+            if name_of(&desired).is_some_and(|n| n != name) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    name_of(&desired).unwrap_or_default()
+                )));
+            }
+            let client_rv = match resource_version(&desired) {
+                Some(Ok(rv)) => Some(rv),
+                Some(Err(())) => {
+                    return Err(ApiError::bad_request("invalid resourceVersion"));
+                }
+                None => None,
+            };
+            if client_rv.is_some_and(|rv| rv != kv.mod_revision) {
+                return Err(ApiError::conflict(res, name));
+            }
+            let desired = self.merge_for_subresource(res, subresource, &current, desired);
+            let mut desired = self.admit(res, desired, Some(&current), opts, &mut warnings)?;
+            if has_status(res) && spec_part(&desired) != spec_part(&current) {
+                let gen = current
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                meta_mut(&mut desired).insert("generation".into(), json!(gen + 1));
+            }
+            set_resource_version(&mut desired, kv.mod_revision);
+            let deleting = desired.pointer("/metadata/deletionTimestamp").is_some();
+            if deleting && finalizers(&desired).is_empty() && !self.namespace_holds(res, &desired) {
+                if opts.dry_run {
+                    return Ok(Written {
+                        object: desired,
+                        warnings,
+                    });
+                }
+                return match self.storage.delete(&key, Some(kv.mod_revision)).await {
+                    Ok(_) => {
+                        self.after_delete(res, &desired);
+                        Ok(Written {
+                            object: desired,
+                            warnings,
+                        })
+                    }
+                    Err(storage::Error::Conflict { .. }) if client_rv.is_none() => continue,
+                    Err(e) => Err(ApiError::from_storage(res, name, e)),
+                };
+            }
+            if desired == current || opts.dry_run {
+                return Ok(Written {
+                    object: desired,
+                    warnings,
+                });
+            }
+            match self
+                .storage
+                .update(&key, encode(&desired)?, kv.mod_revision)
+                .await
+            {
+                Ok(rev) => {
+                    set_resource_version(&mut desired, rev);
+                    return Ok(Written {
+                        object: desired,
+                        warnings,
+                    });
+                }
+                Err(storage::Error::Conflict { .. }) if client_rv.is_none() => continue,
+                Err(e) => return Err(ApiError::from_storage(res, name, e)),
+            }
+        }
+        Err(ApiError::conflict(res, name))
+    }
+
+    /// What an update through the main resource or a subresource may change: the main
+    /// resource keeps the stored status, `/status` changes only status (and labels and
+    /// annotations, as upstream allows), and every write keeps the server-owned metadata.
+    fn merge_for_subresource(
+        &self,
+        res: &Resource,
+        subresource: Option<&str>,
+        current: &Value,
+        desired: Value,
+    ) -> Value {
+        let mut out = match subresource {
+            Some("status") => {
+                let mut out = current.clone();
+                if let (Some(m), Some(status)) = (out.as_object_mut(), desired.get("status")) {
+                    m.insert("status".into(), status.clone());
+                }
+                out
+            }
+            Some("finalize") => {
+                let mut out = current.clone();
+                if let Some(f) = desired.pointer("/spec/finalizers") {
+                    out["spec"]["finalizers"] = f.clone();
+                }
+                out
+            }
+            _ => {
+                let mut out = desired;
+                if has_status(res) {
+                    if let Some(m) = out.as_object_mut() {
+                        match current.get("status") {
+                            Some(s) => m.insert("status".into(), s.clone()),
+                            None => m.remove("status"),
+                        };
+                    }
+                }
+                out
+            }
+        };
+        let m = meta_mut(&mut out);
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            match current.get("metadata").and_then(|cm| cm.get(field)) {
+                Some(v) => m.insert(field.into(), v.clone()),
+                None => m.remove(field),
+            };
+        }
+        out
+    }
+
+    /// A terminating namespace stays until its `spec.finalizers` are gone too.
+    fn namespace_holds(&self, res: &Resource, obj: &Value) -> bool {
+        res.info.group.is_empty()
+            && res.info.kind == "Namespace"
+            && obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty())
+    }
+
+    fn after_delete(&self, res: &Resource, obj: &Value) {
+        if res.info.group.is_empty() && res.info.kind == "Service" {
+            self.allocators.release(obj);
+        }
+    }
+
+    pub async fn delete(
+        &self,
+        res: &Resource,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let key = res.key(name);
+        for _ in 0..storage::MAX_UPDATE_ATTEMPTS {
+            let kv = self
+                .storage
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::from_storage(res, name, e))?;
+            let current = decode_stored(&kv)?;
+            if let Some(uid) = &opts.precondition_uid {
+                if meta_str(&current, "uid") != Some(uid.as_str()) {
+                    return Err(ApiError::conflict_msg(
+                        res,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            meta_str(&current, "uid").unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+            if let Some(rv) = &opts.precondition_resource_version {
+                if *rv != kv.mod_revision.to_string() {
+                    return Err(ApiError::conflict_msg(
+                        res,
+                        name,
+                        &format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            kv.mod_revision
+                        ),
+                    ));
+                }
+            }
+            let mut marked = current.clone();
+            let mut pending = false;
+            let is_pod = res.info.group.is_empty() && res.info.kind == "Pod";
+            let is_namespace = res.info.group.is_empty() && res.info.kind == "Namespace";
+            if is_pod {
+                // A pod on a node is only marked: its node agent stops the containers within
+                // the grace period and then deletes it with grace 0.
+                let on_node = current
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                let finished = matches!(
+                    current.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded") | Some("Failed")
+                );
+                let grace = opts.grace_period_seconds.unwrap_or_else(|| {
+                    current
+                        .pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                });
+                if on_node && !finished && grace > 0 {
+                    let m = meta_mut(&mut marked);
+                    if !m.contains_key("deletionTimestamp") {
+                        m.insert(
+                            "deletionTimestamp".into(),
+                            json!(object::in_seconds_rfc3339(grace)),
+                        );
+                        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    }
+                    pending = true;
+                }
+            }
+            let mut fins = finalizers(&current);
+            match opts.propagation_policy.as_deref() {
+                Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                    fins.push("foregroundDeletion".into())
+                }
+                Some("Orphan") if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
+                _ => {}
+            }
+            if !fins.is_empty() || self.namespace_holds(res, &current) {
+                let m = meta_mut(&mut marked);
+                m.insert("finalizers".into(), json!(fins));
+                if !m.contains_key("deletionTimestamp") {
+                    m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
+                if fins.is_empty() {
+                    m.remove("finalizers");
+                }
+                if is_namespace {
+                    marked["status"]["phase"] = json!("Terminating");
+                }
+                pending = true;
+            }
+            if pending {
+                if marked == current || opts.dry_run {
+                    return Ok(marked);
+                }
+                match self
+                    .storage
+                    .update(&key, encode(&marked)?, kv.mod_revision)
+                    .await
+                {
+                    Ok(rev) => {
+                        set_resource_version(&mut marked, rev);
+                        return Ok(marked);
+                    }
+                    Err(storage::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_storage(res, name, e)),
+                }
+            }
+            if opts.dry_run {
+                return Ok(current);
+            }
+            match self.storage.delete(&key, Some(kv.mod_revision)).await {
+                Ok(deleted) => {
+                    self.after_delete(res, &current);
+                    let mut obj = current;
+                    set_resource_version(&mut obj, deleted.mod_revision);
+                    return Ok(obj);
+                }
+                Err(storage::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_storage(res, name, e)),
+            }
+        }
+        Err(ApiError::conflict(res, name))
+    }
+}
+
+fn name_of(obj: &Value) -> Option<&str> {
+    name(obj)
+}
+
+trait WithMessage {
+    fn with_message_if(self, cond: bool, msg: impl FnOnce() -> String) -> Self;
+}
+
+impl WithMessage for ApiError {
+    fn with_message_if(mut self, cond: bool, msg: impl FnOnce() -> String) -> Self {
+        if cond {
+            self.0.message = Some(msg());
+        }
+        self
+    }
+}

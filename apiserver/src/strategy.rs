@@ -1,0 +1,828 @@
+//! Per-kind behaviour: defaults, validation and what may change on update. The registry runs
+//! the same steps for every kind; a kind contributes only what differs, by implementing
+//! [`Strategy`] (every method has the generic behaviour as default).
+
+use serde_json::{json, Map, Value};
+
+use crate::object::{default_field, ensure_object, name};
+use api_types::resources::ResourceInfo;
+
+/// One invalid field: (field path, message, reason type), as `details.causes` reports them.
+pub type Cause = (String, String, String);
+
+fn required(field: &str) -> Cause {
+    (
+        field.into(),
+        "Required value".into(),
+        "FieldValueRequired".into(),
+    )
+}
+
+fn invalid(field: &str, value: &Value, why: &str) -> Cause {
+    let shown = match value {
+        Value::String(s) => format!("\"{s}\""),
+        other => other.to_string(),
+    };
+    (
+        field.into(),
+        format!("Invalid value: {shown}: {why}"),
+        "FieldValueInvalid".into(),
+    )
+}
+
+fn forbidden(field: &str, why: &str) -> Cause {
+    (
+        field.into(),
+        format!("Forbidden: {why}"),
+        "FieldValueForbidden".into(),
+    )
+}
+
+/// The per-kind hooks of the generic registry.
+pub trait Strategy: Sync {
+    /// Fills in defaults on create and update (upstream's `SetDefaults_*`).
+    fn defaults(&self, _obj: &mut Value) {}
+    /// The status an object gets on create (upstream's `PrepareForCreate`).
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        Some(json!({}))
+    }
+    /// Kind-specific validation of a whole object.
+    fn validate(&self, _obj: &Value, _errs: &mut Vec<Cause>) {}
+    /// Kind-specific checks of an update: immutable fields.
+    fn validate_update(&self, _new: &Value, _old: &Value, _errs: &mut Vec<Cause>) {}
+    /// Whether names must be DNS labels (63 chars, no dots) rather than DNS subdomains.
+    fn dns_label_names(&self) -> bool {
+        false
+    }
+}
+
+struct Generic;
+impl Strategy for Generic {}
+
+/// The strategy of a kind.
+pub fn for_kind(info: &ResourceInfo) -> &'static dyn Strategy {
+    match (info.group, info.kind) {
+        ("", "Pod") => &Pod,
+        ("", "Service") => &Service,
+        ("", "Namespace") => &Namespace,
+        ("", "Secret") => &Secret,
+        ("", "ConfigMap") => &ConfigMap,
+        ("apps", "Deployment") => &Deployment,
+        ("apps", "ReplicaSet") => &ReplicaSet,
+        ("apps", "StatefulSet") => &StatefulSet,
+        ("apps", "DaemonSet") => &DaemonSet,
+        ("batch", "Job") => &Job,
+        ("batch", "CronJob") => &CronJob,
+        _ => &Generic,
+    }
+}
+
+/// Validation every object gets: a well-formed name, labels and annotations.
+pub fn validate_meta(strategy: &dyn Strategy, obj: &Value, errs: &mut Vec<Cause>) {
+    match name(obj) {
+        None => errs.push(required("metadata.name")),
+        Some(n) => {
+            let ok = if strategy.dns_label_names() {
+                is_dns_label(n)
+            } else {
+                is_dns_subdomain(n)
+            };
+            if !ok {
+                let why = if strategy.dns_label_names() {
+                    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+                } else {
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+                };
+                errs.push(invalid("metadata.name", &json!(n), why));
+            }
+        }
+    }
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if !is_qualified_name(k) {
+                errs.push(invalid(
+                    "metadata.labels",
+                    &json!(k),
+                    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                ));
+            }
+            match v.as_str() {
+                Some(v) if is_label_value(v) => {}
+                _ => errs.push(invalid(
+                    "metadata.labels",
+                    v,
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                )),
+            }
+        }
+    }
+    if let Some(ann) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let total: usize = ann
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if total > 256 * 1024 {
+            errs.push((
+                "metadata.annotations".into(),
+                "Too long: must have at most 262144 bytes".into(),
+                "FieldValueTooLong".into(),
+            ));
+        }
+        for k in ann.keys() {
+            if !is_qualified_name(k) {
+                errs.push(invalid(
+                    "metadata.annotations",
+                    &json!(k),
+                    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                ));
+            }
+        }
+    }
+}
+
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// `[prefix/]name`, as label and annotation keys are.
+pub fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_name_part(name),
+        None => is_name_part(s),
+    }
+}
+
+pub fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_name_part(s)
+}
+
+/// Pod spec defaults, shared by pods and every pod template.
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    default_field(spec, "restartPolicy", json!("Always"));
+    default_field(spec, "terminationGracePeriodSeconds", json!(30));
+    default_field(spec, "dnsPolicy", json!("ClusterFirst"));
+    default_field(spec, "securityContext", json!({}));
+    default_field(spec, "schedulerName", json!("default-scheduler"));
+    default_field(spec, "enableServiceLinks", json!(true));
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(containers)) = spec.get_mut(list) {
+            for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+                default_container(c);
+            }
+        }
+    }
+}
+
+fn default_container(c: &mut Map<String, Value>) {
+    default_field(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default_field(c, "terminationMessagePolicy", json!("File"));
+    default_field(c, "resources", json!({}));
+    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    // Upstream: `:latest` or no tag means the image may change under the same name.
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let pull = if image.contains('@') || (last.contains(':') && !last.ends_with(":latest")) {
+        "IfNotPresent"
+    } else {
+        "Always"
+    };
+    default_field(c, "imagePullPolicy", json!(pull));
+    if let Some(Value::Array(ports)) = c.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default_field(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+fn default_template(obj: &mut Value) {
+    if let Some(spec) = obj
+        .pointer_mut("/spec/template/spec")
+        .and_then(Value::as_object_mut)
+    {
+        default_pod_spec(spec);
+    }
+}
+
+fn validate_containers(spec: &Value, at: &str, errs: &mut Vec<Cause>) {
+    match spec.get("containers").and_then(Value::as_array) {
+        None => errs.push(required(&format!("{at}.containers"))),
+        Some(cs) if cs.is_empty() => errs.push(required(&format!("{at}.containers"))),
+        Some(cs) => {
+            for (i, c) in cs.iter().enumerate() {
+                let here = format!("{at}.containers[{i}]");
+                match c.get("name").and_then(Value::as_str) {
+                    None | Some("") => errs.push(required(&format!("{here}.name"))),
+                    Some(n) if !is_dns_label(n) => errs.push(invalid(
+                        &format!("{here}.name"),
+                        &json!(n),
+                        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+                    )),
+                    _ => {}
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    errs.push(required(&format!("{here}.image")));
+                }
+                for (j, p) in c
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                    if !(1..=65535).contains(&port) {
+                        errs.push(invalid(
+                            &format!("{here}.ports[{j}].containerPort"),
+                            &json!(port),
+                            "must be between 1 and 65535, inclusive",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Workloads whose selector must select their template's labels.
+fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<Cause>) {
+    let Some(selector) = obj.pointer("/spec/selector") else {
+        errs.push(required("spec.selector"));
+        return;
+    };
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object);
+    let matches = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|want| {
+            want.iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        });
+    let empty = selector.as_object().is_none_or(|m| {
+        m.values().all(|v| {
+            v.is_null()
+                || v.as_object().is_some_and(Map::is_empty)
+                || v.as_array().is_some_and(Vec::is_empty)
+        })
+    });
+    if empty {
+        errs.push(invalid(
+            "spec.selector",
+            selector,
+            "empty selector is invalid for deployment",
+        ));
+    } else if !matches {
+        errs.push(invalid(
+            "spec.template.metadata.labels",
+            &obj.pointer("/spec/template/metadata/labels")
+                .cloned()
+                .unwrap_or(json!({})),
+            "`selector` does not match template `labels`",
+        ));
+    }
+}
+
+fn immutable(new: &Value, old: &Value, pointer: &str, field: &str, errs: &mut Vec<Cause>) {
+    if new.pointer(pointer) != old.pointer(pointer) {
+        errs.push(invalid(
+            field,
+            new.pointer(pointer).unwrap_or(&Value::Null),
+            "field is immutable",
+        ));
+    }
+}
+
+struct Pod;
+impl Strategy for Pod {
+    fn defaults(&self, obj: &mut Value) {
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            default_pod_spec(spec);
+        }
+    }
+    fn initial_status(&self, obj: &Value) -> Option<Value> {
+        Some(json!({"phase": "Pending", "qosClass": qos_class(obj)}))
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        validate_containers(obj.get("spec").unwrap_or(&Value::Null), "spec", errs);
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        // Only images, activeDeadlineSeconds, added tolerations and scheduling gates removal
+        // may change in a pod's spec.
+        let strip = |spec: &Value| {
+            let mut s = spec.clone();
+            for list in ["containers", "initContainers"] {
+                if let Some(Value::Array(cs)) = s.get_mut(list) {
+                    for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                        c.remove("image");
+                    }
+                }
+            }
+            if let Some(m) = s.as_object_mut() {
+                m.remove("activeDeadlineSeconds");
+                m.remove("tolerations");
+                m.remove("schedulingGates");
+                // Binding sets nodeName once; the registry checks that path itself.
+                m.remove("nodeName");
+            }
+            s
+        };
+        let (n, o) = (
+            new.get("spec").unwrap_or(&Value::Null),
+            old.get("spec").unwrap_or(&Value::Null),
+        );
+        if strip(n) != strip(o) {
+            errs.push(forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ));
+        }
+        let (nn, on) = (n.get("nodeName"), o.get("nodeName"));
+        if on.and_then(Value::as_str).is_some_and(|s| !s.is_empty()) && nn != on {
+            errs.push(forbidden("spec.nodeName", "field is immutable once set"));
+        }
+    }
+}
+
+/// Upstream's QoS class: Guaranteed when every container limits cpu and memory with requests
+/// equal to limits, BestEffort when nothing is requested or limited, Burstable otherwise.
+fn qos_class(obj: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|l| obj.pointer(&format!("/spec/{l}")).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        if limits.is_some_and(|m| !m.is_empty()) || requests.is_some_and(|m| !m.is_empty()) {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = limits.and_then(|m| m.get(r));
+            let q = requests.and_then(|m| m.get(r)).or(l);
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+struct Service;
+impl Strategy for Service {
+    fn defaults(&self, obj: &mut Value) {
+        let Some(spec) = ensure_object(obj, &["spec"]) else {
+            return;
+        };
+        default_field(spec, "type", json!("ClusterIP"));
+        default_field(spec, "sessionAffinity", json!("None"));
+        let external = !matches!(
+            spec.get("type").and_then(Value::as_str),
+            Some("ClusterIP") | Some("ExternalName")
+        );
+        if external {
+            default_field(spec, "externalTrafficPolicy", json!("Cluster"));
+        }
+        if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
+            default_field(spec, "internalTrafficPolicy", json!("Cluster"));
+        }
+        if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                default_field(p, "protocol", json!("TCP"));
+                if let Some(port) = p.get("port").cloned() {
+                    default_field(p, "targetPort", port);
+                }
+            }
+        }
+    }
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        Some(json!({"loadBalancer": {}}))
+    }
+    fn dns_label_names(&self) -> bool {
+        true
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        let ty = obj
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !matches!(
+            ty,
+            "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+        ) {
+            errs.push((
+                "spec.type".into(),
+                format!("Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
+                "FieldValueNotSupported".into(),
+            ));
+        }
+        let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+        if ty != "ExternalName" && ports.is_none_or(Vec::is_empty) {
+            let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+            if !headless {
+                errs.push(required("spec.ports"));
+            }
+        }
+        for (i, p) in ports.into_iter().flatten().enumerate() {
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            if !(1..=65535).contains(&port) {
+                errs.push(invalid(
+                    &format!("spec.ports[{i}].port"),
+                    &json!(port),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+            if ports.is_some_and(|ps| ps.len() > 1)
+                && p.get("name")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            {
+                errs.push(required(&format!("spec.ports[{i}].name")));
+            }
+        }
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str);
+        let new_ip = new.pointer("/spec/clusterIP").and_then(Value::as_str);
+        if old_ip.is_some_and(|ip| !ip.is_empty()) && new_ip.is_some() && new_ip != old_ip {
+            immutable(new, old, "/spec/clusterIP", "spec.clusterIPs[0]", errs);
+        }
+    }
+}
+
+struct Namespace;
+impl Strategy for Namespace {
+    fn defaults(&self, obj: &mut Value) {
+        let name = name(obj).unwrap_or_default().to_string();
+        if let Some(labels) = ensure_object(obj, &["metadata", "labels"]) {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+        if let Some(spec) = ensure_object(obj, &["spec"]) {
+            default_field(spec, "finalizers", json!(["kubernetes"]));
+        }
+    }
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        Some(json!({"phase": "Active"}))
+    }
+    fn dns_label_names(&self) -> bool {
+        true
+    }
+}
+
+/// ConfigMaps and Secrets marked `immutable` keep their data forever.
+fn validate_immutable_data(new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+    if old.get("immutable") == Some(&json!(true)) {
+        for field in ["data", "binaryData"] {
+            if new.get(field) != old.get(field) {
+                errs.push(forbidden(
+                    field,
+                    "field is immutable when `immutable` is set",
+                ));
+            }
+        }
+        if new.get("immutable") != Some(&json!(true)) {
+            errs.push(forbidden(
+                "immutable",
+                "field is immutable when `immutable` is set",
+            ));
+        }
+    }
+}
+
+fn validate_data_keys(obj: &Value, fields: &[&str], errs: &mut Vec<Cause>) {
+    for field in fields {
+        for key in obj
+            .get(*field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|m| m.keys())
+        {
+            let ok = !key.is_empty()
+                && key.len() <= 253
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                errs.push(invalid(
+                    &format!("{field}[{key}]"),
+                    &json!(key),
+                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                ));
+            }
+        }
+    }
+}
+
+struct ConfigMap;
+impl Strategy for ConfigMap {
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        None
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        validate_data_keys(obj, &["data", "binaryData"], errs);
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        validate_immutable_data(new, old, errs);
+    }
+}
+
+struct Secret;
+impl Strategy for Secret {
+    fn defaults(&self, obj: &mut Value) {
+        // `stringData` is write-only sugar: merged into `data` (base64) and never stored.
+        if let Some(Value::Object(string_data)) =
+            obj.as_object_mut().and_then(|m| m.remove("stringData"))
+        {
+            use base64::Engine as _;
+            if let Some(data) = ensure_object(obj, &["data"]) {
+                for (k, v) in string_data {
+                    let raw = v.as_str().unwrap_or_default().as_bytes().to_vec();
+                    data.insert(
+                        k,
+                        json!(base64::engine::general_purpose::STANDARD.encode(raw)),
+                    );
+                }
+            }
+        }
+        if let Some(m) = obj.as_object_mut() {
+            default_field(m, "type", json!("Opaque"));
+        }
+    }
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        None
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        validate_data_keys(obj, &["data"], errs);
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        validate_immutable_data(new, old, errs);
+        immutable(new, old, "/type", "type", errs);
+    }
+}
+
+struct Deployment;
+impl Strategy for Deployment {
+    fn defaults(&self, obj: &mut Value) {
+        if let Some(spec) = ensure_object(obj, &["spec"]) {
+            default_field(spec, "replicas", json!(1));
+            default_field(spec, "revisionHistoryLimit", json!(10));
+            default_field(spec, "progressDeadlineSeconds", json!(600));
+            default_field(
+                spec,
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            );
+        }
+        default_template(obj);
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        validate_selector_matches_template(obj, errs);
+        validate_containers(
+            obj.pointer("/spec/template/spec").unwrap_or(&Value::Null),
+            "spec.template.spec",
+            errs,
+        );
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        immutable(new, old, "/spec/selector", "spec.selector", errs);
+    }
+}
+
+struct ReplicaSet;
+impl Strategy for ReplicaSet {
+    fn defaults(&self, obj: &mut Value) {
+        if let Some(spec) = ensure_object(obj, &["spec"]) {
+            default_field(spec, "replicas", json!(1));
+        }
+        default_template(obj);
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        validate_selector_matches_template(obj, errs);
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        immutable(new, old, "/spec/selector", "spec.selector", errs);
+    }
+}
+
+struct StatefulSet;
+impl Strategy for StatefulSet {
+    fn defaults(&self, obj: &mut Value) {
+        if let Some(spec) = ensure_object(obj, &["spec"]) {
+            default_field(spec, "replicas", json!(1));
+            default_field(spec, "podManagementPolicy", json!("OrderedReady"));
+            default_field(spec, "revisionHistoryLimit", json!(10));
+            default_field(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            default_field(
+                spec,
+                "persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+        }
+        default_template(obj);
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        validate_selector_matches_template(obj, errs);
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        immutable(new, old, "/spec/selector", "spec.selector", errs);
+    }
+}
+
+struct DaemonSet;
+impl Strategy for DaemonSet {
+    fn defaults(&self, obj: &mut Value) {
+        if let Some(spec) = ensure_object(obj, &["spec"]) {
+            default_field(spec, "revisionHistoryLimit", json!(10));
+            default_field(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+        }
+        default_template(obj);
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        validate_selector_matches_template(obj, errs);
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        immutable(new, old, "/spec/selector", "spec.selector", errs);
+    }
+}
+
+struct Job;
+impl Strategy for Job {
+    fn defaults(&self, obj: &mut Value) {
+        let manual = obj.pointer("/spec/manualSelector") == Some(&json!(true));
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let job_name = name(obj).unwrap_or_default().to_string();
+        if let Some(spec) = ensure_object(obj, &["spec"]) {
+            default_field(spec, "parallelism", json!(1));
+            let parallelism = spec.get("parallelism").cloned().unwrap_or(json!(1));
+            if spec.get("completions").is_none_or(Value::is_null) {
+                // Upstream: unset completions with unset parallelism means one completion.
+                spec.insert("completions".into(), json!(1));
+                let _ = parallelism;
+            }
+            default_field(spec, "backoffLimit", json!(6));
+            default_field(spec, "completionMode", json!("NonIndexed"));
+            default_field(spec, "suspend", json!(false));
+            default_field(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+            default_field(spec, "manualSelector", Value::Null);
+            spec.remove("manualSelector");
+            if manual {
+                spec.insert("manualSelector".into(), json!(true));
+            }
+        }
+        // The generated selector ties a Job to its own pods by uid, as upstream does.
+        if !manual && !uid.is_empty() {
+            let labels = json!({
+                "batch.kubernetes.io/controller-uid": uid,
+                "batch.kubernetes.io/job-name": job_name,
+                "controller-uid": uid,
+                "job-name": job_name,
+            });
+            if obj.pointer("/spec/selector").is_none() {
+                obj["spec"]["selector"] =
+                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+            }
+            if let Some(tl) = ensure_object(obj, &["spec", "template", "metadata", "labels"]) {
+                for (k, v) in labels.as_object().into_iter().flatten() {
+                    tl.entry(k.clone()).or_insert(v.clone());
+                }
+            }
+        }
+        default_template(obj);
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        let restart = obj
+            .pointer("/spec/template/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !matches!(restart, "Never" | "OnFailure") {
+            errs.push((
+                "spec.template.spec.restartPolicy".into(),
+                format!(
+                    "Unsupported value: \"{restart}\": supported values: \"OnFailure\", \"Never\""
+                ),
+                "FieldValueNotSupported".into(),
+            ));
+        }
+        validate_containers(
+            obj.pointer("/spec/template/spec").unwrap_or(&Value::Null),
+            "spec.template.spec",
+            errs,
+        );
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        immutable(new, old, "/spec/selector", "spec.selector", errs);
+        immutable(new, old, "/spec/completions", "spec.completions", errs);
+    }
+}
+
+struct CronJob;
+impl Strategy for CronJob {
+    fn defaults(&self, obj: &mut Value) {
+        if let Some(spec) = ensure_object(obj, &["spec"]) {
+            default_field(spec, "concurrencyPolicy", json!("Allow"));
+            default_field(spec, "suspend", json!(false));
+            default_field(spec, "successfulJobsHistoryLimit", json!(3));
+            default_field(spec, "failedJobsHistoryLimit", json!(1));
+        }
+        if let Some(spec) = obj
+            .pointer_mut("/spec/jobTemplate/spec/template/spec")
+            .and_then(Value::as_object_mut)
+        {
+            default_pod_spec(spec);
+        }
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        if obj
+            .pointer("/spec/schedule")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            errs.push(required("spec.schedule"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels() {
+        assert!(is_dns_label("web-1"));
+        assert!(!is_dns_label("Web"));
+        assert!(!is_dns_label("a.b"));
+        assert!(is_dns_subdomain("a.b-c"));
+        assert!(is_qualified_name("app.kubernetes.io/name"));
+        assert!(!is_qualified_name("-bad"));
+        assert!(is_label_value(""));
+        assert!(!is_label_value("bad value"));
+    }
+
+    #[test]
+    fn qos() {
+        let pod = |res: Value| json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": res}]}});
+        assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&pod(json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
+        );
+    }
+
+    #[test]
+    fn image_pull_policy_defaults() {
+        let mut c = Map::new();
+        c.insert("image".into(), json!("busybox"));
+        default_container(&mut c);
+        assert_eq!(c["imagePullPolicy"], "Always");
+        let mut c = Map::new();
+        c.insert("image".into(), json!("registry:5000/busybox:1.36"));
+        default_container(&mut c);
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    }
+}
