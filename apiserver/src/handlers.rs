@@ -297,11 +297,11 @@ async fn object_request(
         }
         (Method::DELETE, Some(name), None) => {
             let opts = delete_options(&q, headers, &body)?;
-            let obj = registry.delete(&res, &name, &opts).await?;
-            let code = if obj.pointer("/metadata/deletionTimestamp").is_some() {
-                StatusCode::ACCEPTED
-            } else {
+            let (obj, gone) = registry.delete(&res, &name, &opts).await?;
+            let code = if gone {
                 StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
             };
             Ok(json_response(code, &obj))
         }
@@ -328,7 +328,7 @@ async fn object_request(
                 let mut per_ns = res.clone();
                 per_ns.namespace = crate::object::meta_str(&obj, "namespace").map(str::to_string);
                 match registry.delete(&per_ns, &name, &opts).await {
-                    Ok(o) => items.push(o),
+                    Ok((o, _)) => items.push(o),
                     Err(e) if e.code() == 404 => {}
                     Err(e) => return Err(e),
                 }

@@ -691,12 +691,14 @@ impl Registry {
         }
     }
 
+    /// Deletes an object, or only marks it (graceful pod deletion, finalizers, terminating
+    /// namespaces). Returns the object and whether it is gone.
     pub async fn delete(
         &self,
         res: &Resource,
         name: &str,
         opts: &DeleteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<(Value, bool), ApiError> {
         let key = res.key(name);
         for _ in 0..storage::MAX_UPDATE_ATTEMPTS {
             let kv = self
@@ -787,7 +789,7 @@ impl Registry {
             }
             if pending {
                 if marked == current || opts.dry_run {
-                    return Ok(marked);
+                    return Ok((marked, false));
                 }
                 match self
                     .storage
@@ -796,21 +798,21 @@ impl Registry {
                 {
                     Ok(rev) => {
                         set_resource_version(&mut marked, rev);
-                        return Ok(marked);
+                        return Ok((marked, false));
                     }
                     Err(storage::Error::Conflict { .. }) => continue,
                     Err(e) => return Err(ApiError::from_storage(res, name, e)),
                 }
             }
             if opts.dry_run {
-                return Ok(current);
+                return Ok((current, true));
             }
             match self.storage.delete(&key, Some(kv.mod_revision)).await {
                 Ok(deleted) => {
                     self.after_delete(res, &current);
                     let mut obj = current;
                     set_resource_version(&mut obj, deleted.mod_revision);
-                    return Ok(obj);
+                    return Ok((obj, true));
                 }
                 Err(storage::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_storage(res, name, e)),

@@ -1,0 +1,849 @@
+//! The API server in-process, on both storage backends, driven over HTTP as clients drive it.
+
+use std::time::Duration;
+
+use apiserver::{Config, Running, StorageConfig};
+use futures::StreamExt;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use storage::testing::EtcdServer;
+
+/// A server plus what keeps its storage alive.
+struct Server {
+    running: Option<Running>,
+    base: String,
+    http: Client,
+    _etcd: Option<EtcdServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn embedded() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageConfig::Embedded {
+            data_dir: dir.path().join("data"),
+        };
+        Self::start(storage, None, dir).await
+    }
+
+    async fn etcd() -> Server {
+        let etcd = tokio::task::spawn_blocking(EtcdServer::start)
+            .await
+            .unwrap();
+        let storage = StorageConfig::Etcd {
+            endpoints: vec![etcd.endpoint()],
+        };
+        Self::start(storage, Some(etcd), tempfile::tempdir().unwrap()).await
+    }
+
+    async fn start(
+        storage: StorageConfig,
+        etcd: Option<EtcdServer>,
+        dir: tempfile::TempDir,
+    ) -> Server {
+        let running = apiserver::start(Config {
+            storage,
+            bind_address: "127.0.0.1".parse().unwrap(),
+            port: 0,
+            service_cluster_ip_range: ("10.0.0.0".parse().unwrap(), 24),
+            write_kubeconfig: None,
+        })
+        .await
+        .expect("server starts");
+        Server {
+            base: format!("http://{}", running.addr),
+            running: Some(running),
+            http: Client::new(),
+            _etcd: etcd,
+            _dir: dir,
+        }
+    }
+
+    async fn req(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.req_ct(
+            method,
+            path,
+            body.map(|b| (b.to_string(), "application/json")),
+        )
+        .await
+    }
+
+    async fn req_ct(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(String, &str)>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((b, ct)) = body {
+            r = r.header("content-type", ct).body(b);
+        }
+        let resp = r.send().await.expect("request");
+        let code = resp.status();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (code, v)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown_token().cancel();
+        }
+    }
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Server::embedded().await).await
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Server::etcd().await).await
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    crud_round_trip,
+    optimistic_concurrency,
+    status_is_split_from_spec,
+    namespaces_gate_writes,
+    list_selectors_and_paging,
+    watch_sees_changes_in_order,
+    finalizers_hold_deletion,
+    errors_are_status_objects,
+    services_get_unique_cluster_ips,
+    binding_assigns_once,
+    dry_run_and_field_validation,
+);
+
+fn cm(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"app": "web"}}, "data": {"k": "v"}})
+}
+
+async fn crud_round_trip(s: Server) {
+    let (code, created) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(cm("a")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let meta = &created["metadata"];
+    assert!(meta["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(meta["creationTimestamp"].as_str().is_some());
+    assert_eq!(meta["namespace"], "default");
+    let rv = meta["resourceVersion"].as_str().unwrap().to_string();
+
+    let (code, got) = s
+        .req(Method::GET, "/api/v1/namespaces/default/configmaps/a", None)
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(got, created);
+
+    let mut updated = got.clone();
+    updated["data"] = json!({"k": "v2"});
+    let (code, put) = s
+        .req(
+            Method::PUT,
+            "/api/v1/namespaces/default/configmaps/a",
+            Some(updated),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{put}");
+    assert_ne!(put["metadata"]["resourceVersion"].as_str().unwrap(), rv);
+    assert_eq!(put["metadata"]["uid"], meta["uid"], "uid is server-owned");
+
+    let (code, generated) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(json!({"metadata": {"generateName": "gen-"}, "data": {}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let gname = generated["metadata"]["name"].as_str().unwrap();
+    assert!(gname.starts_with("gen-") && gname.len() == 9, "{gname}");
+
+    let (code, deleted) = s
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/default/configmaps/a",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(deleted["metadata"]["name"], "a");
+    let (code, gone) = s
+        .req(Method::GET, "/api/v1/namespaces/default/configmaps/a", None)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(gone["message"], "configmaps \"a\" not found");
+    assert_eq!(gone["reason"], "NotFound");
+}
+
+async fn optimistic_concurrency(s: Server) {
+    let (_, created) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(cm("c")),
+        )
+        .await;
+    let mut first = created.clone();
+    first["data"] = json!({"k": "first"});
+    let (code, _) = s
+        .req(
+            Method::PUT,
+            "/api/v1/namespaces/default/configmaps/c",
+            Some(first),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    // Same stale resourceVersion again: 409 Conflict worded like upstream.
+    let mut stale = created.clone();
+    stale["data"] = json!({"k": "stale"});
+    let (code, status) = s
+        .req(
+            Method::PUT,
+            "/api/v1/namespaces/default/configmaps/c",
+            Some(stale),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert_eq!(status["reason"], "Conflict");
+    assert_eq!(
+        status["message"],
+        "Operation cannot be fulfilled on configmaps \"c\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    // Without a resourceVersion the update is unconditional.
+    let mut free = created;
+    free["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    free["data"] = json!({"k": "last"});
+    let (code, out) = s
+        .req(
+            Method::PUT,
+            "/api/v1/namespaces/default/configmaps/c",
+            Some(free),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(out["data"]["k"], "last");
+}
+
+fn deployment(name: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}
+    })
+}
+
+async fn status_is_split_from_spec(s: Server) {
+    let path = "/apis/apps/v1/namespaces/default/deployments";
+    let mut d = deployment("web", 2);
+    d["status"] = json!({"replicas": 99});
+    let (code, created) = s.req(Method::POST, path, Some(d)).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert!(
+        created["status"].get("replicas").is_none(),
+        "status is not set on create"
+    );
+    assert_eq!(
+        created["spec"]["strategy"]["type"], "RollingUpdate",
+        "defaults applied"
+    );
+    assert_eq!(
+        created["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+
+    let mut status = created.clone();
+    status["status"] = json!({"replicas": 2, "observedGeneration": 1});
+    status["spec"]["replicas"] = json!(7);
+    let (code, after) = s
+        .req(Method::PUT, &format!("{path}/web/status"), Some(status))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{after}");
+    assert_eq!(after["status"]["replicas"], 2);
+    assert_eq!(after["spec"]["replicas"], 2, "/status ignores spec");
+    assert_eq!(after["metadata"]["generation"], 1);
+
+    let mut main = after.clone();
+    main["spec"]["replicas"] = json!(3);
+    main["status"] = json!({"replicas": 0});
+    let (code, after) = s.req(Method::PUT, &format!("{path}/web"), Some(main)).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(after["spec"]["replicas"], 3);
+    assert_eq!(
+        after["status"]["replicas"], 2,
+        "the main resource ignores status"
+    );
+    assert_eq!(
+        after["metadata"]["generation"], 2,
+        "a spec change is a new generation"
+    );
+
+    let (code, scale) = s.req(Method::GET, &format!("{path}/web/scale"), None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let (code, _) = s
+        .req_ct(
+            Method::PATCH,
+            &format!("{path}/web/scale"),
+            Some((
+                json!({"spec": {"replicas": 5}}).to_string(),
+                "application/merge-patch+json",
+            )),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, got) = s.req(Method::GET, &format!("{path}/web"), None).await;
+    assert_eq!(got["spec"]["replicas"], 5);
+
+    // The selector is immutable.
+    let mut changed = got.clone();
+    changed["spec"]["selector"] = json!({"matchLabels": {"app": "other"}});
+    changed["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+    let (code, invalid) = s
+        .req(Method::PUT, &format!("{path}/web"), Some(changed))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(invalid["reason"], "Invalid");
+    assert_eq!(invalid["details"]["causes"][0]["field"], "spec.selector");
+}
+
+async fn namespaces_gate_writes(s: Server) {
+    let (code, status) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/nope/configmaps",
+            Some(cm("x")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(status["message"], "namespaces \"nope\" not found");
+    let (code, _) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces",
+            Some(json!({"metadata": {"name": "team"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/team/configmaps",
+            Some(cm("x")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, ns) = s.req(Method::DELETE, "/api/v1/namespaces/team", None).await;
+    assert!(code.is_success());
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    let (code, status) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/team/configmaps",
+            Some(cm("y")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{status}");
+    assert!(status["message"]
+        .as_str()
+        .unwrap()
+        .contains("because it is being terminated"));
+    // Finalizing removes it.
+    let mut fin = ns.clone();
+    fin["spec"]["finalizers"] = json!([]);
+    let (code, _) = s
+        .req(Method::PUT, "/api/v1/namespaces/team/finalize", Some(fin))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = s.req(Method::GET, "/api/v1/namespaces/team", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    // Built-in namespaces exist from the start.
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let (code, _) = s
+            .req(Method::GET, &format!("/api/v1/namespaces/{ns}"), None)
+            .await;
+        assert_eq!(code, StatusCode::OK, "{ns}");
+    }
+}
+
+async fn list_selectors_and_paging(s: Server) {
+    s.req(
+        Method::POST,
+        "/api/v1/namespaces",
+        Some(json!({"metadata": {"name": "other"}})),
+    )
+    .await;
+    for i in 0..25 {
+        let mut c = cm(&format!("c{i:02}"));
+        c["metadata"]["labels"] = json!({"parity": if i % 2 == 0 { "even" } else { "odd" }});
+        let (code, _) = s
+            .req(
+                Method::POST,
+                "/api/v1/namespaces/default/configmaps",
+                Some(c),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED);
+    }
+    s.req(
+        Method::POST,
+        "/api/v1/namespaces/other/configmaps",
+        Some(cm("elsewhere")),
+    )
+    .await;
+    let (_, all) = s.req(Method::GET, "/api/v1/configmaps", None).await;
+    assert_eq!(all["kind"], "ConfigMapList");
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        26,
+        "cluster-wide list"
+    );
+
+    let mut names = Vec::new();
+    let mut path =
+        "/api/v1/namespaces/default/configmaps?labelSelector=parity%3Deven&limit=4".to_string();
+    let mut pages = 0;
+    loop {
+        let (code, page) = s.req(Method::GET, &path, None).await;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        pages += 1;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 4);
+        names.extend(
+            items
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(t) => {
+                path = format!(
+                    "/api/v1/namespaces/default/configmaps?labelSelector=parity%3Deven&limit=4&continue={t}"
+                )
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).step_by(2).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(names, expected);
+    assert_eq!(pages, 4);
+
+    let (_, one) = s
+        .req(
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name%3Dc03",
+            None,
+        )
+        .await;
+    assert_eq!(one["items"].as_array().unwrap().len(), 1);
+}
+
+async fn watch_sees_changes_in_order(s: Server) {
+    let (_, list) = s
+        .req(Method::GET, "/api/v1/namespaces/default/configmaps", None)
+        .await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = s
+        .http
+        .get(format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=True&resourceVersion={rv}&labelSelector=app%3Dweb",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, created) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(cm("w")),
+        )
+        .await;
+    let mut moved = created.clone();
+    moved["metadata"]["labels"] = json!({"app": "other"});
+    s.req(
+        Method::PUT,
+        "/api/v1/namespaces/default/configmaps/w",
+        Some(moved),
+    )
+    .await;
+    s.req(
+        Method::DELETE,
+        "/api/v1/namespaces/default/configmaps/w",
+        None,
+    )
+    .await;
+    let mut body = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+            .await
+            .expect("watch event within 30 s")
+            .expect("stream open")
+            .unwrap();
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let v: Value = serde_json::from_slice(&line).unwrap();
+            events.push((
+                v["type"].as_str().unwrap().to_string(),
+                v["object"]["metadata"]["name"].clone(),
+            ));
+        }
+    }
+    // The label change moves the object out of the selection: DELETED; the real delete is then
+    // invisible to this watch.
+    assert_eq!(
+        events,
+        vec![
+            ("ADDED".to_string(), json!("w")),
+            ("DELETED".to_string(), json!("w"))
+        ]
+    );
+}
+
+async fn finalizers_hold_deletion(s: Server) {
+    let mut c = cm("held");
+    c["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    s.req(
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some(c),
+    )
+    .await;
+    let (code, marked) = s
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/default/configmaps/held",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    let (code, still) = s
+        .req(
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps/held",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let mut released = still.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    let (code, _) = s
+        .req(
+            Method::PUT,
+            "/api/v1/namespaces/default/configmaps/held",
+            Some(released),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = s
+        .req(
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps/held",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "gone with its last finalizer");
+
+    // Foreground propagation adds its finalizer and keeps the object.
+    s.req(
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some(cm("fg")),
+    )
+    .await;
+    let (code, fg) = s
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/default/configmaps/fg",
+            Some(json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(fg["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+}
+
+async fn errors_are_status_objects(s: Server) {
+    let cases: Vec<(Method, &str, Option<(String, &str)>, u16, &str)> = vec![
+        (Method::GET, "/api/v1/widgets", None, 404, "NotFound"),
+        (Method::GET, "/nothing/here", None, 404, "NotFound"),
+        (
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(("{not json".into(), "application/json")),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(("x".into(), "text/csv")),
+            415,
+            "UnsupportedMediaType",
+        ),
+        (
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(("a".repeat(4 * 1024 * 1024), "application/json")),
+            413,
+            "RequestEntityTooLarge",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/namespaces",
+            None,
+            405,
+            "MethodNotAllowed",
+        ),
+        (Method::PUT, "/api/v1", None, 405, "MethodNotAllowed"),
+        (
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some((
+                json!({"metadata": {"name": "p"}, "spec": {"containers": []}}).to_string(),
+                "application/json",
+            )),
+            422,
+            "Invalid",
+        ),
+    ];
+    for (method, path, body, code, reason) in cases {
+        let (got, status) = s.req_ct(method.clone(), path, body).await;
+        assert_eq!(got.as_u16(), code, "{method} {path}: {status}");
+        assert_eq!(status["kind"], "Status", "{method} {path}");
+        assert_eq!(status["reason"], reason, "{method} {path}: {status}");
+        assert_eq!(status["code"], code);
+    }
+    let (_, invalid) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(
+                json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c"}]}}),
+            ),
+        )
+        .await;
+    let msg = invalid["message"].as_str().unwrap();
+    assert!(msg.starts_with("Pod \"Bad_Name\" is invalid: ["), "{msg}");
+    assert!(
+        msg.contains("spec.containers[0].image: Required value"),
+        "{msg}"
+    );
+}
+
+async fn services_get_unique_cluster_ips(s: Server) {
+    let svc = |name: &str, ty: &str| json!({"metadata": {"name": name}, "spec": {"type": ty, "selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    let mut ips = std::collections::BTreeSet::new();
+    for i in 0..5 {
+        let (code, created) = s
+            .req(
+                Method::POST,
+                "/api/v1/namespaces/default/services",
+                Some(svc(&format!("s{i}"), "ClusterIP")),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{created}");
+        let ip = created["spec"]["clusterIP"].as_str().unwrap().to_string();
+        assert!(ip.starts_with("10.0.0."), "{ip}");
+        assert_eq!(created["spec"]["ports"][0]["targetPort"], 80);
+        assert!(ips.insert(ip));
+    }
+    let (_, np) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(svc("np", "NodePort")),
+        )
+        .await;
+    let port = np["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&port));
+    // Released on delete, so the address can be asked for again.
+    let (_, s0) = s
+        .req(Method::GET, "/api/v1/namespaces/default/services/s0", None)
+        .await;
+    let ip0 = s0["spec"]["clusterIP"].as_str().unwrap().to_string();
+    s.req(
+        Method::DELETE,
+        "/api/v1/namespaces/default/services/s0",
+        None,
+    )
+    .await;
+    let mut again = svc("again", "ClusterIP");
+    again["spec"]["clusterIP"] = json!(ip0);
+    let (code, re) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(again),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{re}");
+    let mut clash = svc("clash", "ClusterIP");
+    clash["spec"]["clusterIP"] = json!(ip0);
+    let (code, _) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(clash),
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn binding_assigns_once(s: Server) {
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let (code, created) = s
+        .req(Method::POST, "/api/v1/namespaces/default/pods", Some(pod))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert_eq!(created["status"]["phase"], "Pending");
+    assert_eq!(created["status"]["qosClass"], "BestEffort");
+    assert_eq!(created["spec"]["restartPolicy"], "Always");
+    let binding = |node: &str| json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}});
+    let (code, _) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/pods/p/binding",
+            Some(binding("n1")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (_, bound) = s
+        .req(Method::GET, "/api/v1/namespaces/default/pods/p", None)
+        .await;
+    assert_eq!(bound["spec"]["nodeName"], "n1");
+    assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
+    let (code, status) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/pods/p/binding",
+            Some(binding("n2")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert!(status["message"]
+        .as_str()
+        .unwrap()
+        .contains("already assigned"));
+    // A bound pod is deleted gracefully: marked, not removed.
+    let (code, marked) = s
+        .req(Method::DELETE, "/api/v1/namespaces/default/pods/p", None)
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    let (code, _) = s
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/default/pods/p?gracePeriodSeconds=0",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = s
+        .req(Method::GET, "/api/v1/namespaces/default/pods/p", None)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, status) = s
+        .req(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/none/log",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{status}");
+}
+
+async fn dry_run_and_field_validation(s: Server) {
+    let (code, _) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps?dryRun=All",
+            Some(cm("dry")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _) = s
+        .req(
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps/dry",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "dry run stores nothing");
+    let mut bad = cm("strict");
+    bad["spec"] = json!({"x": 1});
+    let (code, status) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+            Some(bad.clone()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        status["message"],
+        "strict decoding error: unknown field \"spec\""
+    );
+    let resp = s
+        .http
+        .post(format!(
+            "{}/api/v1/namespaces/default/configmaps?fieldValidation=Warn",
+            s.base
+        ))
+        .header("content-type", "application/json")
+        .body(bad.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let warning = resp
+        .headers()
+        .get("warning")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(warning, "299 - \"unknown field \\\"spec\\\"\"");
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fromyaml\ndata:\n  a: b\n";
+    let (code, created) = s
+        .req_ct(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some((yaml.into(), "application/yaml")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(created["data"]["a"], "b");
+}
