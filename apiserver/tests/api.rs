@@ -596,7 +596,8 @@ async fn finalizers_hold_deletion(s: Server) {
 }
 
 async fn errors_are_status_objects(s: Server) {
-    let cases: Vec<(Method, &str, Option<(String, &str)>, u16, &str)> = vec![
+    type Case<'a> = (Method, &'a str, Option<(String, &'a str)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (Method::GET, "/api/v1/widgets", None, 404, "NotFound"),
         (Method::GET, "/nothing/here", None, 404, "NotFound"),
         (
