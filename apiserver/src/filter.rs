@@ -9,7 +9,7 @@ use crate::resource::Resource;
 /// A list's or watch's selection.
 #[derive(Debug, Default)]
 pub struct Filter {
-    labels: Vec<(String, String)>,
+    labels: Vec<(String, String, bool)>,
     fields: Vec<(String, String, bool)>,
 }
 
@@ -18,13 +18,16 @@ impl Filter {
         let mut f = Filter::default();
         if let Some(sel) = q.non_empty("labelSelector") {
             for req in sel.split(',') {
-                let (k, v) = req
-                    .split_once("==")
-                    .or_else(|| req.split_once('='))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("unable to parse requirement: {req}"))
-                    })?;
-                f.labels.push((k.trim().into(), v.trim().into()));
+                let (k, v, eq) = if let Some((k, v)) = req.split_once("!=") {
+                    (k, v, false)
+                } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+                    (k, v, true)
+                } else {
+                    return Err(ApiError::bad_request(format!(
+                        "unable to parse requirement: {req}"
+                    )));
+                };
+                f.labels.push((k.trim().into(), v.trim().into(), eq));
             }
         }
         if let Some(sel) = q.non_empty("fieldSelector") {
@@ -50,7 +53,9 @@ impl Filter {
 
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = crate::object::labels(obj);
-        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.labels
+            .iter()
+            .all(|(k, v, eq)| (labels.get(k) == Some(v)) == *eq)
             && self.fields.iter().all(|(k, v, eq)| {
                 let path = format!("/{}", k.replace('.', "/"));
                 let got = match obj.pointer(&path) {

@@ -493,7 +493,23 @@ impl Patch {
             Patch::Merge(p) => Ok(merge_patch(current, p)),
             // Until strategic merge lands, merge semantics (maps merge, lists replace).
             Patch::Strategic(p) => Ok(merge_patch(current, p)),
-            Patch::Json(_) => Err(ApiError::unsupported_media_type()),
+            Patch::Json(ops) => {
+                let ops: json_patch::Patch = serde_json::from_value(ops.clone())
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                let mut out = current.clone();
+                json_patch::patch(&mut out, &ops).map_err(|e| {
+                    let mut err = ApiError::invalid(
+                        _res,
+                        crate::object::name(current).unwrap_or(""),
+                        Vec::new(),
+                    );
+                    err.0.message = Some(format!(
+                        "the server rejected our request due to an error in our request: {e}"
+                    ));
+                    err
+                })?;
+                Ok(out)
+            }
         }
     }
 }

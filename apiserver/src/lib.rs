@@ -15,6 +15,7 @@ mod filter;
 pub mod handlers;
 mod metrics;
 mod object;
+mod openapi;
 pub mod query;
 pub mod registry;
 pub mod resource;
@@ -90,9 +91,12 @@ pub enum StartError {
 /// Shared by every request.
 pub struct State {
     pub registry: Registry,
+    /// Cancelled at shutdown: ends open watches so a graceful stop does not wait on them.
+    pub shutdown: CancellationToken,
     /// `host:port` clients reach this server at.
     pub address: String,
     metrics: metrics::Metrics,
+    openapi: openapi::OpenApi,
 }
 
 /// A started server.
@@ -153,10 +157,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    let shutdown = CancellationToken::new();
     let state = Arc::new(State {
         registry,
+        shutdown: shutdown.clone(),
         address: addr.to_string(),
         metrics: metrics::Metrics::new(),
+        openapi: openapi::OpenApi::build(),
     });
     seed(&state).await?;
     if let Some(path) = &config.write_kubeconfig {
@@ -165,7 +172,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
     }
-    let shutdown = CancellationToken::new();
     let app = router(state);
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -191,6 +197,9 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/livez", get(handlers::healthz))
         .route("/readyz", get(handlers::healthz))
         .route("/metrics", get(metrics::serve))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/", get(openapi::index))
+        .route("/openapi/v3/{*key}", get(openapi::document))
         .route("/api", axum::routing::any(handlers::dispatch))
         .route("/api/", axum::routing::any(handlers::dispatch))
         .route("/api/{*rest}", axum::routing::any(handlers::dispatch))

@@ -132,9 +132,11 @@ pub async fn serve(
         futures::future::ready(out)
     });
     let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let shutdown = state.shutdown.clone().cancelled_owned();
     let body_stream = futures::stream::iter(head)
         .chain(converted)
         .take_until(tokio::time::sleep(timeout))
+        .take_until(shutdown)
         .map(Ok::<Bytes, Infallible>);
     Ok(ok_stream(Body::from_stream(body_stream)))
 }

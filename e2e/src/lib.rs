@@ -1,4 +1,209 @@
-//! End-to-end tests of Coxswain as a user meets it: real binaries, real etcd, real containerd
-//! and the real `kubectl`.
+//! End-to-end tests of Coxswain as a user meets it: the real `kubectl` (1.32, pinned), real
+//! client libraries, a real etcd or the embedded store.
 //!
-//! Empty until the API server lands (issue 3); the scenarios live in `tests/` of this crate.
+//! [`Cluster`] runs an API server in this process on a free loopback port with its own
+//! temporary directory and writes a kubeconfig for it; [`Cluster::kubectl`] runs kubectl
+//! against it. A missing kubectl fails the test: these tests never skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use apiserver::{Config, Running, StorageConfig};
+use storage::testing::EtcdServer;
+
+/// The kubectl the tests pin: 1.32 as bundled next to the dispatcher at /usr/bin/kubectl.
+/// `/usr/bin/kubectl` itself would pick the same from `/version`; pinning it makes a wrong
+/// `/version` fail loudly instead of silently testing another kubectl.
+pub fn kubectl_path() -> PathBuf {
+    let pinned = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.32");
+    if pinned.exists() {
+        return pinned.to_path_buf();
+    }
+    let fallback = Path::new("/usr/bin/kubectl");
+    assert!(
+        fallback.exists(),
+        "kubectl 1.32 is required for the e2e tests (expected {} or /usr/bin/kubectl)",
+        pinned.display()
+    );
+    fallback.to_path_buf()
+}
+
+/// Where a cluster keeps its objects.
+pub enum Backend {
+    Embedded,
+    Etcd,
+}
+
+/// One API server for one test.
+pub struct Cluster {
+    running: Option<Running>,
+    config: Config,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+    _etcd: Option<EtcdServer>,
+}
+
+/// What a kubectl run printed.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Cluster {
+    pub async fn start(backend: Backend) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("cox-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let (storage, etcd) = match backend {
+            Backend::Embedded => (
+                StorageConfig::Embedded {
+                    data_dir: dir.path().join("data"),
+                },
+                None,
+            ),
+            Backend::Etcd => {
+                let etcd = tokio::task::spawn_blocking(EtcdServer::start)
+                    .await
+                    .expect("etcd");
+                (
+                    StorageConfig::Etcd {
+                        endpoints: vec![etcd.endpoint()],
+                    },
+                    Some(etcd),
+                )
+            }
+        };
+        let kubeconfig = dir.path().join("kubeconfig");
+        let config = Config {
+            storage,
+            bind_address: "127.0.0.1".parse().expect("loopback"),
+            port: 0,
+            service_cluster_ip_range: ("10.0.0.0".parse().expect("ip"), 24),
+            write_kubeconfig: Some(kubeconfig.clone()),
+        };
+        let running = apiserver::start(config.clone())
+            .await
+            .expect("API server starts");
+        let mut config = config;
+        config.port = running.addr.port();
+        Cluster {
+            running: Some(running),
+            config,
+            kubeconfig,
+            dir,
+            _etcd: etcd,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.config.port)
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server and starts it again on the same port and storage.
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        // The embedded store's file is released when the last request holding it ends.
+        let mut last = None;
+        for _ in 0..100 {
+            match apiserver::start(self.config.clone()).await {
+                Ok(r) => {
+                    self.running = Some(r);
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("API server did not restart: {last:?}");
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig (blocking; call from `spawn_blocking` or
+    /// a multi-threaded runtime).
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Runs kubectl with `stdin` as its standard input (`-f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        use std::io::Write;
+        let mut child = Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.dir.path())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .expect("write kubectl stdin");
+        }
+        child.wait_with_output().expect("kubectl output").into()
+    }
+
+    /// Like [`Cluster::kubectl`] but fails the test unless kubectl succeeds; returns stdout.
+    pub fn must(&self, args: &[&str]) -> String {
+        let run = self.kubectl(args);
+        assert!(
+            run.ok,
+            "kubectl {} failed:\n{}\n{}",
+            args.join(" "),
+            run.stdout,
+            run.stderr
+        );
+        run.stdout
+    }
+
+    /// `kubectl apply -f -` with `yaml`; fails the test on error.
+    pub fn apply(&self, yaml: &str, extra: &[&str]) -> String {
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend_from_slice(extra);
+        let run = self.kubectl_stdin(&args, Some(yaml));
+        assert!(
+            run.ok,
+            "kubectl apply failed:\n{}\n{}",
+            run.stdout, run.stderr
+        );
+        run.stdout
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown_token().cancel();
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The real kubectl 1.32 against the API server, on both storage backends.
+
+use e2e::{Backend, Cluster};
+
+const CONFIGMAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+  labels: {app: web}
+data:
+  a: \"1\"
+  b: \"2\"
+";
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(e2e::Cluster::start(e2e::Backend::Embedded).await)
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(e2e::Cluster::start(e2e::Backend::Etcd).await)
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    discovery_and_version,
+    namespaces,
+    apply_and_reapply,
+    output_formats,
+    labels_annotations_and_patches,
+    selectors,
+    delete_waits,
+    dry_run_and_conflicts,
+    watch_events,
+    wait_for_jsonpath,
+    secrets_round_trip,
+    invalid_objects,
+);
+
+fn discovery_and_version(c: Cluster) {
+    let version = c.must(&["version", "-o", "json"]);
+    assert!(version.contains("\"minor\": \"32\""), "{version}");
+    let resources = c.must(&["api-resources"]);
+    for line in [
+        "pods                     po           v1",
+        "deployments              deploy       apps/v1",
+    ] {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            resources
+                .lines()
+                .any(|l| l.split_whitespace().take(3).eq(cols.iter().copied())),
+            "{line} missing from:\n{resources}"
+        );
+    }
+    let versions = c.must(&["api-versions"]);
+    for gv in ["apps/v1", "batch/v1", "v1", "rbac.authorization.k8s.io/v1"] {
+        assert!(versions.lines().any(|l| l == gv), "{gv} in {versions}");
+    }
+}
+
+fn namespaces(c: Cluster) {
+    c.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n",
+        &[],
+    );
+    let out = c.must(&["get", "ns", "team-a", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(out, "Active");
+    let all = c.must(&["get", "namespaces"]);
+    for ns in [
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "team-a",
+    ] {
+        assert!(all.contains(ns), "{ns} in {all}");
+    }
+    c.must(&["delete", "ns", "team-a", "--wait=false"]);
+    let phase = c.must(&["get", "ns", "team-a", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(
+        phase, "Terminating",
+        "content removal is the namespace controller's"
+    );
+    let denied = c.kubectl_stdin(&["apply", "-n", "team-a", "-f", "-"], Some(CONFIGMAP));
+    assert!(!denied.ok);
+    assert!(
+        denied.stderr.contains("because it is being terminated"),
+        "{}",
+        denied.stderr
+    );
+}
+
+fn apply_and_reapply(c: Cluster) {
+    let out = c.apply(CONFIGMAP, &[]);
+    assert_eq!(out.trim(), "configmap/cfg created");
+    let data = c.must(&["get", "cm", "cfg", "-o", "jsonpath={.data}"]);
+    assert_eq!(data, r#"{"a":"1","b":"2"}"#);
+    let changed = CONFIGMAP
+        .replace("  b: \"2\"\n", "")
+        .replace("\"1\"", "\"3\"");
+    let out = c.apply(&changed, &[]);
+    assert_eq!(out.trim(), "configmap/cfg configured");
+    let data = c.must(&["get", "cm", "cfg", "-o", "jsonpath={.data}"]);
+    assert_eq!(
+        data, r#"{"a":"3"}"#,
+        "a key removed from the manifest disappears"
+    );
+    let out = c.apply(&changed, &[]);
+    assert_eq!(out.trim(), "configmap/cfg unchanged");
+}
+
+fn output_formats(c: Cluster) {
+    c.apply(CONFIGMAP, &[]);
+    let json: serde_json::Value =
+        serde_json::from_str(&c.must(&["get", "cm", "cfg", "-o", "json"])).expect("json");
+    assert_eq!(json["kind"], "ConfigMap");
+    assert_eq!(json["metadata"]["namespace"], "default");
+    let yaml = c.must(&["get", "cm", "cfg", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: ConfigMap") && yaml.contains("  a: \"1\""),
+        "{yaml}"
+    );
+    let cols = c.must(&[
+        "get",
+        "cm",
+        "-o",
+        "custom-columns=NAME:.metadata.name,APP:.metadata.labels.app",
+    ]);
+    let rows: Vec<Vec<&str>> = cols
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, vec![vec!["NAME", "APP"], vec!["cfg", "web"]]);
+    let wide = c.must(&["get", "cm", "-o", "wide"]);
+    assert!(wide.starts_with("NAME"), "{wide}");
+    assert!(wide.contains("cfg"));
+    let name = c.must(&["get", "cm", "-o", "name"]);
+    assert_eq!(name.trim(), "configmap/cfg");
+}
+
+fn labels_annotations_and_patches(c: Cluster) {
+    c.apply(CONFIGMAP, &[]);
+    c.must(&["label", "cm", "cfg", "tier=fe"]);
+    c.must(&["annotate", "cm", "cfg", "note=hello"]);
+    let meta = c.must(&[
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.metadata.labels.tier} {.metadata.annotations.note}",
+    ]);
+    assert_eq!(meta, "fe hello");
+    c.must(&["label", "cm", "cfg", "tier-"]);
+    let labels = c.must(&["get", "cm", "cfg", "-o", "jsonpath={.metadata.labels}"]);
+    assert_eq!(labels, r#"{"app":"web"}"#);
+    c.must(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"m":"merge"}}"#,
+    ]);
+    c.must(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/data/j","value":"json"}]"#,
+    ]);
+    c.must(&["patch", "cm", "cfg", "-p", r#"{"data":{"s":"strategic"}}"#]);
+    let data = c.must(&[
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.data.m} {.data.j} {.data.s}",
+    ]);
+    assert_eq!(data, "merge json strategic");
+}
+
+fn selectors(c: Cluster) {
+    for (name, tier) in [("a", "fe"), ("b", "be"), ("c", "fe")] {
+        c.apply(
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{tier: {tier}}}\n"),
+            &[],
+        );
+    }
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut full = vec!["get", "cm", "-o", "jsonpath={.items[*].metadata.name}"];
+        full.extend_from_slice(args);
+        c.must(&full)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(names(&["-l", "tier=fe"]), ["a", "c"]);
+    assert_eq!(names(&["-l", "tier!=fe"]), ["b"]);
+    assert_eq!(names(&["-l", "tier in (be,fe)"]), ["a", "b", "c"]);
+    assert_eq!(names(&["--field-selector", "metadata.name=b"]), ["b"]);
+    assert_eq!(
+        names(&["--field-selector", "metadata.name!=b", "-l", "tier"]),
+        ["a", "c"]
+    );
+    let chunked = c.must(&["get", "cm", "--chunk-size=1", "-o", "name", "-l", "tier"]);
+    assert_eq!(chunked.lines().count(), 3);
+}
+
+fn delete_waits(c: Cluster) {
+    c.apply(CONFIGMAP, &[]);
+    let out = c.must(&["delete", "cm", "cfg", "--wait=true"]);
+    assert_eq!(out.trim(), "configmap \"cfg\" deleted");
+    let gone = c.kubectl(&["get", "cm", "cfg"]);
+    assert!(!gone.ok);
+    assert_eq!(
+        gone.stderr.trim(),
+        "Error from server (NotFound): configmaps \"cfg\" not found"
+    );
+    let ignored = c.must(&["delete", "cm", "cfg", "--ignore-not-found"]);
+    assert_eq!(ignored.trim(), "");
+}
+
+fn dry_run_and_conflicts(c: Cluster) {
+    let out = c.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], Some(CONFIGMAP));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("(server dry run)"), "{}", out.stdout);
+    assert!(!c.kubectl(&["get", "cm", "cfg"]).ok, "nothing stored");
+    c.apply(CONFIGMAP, &[]);
+    let current = c.must(&["get", "cm", "cfg", "-o", "json"]);
+    c.must(&["label", "cm", "cfg", "moved=yes"]);
+    // Replacing with the resourceVersion read before the label change must fail.
+    let stale = current.replace("\"a\": \"1\"", "\"a\": \"stale\"");
+    let out = c.kubectl_stdin(&["replace", "-f", "-"], Some(&stale));
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("Error from server (Conflict)")
+            && out.stderr.contains("the object has been modified"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn watch_events(c: Cluster) {
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            c.kubectl(&[
+                "get",
+                "cm",
+                "-w",
+                "--output-watch-events",
+                "--request-timeout=8s",
+                "-l",
+                "app=web",
+            ])
+        });
+        // The watch starts with a list; give kubectl a moment to be watching before writing.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        c.apply(CONFIGMAP, &[]);
+        c.must(&["label", "cm", "cfg", "x=y"]);
+        c.must(&["delete", "cm", "cfg"]);
+        let run = watcher.join().expect("watcher thread");
+        let events: Vec<(String, String)> = run
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut cols = l.split_whitespace();
+                Some((cols.next()?.to_string(), cols.next()?.to_string()))
+            })
+            .collect();
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["ADDED", "MODIFIED", "DELETED"],
+            "{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+    });
+}
+
+fn wait_for_jsonpath(c: Cluster) {
+    c.apply(CONFIGMAP, &[]);
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            c.kubectl(&[
+                "wait",
+                "cm/cfg",
+                "--for=jsonpath={.data.ready}=yes",
+                "--timeout=30s",
+            ])
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        c.must(&[
+            "patch",
+            "cm",
+            "cfg",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"ready":"yes"}}"#,
+        ]);
+        let run = waiter.join().expect("waiter");
+        assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+        assert_eq!(run.stdout.trim(), "configmap/cfg condition met");
+    });
+}
+
+fn secrets_round_trip(c: Cluster) {
+    c.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  password: hunter2\ndata:\n  user: YWRtaW4=\n",
+        &[],
+    );
+    let out = c.must(&[
+        "get",
+        "secret",
+        "s",
+        "-o",
+        "jsonpath={.data.password} {.data.user} {.type}",
+    ]);
+    assert_eq!(out, "aHVudGVyMg== YWRtaW4= Opaque");
+    let string_data = c.must(&["get", "secret", "s", "-o", "jsonpath={.stringData}"]);
+    assert_eq!(
+        string_data, "",
+        "stringData is merged into data, never stored"
+    );
+}
+
+fn invalid_objects(c: Cluster) {
+    let out = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n"),
+    );
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("is invalid")
+            && out
+                .stderr
+                .contains("spec.containers[0].image: Required value"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[allow(dead_code)]
+fn unused(_: Backend) {}
