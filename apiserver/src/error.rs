@@ -127,13 +127,29 @@ impl ApiError {
             } => Self::expired(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
-            storage::Error::FutureRevision { requested, .. } => {
+            storage::Error::FutureRevision { requested, current } => {
+                // Upstream answers a read at a revision the store has not reached with 504
+                // Timeout and a ResourceVersionTooLarge cause, so clients retry.
                 let mut s = status::internal_error("");
                 s.code = Some(504);
                 s.reason = Some("Timeout".into());
+                let current = if current > 0 {
+                    current.to_string()
+                } else {
+                    "unknown".into()
+                };
                 s.message = Some(format!(
-                    "Too large resource version: {requested}, current: unknown"
+                    "Too large resource version: {requested}, current: {current}"
                 ));
+                s.details = Some(api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusDetails {
+                    causes: Some(vec![api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause {
+                        reason: Some("ResourceVersionTooLarge".into()),
+                        message: Some("Too large resource version".into()),
+                        field: None,
+                    }]),
+                    retry_after_seconds: Some(1),
+                    ..Default::default()
+                });
                 ApiError::new(s)
             }
             storage::Error::InvalidContinue(why) => {

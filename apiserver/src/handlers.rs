@@ -761,6 +761,10 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response()
 }
 
+pub async fn method_not_allowed() -> Response {
+    method_not_allowed_plain().into_response()
+}
+
 pub async fn not_found() -> Response {
     ApiError::not_found_path().into_response()
 }

@@ -207,6 +207,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/apis/", axum::routing::any(handlers::dispatch))
         .route("/apis/{*rest}", axum::routing::any(handlers::dispatch))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_status,
