@@ -352,6 +352,10 @@ async fn object_request(
     }
 }
 
+fn opts_continue_is_none(q: &Query) -> bool {
+    q.non_empty("continue").is_none()
+}
+
 async fn list(
     state: &State,
     res: &Resource,
@@ -379,6 +383,51 @@ async fn list(
         ),
         _ => None,
     };
+    // Unpaged lists, and any list at resourceVersion=0 (which upstream serves from its cache
+    // ignoring the limit), come from the watch cache; paged and exact-revision lists read
+    // storage, whose snapshots the continue token refers to.
+    let from_cache = rv == Some("0") || (limit.is_none() && opts_continue_is_none(q) && !exact);
+    if from_cache {
+        match rv {
+            Some("0") => {}
+            Some(v) => {
+                let at = v
+                    .parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resource version: {v}")))?;
+                state.cache.wait_for(at, Duration::from_secs(3)).await;
+            }
+            None => {
+                state.cache.sync_to_store().await;
+            }
+        }
+        let (objects, revision) = state.cache.list(&res.prefix());
+        let mut body =
+            Vec::with_capacity(objects.iter().map(|o| o.json.len() + 1).sum::<usize>() + 128);
+        body.extend_from_slice(
+            format!(
+                "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}},\"items\":[",
+                res.info.list_kind(),
+                res.info.api_version()
+            )
+            .as_bytes(),
+        );
+        let mut first = true;
+        for obj in objects.iter().filter(|o| filter.matches_cached(o)) {
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            body.extend_from_slice(&obj.json);
+        }
+        body.extend_from_slice(b"]}");
+        let _ = accept;
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response());
+    }
     let storage = &state.registry.storage;
     let prefix = res.prefix();
     let mut items = Vec::new();

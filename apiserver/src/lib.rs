@@ -9,6 +9,7 @@
 //! **Invariants:** every error answer is a `metav1.Status` ([`error::ApiError`]); every kind is
 //! served by the same code path; only the registry talks to storage.
 
+mod cache;
 pub mod discovery;
 pub mod error;
 mod filter;
@@ -91,6 +92,8 @@ pub enum StartError {
 /// Shared by every request.
 pub struct State {
     pub registry: Registry,
+    /// Serves watches and unpaged lists from memory.
+    cache: Arc<cache::WatchCache>,
     /// Cancelled at shutdown: ends open watches so a graceful stop does not wait on them.
     pub shutdown: CancellationToken,
     /// `host:port` clients reach this server at.
@@ -158,8 +161,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let shutdown = CancellationToken::new();
+    let cache = cache::WatchCache::start(registry.storage.clone()).await?;
     let state = Arc::new(State {
         registry,
+        cache,
         shutdown: shutdown.clone(),
         address: addr.to_string(),
         metrics: metrics::Metrics::new(),

@@ -1,4 +1,5 @@
-//! Watches: newline-delimited JSON events over a chunked response, fed by a storage watch.
+//! Watches: newline-delimited JSON events over a chunked response, served from the
+//! [watch cache](crate::cache).
 //!
 //! A watch from "no version" or `0` first sends the current state as ADDED events (as
 //! upstream does); `sendInitialEvents=true` does the same and then marks the end of the initial
@@ -15,13 +16,12 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::{json, Value};
-use storage::{ListOptions, WatchEvent, WatchOptions};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 
+use crate::cache::{self, CachedEvent, EventType, Start, Subscription};
 use crate::error::ApiError;
 use crate::filter::Filter;
-use crate::object::set_resource_version;
-use crate::registry::decode_stored;
 use crate::resource::Resource;
 use crate::State;
 
@@ -37,108 +37,19 @@ pub struct WatchParams {
     pub timeout: Option<Duration>,
 }
 
-fn line(kind: &str, object: &Value) -> Bytes {
-    let mut out = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    out.push(b'\n');
-    Bytes::from(out)
-}
-
 fn error_line(err: &ApiError) -> Bytes {
-    line("ERROR", &api_types::status::to_json(&err.0))
+    let object = serde_json::to_vec(&api_types::status::to_json(&err.0)).unwrap_or_default();
+    cache::watch_line("ERROR", &object)
 }
 
-pub async fn serve(
-    state: Arc<State>,
-    res: Resource,
-    filter: Filter,
-    params: WatchParams,
-) -> Result<Response, ApiError> {
-    let storage = state.registry.storage.clone();
-    let prefix = res.prefix();
-    let rv = params
-        .resource_version
-        .as_deref()
-        .filter(|v| !v.is_empty() && *v != "0");
-    let from = match rv {
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {v}")))?,
-        None => 0,
-    };
-    let initial = rv.is_none() || params.send_initial_events;
-
-    let (initial_items, start) = if initial {
-        let list = storage
-            .list(
-                &prefix,
-                &ListOptions {
-                    revision: (from > 0).then_some(from),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| ApiError::from_storage(&res, "", e))?;
-        (list.items, list.revision)
-    } else {
-        (Vec::new(), from)
-    };
-    let progress =
-        (params.allow_bookmarks || params.send_initial_events).then_some(BOOKMARK_INTERVAL);
-    let watch = storage
-        .watch(WatchOptions {
-            progress_interval: progress,
-            ..WatchOptions::new(prefix, start)
-        })
-        .await;
-
-    let mut head: Vec<Bytes> = Vec::new();
-    for kv in &initial_items {
-        let obj = decode_stored(kv)?;
-        if filter.matches(&obj) {
-            head.push(line("ADDED", &obj));
-        }
+fn bookmark(res: &Resource, rev: u64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    let bookmark = |rev: u64, initial_end: bool| {
-        let mut meta = json!({"resourceVersion": rev.to_string()});
-        if initial_end {
-            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-        }
-        line(
-            "BOOKMARK",
-            &json!({"kind": res.info.kind, "apiVersion": res.info.api_version(), "metadata": meta}),
-        )
-    };
-    if params.send_initial_events && params.allow_bookmarks {
-        head.push(bookmark(start, true));
-    }
-
-    let events = match watch {
-        Ok(stream) => stream,
-        Err(e) => {
-            // Upstream answers 200 and reports a too-old version as an ERROR event.
-            let err = ApiError::from_storage(&res, "", e);
-            let body = Body::from(error_line(&err));
-            return Ok(ok_stream(body));
-        }
-    };
-    let allow_bookmarks = params.allow_bookmarks;
-    let res_for_events = res.clone();
-    let converted = events.filter_map(move |item| {
-        let out = match item {
-            Ok(WatchEvent::Progress(rev)) => allow_bookmarks.then(|| bookmark(rev, false)),
-            Ok(event) => to_line(&filter, event),
-            Err(e) => Some(error_line(&ApiError::from_storage(&res_for_events, "", e))),
-        };
-        futures::future::ready(out)
-    });
-    let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let shutdown = state.shutdown.clone().cancelled_owned();
-    let body_stream = futures::stream::iter(head)
-        .chain(converted)
-        .take_until(tokio::time::sleep(timeout))
-        .take_until(shutdown)
-        .map(Ok::<Bytes, Infallible>);
-    Ok(ok_stream(Body::from_stream(body_stream)))
+    let object =
+        json!({"kind": res.info.kind, "apiVersion": res.info.api_version(), "metadata": meta});
+    cache::watch_line("BOOKMARK", &serde_json::to_vec(&object).unwrap_or_default())
 }
 
 fn ok_stream(body: Body) -> Response {
@@ -150,32 +61,155 @@ fn ok_stream(body: Body) -> Response {
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-fn to_line(filter: &Filter, event: WatchEvent) -> Option<Bytes> {
-    let decode = |kv: &storage::KeyValue| decode_stored(kv).ok();
-    match event {
-        WatchEvent::Created(kv) => {
-            let obj = decode(&kv)?;
-            filter.matches(&obj).then(|| line("ADDED", &obj))
+pub async fn serve(
+    state: Arc<State>,
+    res: Resource,
+    filter: Filter,
+    params: WatchParams,
+) -> Result<Response, ApiError> {
+    let rv = params
+        .resource_version
+        .as_deref()
+        .filter(|v| !v.is_empty() && *v != "0");
+    let from = match rv {
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {v}")))?,
+        ),
+        None => None,
+    };
+    let consistent = params.resource_version.as_deref().unwrap_or("").is_empty();
+    if consistent {
+        state.cache.sync_to_store().await;
+    }
+    let start = match (from, params.send_initial_events) {
+        (None, _) | (Some(_), true) => Start::Now,
+        (Some(from), false) => Start::After(from),
+    };
+    if let Some(from) = from {
+        // A client may watch from a revision the cache has not applied yet.
+        state.cache.wait_for(from, Duration::from_secs(3)).await;
+    }
+    let resource_prefix = res.info.storage_prefix();
+    let scope = res.prefix();
+    let sub = match state.cache.subscribe(&resource_prefix, &scope, start) {
+        Ok(sub) => sub,
+        Err(cache::WatchError::Expired { requested, oldest }) => {
+            // Upstream answers 200 and reports a too-old version as an ERROR event.
+            let err =
+                ApiError::expired(format!("too old resource version: {requested} ({oldest})"));
+            return Ok(ok_stream(Body::from(error_line(&err))));
         }
-        WatchEvent::Modified { kv, prev } => {
-            let obj = decode(&kv)?;
-            let now = filter.matches(&obj);
+    };
+    let mut head = Vec::new();
+    for obj in &sub.initial {
+        if filter.matches_cached(obj) {
+            head.push(cache::watch_line("ADDED", &obj.json));
+        }
+    }
+    for event in &sub.replay {
+        if let Some(line) = to_line(&filter, event) {
+            head.push(line);
+        }
+    }
+    if params.send_initial_events && params.allow_bookmarks {
+        head.push(bookmark(&res, sub.revision, true));
+    }
+    let live = Live {
+        sub,
+        filter,
+        scope,
+        res: res.clone(),
+        cache: state.cache.clone(),
+        bookmarks: params.allow_bookmarks.then(|| {
+            let mut t = tokio::time::interval_at(
+                tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+                BOOKMARK_INTERVAL,
+            );
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        }),
+    };
+    let live = futures::stream::unfold(live, |mut l| async move { l.next().await.map(|b| (b, l)) });
+    let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let body = futures::stream::iter(head)
+        .chain(live)
+        .take_until(tokio::time::sleep(timeout))
+        .take_until(shutdown)
+        .map(Ok::<Bytes, Infallible>);
+    Ok(ok_stream(Body::from_stream(body)))
+}
+
+/// The live part of one watch.
+struct Live {
+    sub: Subscription,
+    filter: Filter,
+    scope: String,
+    res: Resource,
+    cache: Arc<cache::WatchCache>,
+    bookmarks: Option<tokio::time::Interval>,
+}
+
+impl Live {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            let received = match &mut self.bookmarks {
+                Some(t) => tokio::select! {
+                    r = self.sub.live.recv() => Some(r),
+                    _ = t.tick() => None,
+                    _ = self.sub.epoch.changed() => return None,
+                },
+                None => tokio::select! {
+                    r = self.sub.live.recv() => Some(r),
+                    _ = self.sub.epoch.changed() => return None,
+                },
+            };
+            match received {
+                Some(Ok(event)) => {
+                    if event.revision <= self.sub.skip_through
+                        || !event.object.key.starts_with(&self.scope)
+                    {
+                        continue;
+                    }
+                    if let Some(line) = to_line(&self.filter, &event) {
+                        return Some(line);
+                    }
+                }
+                // Too slow for the fan-out: end the watch; the client re-watches and, if its
+                // revision is gone by then, re-lists.
+                Some(Err(RecvError::Lagged(_))) | Some(Err(RecvError::Closed)) => return None,
+                None => {
+                    // Everything up to the cache's revision has been delivered when nothing is
+                    // queued for this watcher.
+                    let rev = self.cache.revision();
+                    if self.sub.live.is_empty() {
+                        return Some(bookmark(&self.res, rev, false));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn to_line(filter: &Filter, event: &CachedEvent) -> Option<Bytes> {
+    match event.kind {
+        EventType::Added | EventType::Deleted => filter
+            .matches_cached(&event.object)
+            .then(|| event.line(event.kind)),
+        EventType::Modified => {
+            let now = filter.matches_cached(&event.object);
             let before = filter.is_empty()
-                || serde_json::from_slice::<Value>(&prev)
-                    .map(|p| filter.matches(&p))
-                    .unwrap_or(false);
+                || event
+                    .prev
+                    .as_ref()
+                    .is_some_and(|p| filter.matches_cached(p));
             match (before, now) {
-                (true, true) => Some(line("MODIFIED", &obj)),
-                (false, true) => Some(line("ADDED", &obj)),
-                (true, false) => Some(line("DELETED", &obj)),
+                (true, true) => Some(event.line(EventType::Modified)),
+                (false, true) => Some(event.line(EventType::Added)),
+                (true, false) => Some(event.line(EventType::Deleted)),
                 (false, false) => None,
             }
         }
-        WatchEvent::Deleted(kv) => {
-            let mut obj: Value = serde_json::from_slice(&kv.value).ok()?;
-            set_resource_version(&mut obj, kv.mod_revision);
-            filter.matches(&obj).then(|| line("DELETED", &obj))
-        }
-        WatchEvent::Progress(_) => None,
     }
 }

@@ -1,0 +1,463 @@
+//! The watch cache: every stored object in memory, fed by one storage watch, serving watches
+//! and lists without touching storage.
+//!
+//! # Why one storage watch for everything
+//! Upstream runs one cache per resource. Here a single watch on `/registry/` feeds one cache,
+//! so the cache's revision *is* the store's revision: a consistent list (no resourceVersion)
+//! reads the store's current revision, waits until the cache has applied it (normally
+//! already true, at worst a few milliseconds), and is then served from memory. Per-resource
+//! caches could not know that a newer revision belongs to another resource without extra
+//! progress requests.
+//!
+//! # What is kept
+//! Each object once, as its JSON bytes with `resourceVersion` stamped, plus its labels and
+//! the fields selectors ask about — never a parsed tree, which costs several times the JSON.
+//! A list is its items' bytes joined; a watch event is encoded once, however many watchers
+//! receive it. Each resource keeps a bounded history of events for watches that resume from
+//! a recent revision; older ones get 410 Expired and re-list, as upstream.
+//!
+//! # Fan-out
+//! One broadcast channel per resource. A watcher that falls behind the channel's capacity
+//! is cut off (its stream ends with 410 Expired) rather than allowed to hold memory or slow
+//! anyone else.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::RwLock;
+use serde_json::Value;
+use storage::{ListOptions, Revision, Storage, WatchEvent, WatchOptions};
+use tokio::sync::{broadcast, watch};
+
+use crate::object::set_resource_version;
+
+/// Events per resource kept for watches resuming from an older revision.
+const HISTORY: usize = 10_000;
+/// Undelivered events a watcher may fall behind before it is cut off.
+const FANOUT_CAPACITY: usize = 10_000;
+
+/// One object as the cache holds it.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub key: String,
+    /// The object's JSON, `metadata.resourceVersion` included.
+    pub json: Bytes,
+    pub labels: BTreeMap<String, String>,
+    /// Values of the fields selectors may ask about (`metadata.name`, `spec.nodeName`, ...).
+    pub fields: BTreeMap<String, String>,
+}
+
+impl CachedObject {
+    fn new(key: String, value: &[u8], mod_revision: Revision) -> Option<Self> {
+        let mut obj: Value = serde_json::from_slice(value).ok()?;
+        set_resource_version(&mut obj, mod_revision);
+        let json = Bytes::from(serde_json::to_vec(&obj).ok()?);
+        Some(CachedObject {
+            labels: crate::object::labels(&obj),
+            fields: crate::filter::selectable_fields(&key, &obj),
+            key,
+            json,
+        })
+    }
+}
+
+/// The kinds of change a watcher is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A change, as broadcast to watchers of its resource.
+#[derive(Debug)]
+pub struct CachedEvent {
+    pub revision: Revision,
+    pub kind: EventType,
+    /// The object after the change (for deletes: its last state, at the delete's revision).
+    pub object: Arc<CachedObject>,
+    /// The object before the change, for selector transitions.
+    pub prev: Option<Arc<CachedObject>>,
+    lines: [OnceLock<Bytes>; 3],
+}
+
+impl CachedEvent {
+    fn new(
+        revision: Revision,
+        kind: EventType,
+        object: Arc<CachedObject>,
+        prev: Option<Arc<CachedObject>>,
+    ) -> Self {
+        CachedEvent {
+            revision,
+            kind,
+            object,
+            prev,
+            lines: Default::default(),
+        }
+    }
+
+    /// `{"type":..,"object":..}\n` for this event as `as_type`, encoded once per type.
+    pub fn line(&self, as_type: EventType) -> Bytes {
+        let slot = match as_type {
+            EventType::Added => &self.lines[0],
+            EventType::Modified => &self.lines[1],
+            EventType::Deleted => &self.lines[2],
+        };
+        slot.get_or_init(|| watch_line(as_type.as_str(), &self.object.json))
+            .clone()
+    }
+}
+
+/// Encodes a watch line around already-encoded object JSON.
+pub fn watch_line(kind: &str, object_json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object_json.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object_json);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+struct ResourceState {
+    history: VecDeque<Arc<CachedEvent>>,
+    /// The history holds every event of this resource after this revision.
+    complete_since: Revision,
+    tx: broadcast::Sender<Arc<CachedEvent>>,
+}
+
+struct Inner {
+    objects: BTreeMap<String, Arc<CachedObject>>,
+    resources: HashMap<String, ResourceState>,
+    revision: Revision,
+    /// Revision the cache started from (after its initial list).
+    started_at: Revision,
+}
+
+/// The cache. Cheap to share behind an `Arc`.
+pub struct WatchCache {
+    inner: RwLock<Inner>,
+    revision_tx: watch::Sender<Revision>,
+    storage: Arc<dyn Storage>,
+    /// Bumped each time the cache restarts from a fresh list; watchers of an older epoch end.
+    epoch: watch::Sender<u64>,
+}
+
+/// `/registry/<group>/<plural>/` of a key.
+pub fn resource_prefix(key: &str) -> Option<&str> {
+    let mut slashes = 0;
+    for (i, b) in key.bytes().enumerate() {
+        if b == b'/' {
+            slashes += 1;
+            if slashes == 4 {
+                return Some(&key[..=i]);
+            }
+        }
+    }
+    None
+}
+
+/// What a watch asks the cache for.
+pub enum Start {
+    /// Current state as ADDED events, then changes.
+    Now,
+    /// Changes after this revision.
+    After(Revision),
+}
+
+/// Why a watch could not start.
+pub enum WatchError {
+    /// The revision is older than the cache's history.
+    Expired {
+        requested: Revision,
+        oldest: Revision,
+    },
+}
+
+/// A watch's starting material: the initial items or replayed events, and the live feed.
+pub struct Subscription {
+    pub initial: Vec<Arc<CachedObject>>,
+    pub replay: Vec<Arc<CachedEvent>>,
+    /// Events at or below this revision are covered by `initial`/`replay`: skip them live.
+    pub skip_through: Revision,
+    pub live: broadcast::Receiver<Arc<CachedEvent>>,
+    pub epoch: watch::Receiver<u64>,
+    pub revision: Revision,
+}
+
+impl WatchCache {
+    /// Loads every object and starts following the store. Returns once the cache is ready.
+    pub async fn start(storage: Arc<dyn Storage>) -> Result<Arc<Self>, storage::Error> {
+        let (revision_tx, _) = watch::channel(0);
+        let (epoch, _) = watch::channel(0);
+        let cache = Arc::new(WatchCache {
+            inner: RwLock::new(Inner {
+                objects: BTreeMap::new(),
+                resources: HashMap::new(),
+                revision: 0,
+                started_at: 0,
+            }),
+            revision_tx,
+            storage,
+            epoch,
+        });
+        let stream = cache.load().await?;
+        let follower = Arc::downgrade(&cache);
+        tokio::spawn(async move { follow(follower, stream).await });
+        Ok(cache)
+    }
+
+    /// Lists everything into the cache and opens the storage watch after that list.
+    async fn load(&self) -> Result<storage::WatchStream, storage::Error> {
+        let mut objects = BTreeMap::new();
+        let mut opts = ListOptions {
+            limit: Some(5_000),
+            ..Default::default()
+        };
+        let revision = loop {
+            let page = self.storage.list("/registry/", &opts).await?;
+            for kv in page.items {
+                if let Some(obj) = CachedObject::new(kv.key.clone(), &kv.value, kv.mod_revision) {
+                    objects.insert(kv.key, Arc::new(obj));
+                }
+            }
+            match page.continue_token {
+                Some(t) => opts.continue_token = Some(t),
+                None => break page.revision,
+            }
+        };
+        let stream = self
+            .storage
+            .watch(WatchOptions {
+                progress_interval: Some(Duration::from_secs(5)),
+                buffer: 100_000,
+                ..WatchOptions::new("/registry/", revision)
+            })
+            .await?;
+        {
+            let mut inner = self.inner.write();
+            inner.objects = objects;
+            // Old subscribers belong to the previous epoch: their channels close here.
+            inner.resources.clear();
+            inner.revision = revision;
+            inner.started_at = revision;
+        }
+        self.epoch.send_modify(|e| *e += 1);
+        self.revision_tx.send_replace(revision);
+        Ok(stream)
+    }
+
+    fn apply(&self, event: WatchEvent) {
+        let mut inner = self.inner.write();
+        let revision = event.revision();
+        let cached = match event {
+            WatchEvent::Progress(_) => None,
+            WatchEvent::Created(kv) | WatchEvent::Modified { kv, .. } => {
+                CachedObject::new(kv.key.clone(), &kv.value, kv.mod_revision).map(|obj| {
+                    let obj = Arc::new(obj);
+                    let prev = inner.objects.insert(kv.key.clone(), obj.clone());
+                    let kind = if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
+                    CachedEvent::new(revision, kind, obj, prev)
+                })
+            }
+            WatchEvent::Deleted(kv) => {
+                let prev = inner.objects.remove(&kv.key);
+                CachedObject::new(kv.key.clone(), &kv.value, kv.mod_revision)
+                    .map(|obj| CachedEvent::new(revision, EventType::Deleted, Arc::new(obj), prev))
+            }
+        };
+        if let Some(event) = cached {
+            if let Some(prefix) = resource_prefix(&event.object.key).map(str::to_string) {
+                let started_at = inner.started_at;
+                let state = inner
+                    .resources
+                    .entry(prefix)
+                    .or_insert_with(|| ResourceState {
+                        history: VecDeque::new(),
+                        complete_since: started_at,
+                        tx: broadcast::channel(FANOUT_CAPACITY).0,
+                    });
+                let event = Arc::new(event);
+                if state.history.len() >= HISTORY {
+                    if let Some(old) = state.history.pop_front() {
+                        state.complete_since = old.revision;
+                    }
+                }
+                state.history.push_back(event.clone());
+                let _ = state.tx.send(event);
+            }
+        }
+        if revision > inner.revision {
+            inner.revision = revision;
+            drop(inner);
+            self.revision_tx.send_replace(revision);
+        }
+    }
+
+    /// The cache's revision.
+    pub fn revision(&self) -> Revision {
+        self.inner.read().revision
+    }
+
+    /// Waits until the cache has applied the store's current revision, so what it serves is
+    /// as fresh as a read from the store. `false` if it did not catch up in time.
+    pub async fn sync_to_store(&self) -> bool {
+        let Ok(current) = self.storage.current_revision().await else {
+            return false;
+        };
+        self.wait_for(current, Duration::from_secs(3)).await
+    }
+
+    /// Waits until the cache has reached `revision`.
+    pub async fn wait_for(&self, revision: Revision, limit: Duration) -> bool {
+        let mut rx = self.revision_tx.subscribe();
+        let reached = tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
+    /// The objects under `prefix` in key order, at the cache's current revision.
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision) {
+        let inner = self.inner.read();
+        let items = inner
+            .objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, inner.revision)
+    }
+
+    /// Subscribes to the resource `resource_prefix` (as [`resource_prefix`] spells it).
+    pub fn subscribe(
+        &self,
+        resource_prefix: &str,
+        scope: &str,
+        start: Start,
+    ) -> Result<Subscription, WatchError> {
+        let mut inner = self.inner.write();
+        let started_at = inner.started_at;
+        let revision = inner.revision;
+        let state = inner
+            .resources
+            .entry(resource_prefix.to_string())
+            .or_insert_with(|| ResourceState {
+                history: VecDeque::new(),
+                complete_since: started_at,
+                tx: broadcast::channel(FANOUT_CAPACITY).0,
+            });
+        let live = state.tx.subscribe();
+        let (initial, replay, skip_through) = match start {
+            Start::Now => (Vec::new(), Vec::new(), revision),
+            Start::After(from) => {
+                if from < state.complete_since {
+                    return Err(WatchError::Expired {
+                        requested: from,
+                        oldest: state.complete_since,
+                    });
+                }
+                let replay: Vec<_> = state
+                    .history
+                    .iter()
+                    .filter(|e| e.revision > from && e.object.key.starts_with(scope))
+                    .cloned()
+                    .collect();
+                (Vec::new(), replay, revision.max(from))
+            }
+        };
+        let initial = if matches!(start, Start::Now) {
+            inner
+                .objects
+                .range::<str, _>((std::ops::Bound::Included(scope), std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(scope))
+                .map(|(_, v)| v.clone())
+                .collect()
+        } else {
+            initial
+        };
+        Ok(Subscription {
+            initial,
+            replay,
+            skip_through,
+            live,
+            epoch: self.epoch.subscribe(),
+            revision,
+        })
+    }
+}
+
+/// Applies storage events to the cache until it is dropped; on a broken or expired storage
+/// watch, re-lists and starts over (ending every watcher, who re-list too).
+async fn follow(cache: std::sync::Weak<WatchCache>, mut stream: storage::WatchStream) {
+    loop {
+        let item = stream.next().await;
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        match item {
+            Some(Ok(event)) => cache.apply(event),
+            other => {
+                tracing::warn!(reason = ?other.map(|r| r.err()), "watch cache lost its storage watch; re-listing");
+                loop {
+                    match cache.load().await {
+                        Ok(s) => {
+                            stream = s;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watch cache re-list failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(
+            resource_prefix("/registry/core/pods/default/p"),
+            Some("/registry/core/pods/")
+        );
+        assert_eq!(
+            resource_prefix("/registry/core/nodes/n1"),
+            Some("/registry/core/nodes/")
+        );
+        assert_eq!(resource_prefix("/registry/core"), None);
+    }
+
+    #[test]
+    fn lines_wrap_the_encoded_object() {
+        let line = watch_line("ADDED", br#"{"a":1}"#);
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["type"], "ADDED");
+        assert_eq!(v["object"]["a"], 1);
+        assert!(line.ends_with(b"\n"));
+    }
+}
