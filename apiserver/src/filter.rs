@@ -1,5 +1,11 @@
-//! Which objects a list or watch returns: its label and field selectors.
+//! Which objects a list or watch returns: its label and field selectors (parsed and matched by
+//! `api-query`, with upstream's grammar and messages), on stored objects or cached ones.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use api_query::{FieldOp, FieldSelector, LabelSelector};
+use api_types::resources::{ResourceInfo, RESOURCES};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -9,123 +15,74 @@ use crate::resource::Resource;
 /// A list's or watch's selection.
 #[derive(Debug, Default)]
 pub struct Filter {
-    labels: Vec<(String, String, bool)>,
-    fields: Vec<(String, String, bool)>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    group: &'static str,
+    kind: &'static str,
 }
 
 impl Filter {
-    pub fn from_query(_res: &Resource, q: &Query) -> Result<Self, ApiError> {
-        let mut f = Filter::default();
-        if let Some(sel) = q.non_empty("labelSelector") {
-            for req in sel.split(',') {
-                let (k, v, eq) = if let Some((k, v)) = req.split_once("!=") {
-                    (k, v, false)
-                } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
-                    (k, v, true)
-                } else {
-                    return Err(ApiError::bad_request(format!(
-                        "unable to parse requirement: {req}"
-                    )));
-                };
-                f.labels.push((k.trim().into(), v.trim().into(), eq));
+    pub fn from_query(res: &Resource, q: &Query) -> Result<Self, ApiError> {
+        let labels = match q.non_empty("labelSelector") {
+            Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            None => LabelSelector::everything(),
+        };
+        let fields = match q.non_empty("fieldSelector") {
+            Some(s) => {
+                let f =
+                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                f.validate_for(res.info.group, res.info.kind)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                f
             }
-        }
-        if let Some(sel) = q.non_empty("fieldSelector") {
-            for req in sel.split(',') {
-                let (k, v, eq) = if let Some((k, v)) = req.split_once("!=") {
-                    (k, v, false)
-                } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
-                    (k, v, true)
-                } else {
-                    return Err(ApiError::bad_request(format!(
-                        "invalid selector: '{sel}'; can't understand '{req}'"
-                    )));
-                };
-                f.fields.push((k.trim().into(), v.trim().into(), eq));
-            }
-        }
-        Ok(f)
+            None => FieldSelector::everything(),
+        };
+        Ok(Filter {
+            labels,
+            fields,
+            group: res.info.group,
+            kind: res.info.kind,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields.is_empty()
+        self.labels.is_everything() && self.fields.is_empty()
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        let labels = crate::object::labels(obj);
-        self.labels
-            .iter()
-            .all(|(k, v, eq)| (labels.get(k) == Some(v)) == *eq)
-            && self.fields.iter().all(|(k, v, eq)| {
-                let path = format!("/{}", k.replace('.', "/"));
-                let got = match obj.pointer(&path) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Bool(b)) => b.to_string(),
-                    Some(Value::Number(n)) => n.to_string(),
-                    _ => String::new(),
-                };
-                (got == *v) == *eq
-            })
+        self.labels.matches_object(obj) && self.fields.matches(obj, self.group, self.kind)
     }
-}
 
-impl Filter {
     /// Whether a cached object matches, using the labels and fields extracted when cached.
     pub fn matches_cached(&self, obj: &crate::cache::CachedObject) -> bool {
-        self.labels
-            .iter()
-            .all(|(k, v, eq)| (obj.labels.get(k) == Some(v)) == *eq)
-            && self.fields.iter().all(|(k, v, eq)| {
-                let got = obj.fields.get(k).map(String::as_str).unwrap_or("");
-                (got == v) == *eq
+        self.labels.matches(&obj.labels)
+            && self.fields.terms().iter().all(|t| {
+                let got = obj.fields.get(t.field()).map(String::as_str).unwrap_or("");
+                match t.op() {
+                    FieldOp::Equals => got == t.value(),
+                    FieldOp::NotEquals => got != t.value(),
+                }
             })
     }
 }
 
-/// The fields selectors may use on the object stored at `key`, with their values.
-pub fn selectable_fields(key: &str, obj: &Value) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let resource = crate::cache::resource_prefix(key).unwrap_or("");
-    let extra: &[&str] = match resource {
-        "/registry/core/pods/" => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        "/registry/core/nodes/" => &["spec.unschedulable"],
-        "/registry/core/events/" => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        "/registry/core/secrets/" => &["type"],
-        "/registry/core/namespaces/" => &["status.phase"],
-        "/registry/apps/replicasets/" => &["status.replicas"],
-        "/registry/batch/jobs/" => &["status.successful"],
-        _ => &[],
+/// The resource stored under a key's resource prefix.
+fn info_for_key(key: &str) -> Option<&'static ResourceInfo> {
+    static BY_PREFIX: OnceLock<HashMap<String, &'static ResourceInfo>> = OnceLock::new();
+    let map = BY_PREFIX.get_or_init(|| RESOURCES.iter().map(|r| (r.storage_prefix(), r)).collect());
+    map.get(crate::cache::resource_prefix(key)?).copied()
+}
+
+/// The fields selectors may use on the object stored at `key`, with their values: extracted
+/// once when the object enters the cache.
+pub fn selectable_fields(key: &str, obj: &Value) -> BTreeMap<String, String> {
+    let Some(info) = info_for_key(key) else {
+        return BTreeMap::new();
     };
-    for field in ["metadata.name", "metadata.namespace"].iter().chain(extra) {
-        let path = format!("/{}", field.replace('.', "/"));
-        let v = match obj.pointer(&path) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Bool(b)) => b.to_string(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => String::new(),
-        };
-        out.insert((*field).to_string(), v);
-    }
-    out
+    api_query::supported_fields(info.group, info.kind)
+        .iter()
+        .filter_map(|f| {
+            api_query::field_value(obj, info.group, info.kind, f).map(|v| ((*f).to_string(), v))
+        })
+        .collect()
 }

@@ -153,6 +153,9 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml: {e}"
             ))
         }),
+        "application/vnd.kubernetes.protobuf" => api_protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!("error decoding protobuf body: {e}"))
+        }),
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             serde_yaml::from_slice::<Value>(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
@@ -237,6 +240,10 @@ async fn object_request(
         }
         (Method::GET, Some(name), None) => {
             let obj = registry.get(&res, &name).await?;
+            if let Some(version) = table_version(accept) {
+                let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
+                return table_response(&res, &q, version, std::slice::from_ref(&obj), &meta);
+            }
             Ok(json_response(StatusCode::OK, &obj))
         }
         (Method::GET, Some(name), Some("status")) => {
@@ -352,6 +359,46 @@ async fn object_request(
     }
 }
 
+/// The Table version the client asked for in Accept, if any (kubectl's `get` asks for
+/// `application/json;as=Table;v=v1;g=meta.k8s.io`).
+fn table_version(accept: &str) -> Option<api_query::TableVersion> {
+    accept.split(',').find_map(|part| {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        if !params.contains(&"as=Table") || !params.contains(&"g=meta.k8s.io") {
+            return None;
+        }
+        if params.contains(&"v=v1") {
+            Some(api_query::TableVersion::V1)
+        } else if params.contains(&"v=v1beta1") {
+            Some(api_query::TableVersion::V1Beta1)
+        } else {
+            None
+        }
+    })
+}
+
+/// Renders objects as a `meta.k8s.io` Table with the list's metadata.
+fn table_response(
+    res: &Resource,
+    q: &Query,
+    version: api_query::TableVersion,
+    items: &[Value],
+    meta: &Value,
+) -> Result<Response, ApiError> {
+    let mut opts = api_query::TableOptions::at(api_query::current_time());
+    opts.version = version;
+    if let Some(io) = q.non_empty("includeObject") {
+        opts.include_object = api_query::IncludeObject::parse(io).ok_or_else(|| {
+            ApiError::bad_request(format!("includeObject: Unsupported value: \"{io}\""))
+        })?;
+    }
+    opts.resource_version = meta["resourceVersion"].as_str().map(str::to_string);
+    opts.continue_token = meta["continue"].as_str().map(str::to_string);
+    opts.remaining_item_count = meta["remainingItemCount"].as_i64();
+    let table = api_query::to_table(res.info, items, &opts);
+    Ok(json_response(StatusCode::OK, &table))
+}
+
 fn opts_continue_is_none(q: &Query) -> bool {
     q.non_empty("continue").is_none()
 }
@@ -401,6 +448,15 @@ async fn list(
             }
         }
         let (objects, revision) = state.cache.list(&res.prefix());
+        if let Some(version) = table_version(accept) {
+            let items: Vec<Value> = objects
+                .iter()
+                .filter(|o| filter.matches_cached(o))
+                .filter_map(|o| serde_json::from_slice(&o.json).ok())
+                .collect();
+            let meta = json!({"resourceVersion": revision.to_string()});
+            return table_response(res, q, version, &items, &meta);
+        }
         let mut body =
             Vec::with_capacity(objects.iter().map(|o| o.json.len() + 1).sum::<usize>() + 128);
         body.extend_from_slice(
@@ -420,7 +476,6 @@ async fn list(
             body.extend_from_slice(&obj.json);
         }
         body.extend_from_slice(b"]}");
-        let _ = accept;
         return Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -482,7 +537,9 @@ async fn list(
             meta["remainingItemCount"] = json!(r);
         }
     }
-    let _ = accept;
+    if let Some(version) = table_version(accept) {
+        return table_response(res, q, version, &items, &meta);
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({

@@ -46,6 +46,7 @@ both_backends!(
     wait_for_jsonpath,
     secrets_round_trip,
     invalid_objects,
+    protobuf_creates_and_tables,
 );
 
 fn discovery_and_version(c: Cluster) {
@@ -352,6 +353,97 @@ fn invalid_objects(c: Cluster) {
         "{}",
         out.stderr
     );
+}
+
+/// kubectl's `create <kind>` commands send protobuf bodies; `get` asks for server-side Tables.
+fn protobuf_creates_and_tables(c: Cluster) {
+    c.must(&["create", "configmap", "pb", "--from-literal=k=v"]);
+    c.must(&[
+        "create",
+        "secret",
+        "generic",
+        "pbs",
+        "--from-literal=password=s3cret",
+    ]);
+    c.must(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=2",
+    ]);
+    c.must(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    c.must(&["create", "job", "once", "--image=busybox:1.36"]);
+    let data = c.must(&["get", "cm", "pb", "-o", "jsonpath={.data.k}"]);
+    assert_eq!(data, "v");
+    let secret = c.must(&["get", "secret", "pbs", "-o", "jsonpath={.data.password}"]);
+    assert_eq!(secret, "czNjcmV0");
+
+    let deploy = c.must(&["get", "deployments"]);
+    let header: Vec<&str> = deploy
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{deploy}"
+    );
+    assert!(
+        deploy.lines().nth(1).unwrap_or("").starts_with("web "),
+        "{deploy}"
+    );
+    let wide = c.must(&["get", "deploy", "web", "-o", "wide"]);
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ],
+        "{wide}"
+    );
+    assert!(
+        wide.contains("busybox:1.36") && wide.contains("app=web"),
+        "{wide}"
+    );
+    let svc = c.must(&["get", "svc", "web"]);
+    let header: Vec<&str> = svc
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ],
+        "{svc}"
+    );
+    assert!(svc.contains("ClusterIP") && svc.contains("80/TCP"), "{svc}");
+    let ns = c.must(&["get", "ns", "default"]);
+    assert!(ns.lines().nth(1).unwrap_or("").contains("Active"), "{ns}");
+    let labels = c.must(&["get", "deploy", "--show-labels"]);
+    assert!(labels.contains("app=web"), "{labels}");
 }
 
 #[allow(dead_code)]
