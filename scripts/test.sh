@@ -24,6 +24,8 @@ fi
 # Debian's etcd-server package may start a system etcd on 2379; the tests never use it.
 command -v etcd >/dev/null || { echo "etcd is still missing after installing etcd-server" >&2; exit 1; }
 command -v protoc >/dev/null || { echo "protoc is still missing after installing protobuf-compiler" >&2; exit 1; }
+# The e2e suite drives the real kubectl 1.32; a missing kubectl is a failure, never a skip.
+[ -x /usr/bin/kubectl ] || { echo "kubectl is missing at /usr/bin/kubectl (the e2e tests need kubectl 1.32)" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
 
 echo "==> cargo fmt --check"

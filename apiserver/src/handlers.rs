@@ -43,6 +43,14 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 pub async fn dispatch(AxumState(state): AxumState<Arc<State>>, req: Request) -> Response {
     match handle(state, req).await {
         Ok(resp) => resp,
+        Err(e) if e.code() == 413 => {
+            // The rest of the oversized body is never read, so the connection cannot carry
+            // another request: tell the client to open a new one.
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -349,12 +357,14 @@ async fn object_request(
         (_, Some(name), Some(sub @ ("log" | "exec" | "attach" | "portforward" | "proxy"))) => {
             node_proxy_unavailable(&state, &res, &name, sub).await
         }
-        (Method::POST, Some(_), Some("eviction")) | (Method::POST, Some(_), Some("token")) => {
-            Err(ApiError::service_unavailable(format!(
-                "the {} subresource is not served yet",
-                subresource.unwrap_or_default()
-            )))
+        (Method::POST, Some(name), Some("eviction")) => {
+            let eviction = decode_body(headers, &body)?;
+            evict(&state, &res, &name, &eviction).await
         }
+        (Method::POST, Some(_), Some("token")) => Err(ApiError::service_unavailable(format!(
+            "the {} subresource is not served yet",
+            subresource.unwrap_or_default()
+        ))),
         _ => Err(method_not_allowed_plain()),
     }
 }
@@ -829,6 +839,87 @@ async fn bind(
             Ok(out)
         })
         .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// `pods/eviction`: deletes the pod unless a PodDisruptionBudget selecting it allows no more
+/// disruptions, in which case the answer is 429 and the pod stays.
+async fn evict(
+    state: &State,
+    res: &Resource,
+    name: &str,
+    eviction: &Value,
+) -> Result<Response, ApiError> {
+    let pod = state.registry.get(res, name).await?;
+    let terminal = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded") | Some("Failed")
+    );
+    if !terminal && pod.pointer("/metadata/deletionTimestamp").is_none() {
+        let pdbs = api_types::resources::find("policy", "v1", "poddisruptionbudgets")
+            .ok_or_else(|| ApiError::internal("poddisruptionbudgets missing from the table"))?;
+        let pdb_res = Resource {
+            info: pdbs,
+            namespace: res.namespace.clone(),
+        };
+        let listed = state
+            .registry
+            .storage
+            .list(&pdb_res.prefix(), &ListOptions::default())
+            .await
+            .map_err(|e| ApiError::from_storage(&pdb_res, "", e))?;
+        let labels = crate::object::labels(&pod);
+        for kv in &listed.items {
+            let pdb = decode_stored(kv)?;
+            let Some(selector) = pdb.pointer("/spec/selector") else {
+                continue;
+            };
+            let Ok(selector) = api_query::LabelSelector::from_label_selector(selector) else {
+                continue;
+            };
+            if !selector.matches(&labels) {
+                continue;
+            }
+            let allowed = pdb
+                .pointer("/status/disruptionsAllowed")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if allowed < 1 {
+                let pdb_name = crate::object::name(&pdb).unwrap_or_default();
+                let mut err = ApiError::too_many_requests(
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                );
+                err.0.details = Some(
+                    api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusDetails {
+                        causes: Some(vec![
+                            api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause {
+                                reason: Some("DisruptionBudget".into()),
+                                message: Some(format!(
+                                    "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                                    pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
+                                    pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0),
+                                )),
+                                field: None,
+                            },
+                        ]),
+                        ..Default::default()
+                    },
+                );
+                return Err(err);
+            }
+        }
+    }
+    let mut opts = DeleteOptions::default();
+    if let Some(g) = eviction
+        .pointer("/deleteOptions/gracePeriodSeconds")
+        .and_then(Value::as_i64)
+    {
+        opts.grace_period_seconds = Some(g);
+    }
+    state.registry.delete(res, name, &opts).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

@@ -277,6 +277,33 @@ async fn seed(state: &State) -> Result<(), StartError> {
             }
         }
     }
+    // The `kubernetes` Service, with the first address of the range, as every cluster has.
+    let services = Resource {
+        info: api_types::resources::find("", "v1", "services")
+            .ok_or_else(|| StartError::Seed("services missing from the table".into()))?,
+        namespace: Some("default".into()),
+    };
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
+    });
+    match state
+        .registry
+        .create(&services, svc, &WriteOptions::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code() == 409 => {}
+        Err(e) => {
+            return Err(StartError::Seed(format!(
+                "service kubernetes: {:?}",
+                e.0.message
+            )))
+        }
+    }
     Ok(())
 }
 

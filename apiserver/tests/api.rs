@@ -127,6 +127,7 @@ both_backends!(
     services_get_unique_cluster_ips,
     binding_assigns_once,
     dry_run_and_field_validation,
+    eviction_honours_disruption_budgets,
 );
 
 fn cm(name: &str) -> Value {
@@ -847,4 +848,84 @@ async fn dry_run_and_field_validation(s: Server) {
         .await;
     assert_eq!(code, StatusCode::CREATED);
     assert_eq!(created["data"]["a"], "b");
+}
+
+async fn eviction_honours_disruption_budgets(s: Server) {
+    let pod = json!({"metadata": {"name": "p", "labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    s.req(Method::POST, "/api/v1/namespaces/default/pods", Some(pod))
+        .await;
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
+                     "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}});
+    let (code, created) = s
+        .req(
+            Method::POST,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+            Some(pdb),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let mut with_status = created.clone();
+    with_status["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1, "observedGeneration": 1});
+    let (code, _) = s
+        .req(
+            Method::PUT,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db/status",
+            Some(with_status),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p", "namespace": "default"}});
+    let (code, status) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/pods/p/eviction",
+            Some(eviction.clone()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{status}");
+    assert_eq!(
+        status["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(status["details"]["causes"][0]["reason"], "DisruptionBudget");
+    let (_, current) = s
+        .req(
+            Method::GET,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db",
+            None,
+        )
+        .await;
+    let mut allow = current.clone();
+    allow["status"]["disruptionsAllowed"] = json!(1);
+    s.req(
+        Method::PUT,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db/status",
+        Some(allow),
+    )
+    .await;
+    let (code, _) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/pods/p/eviction",
+            Some(eviction),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _) = s
+        .req(Method::GET, "/api/v1/namespaces/default/pods/p", None)
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "an unscheduled pod is deleted at once"
+    );
+    // The built-in `kubernetes` Service holds the first address of the range.
+    let (_, svc) = s
+        .req(
+            Method::GET,
+            "/api/v1/namespaces/default/services/kubernetes",
+            None,
+        )
+        .await;
+    assert_eq!(svc["spec"]["clusterIP"], "10.0.0.1");
 }
