@@ -53,8 +53,13 @@ pub struct CachedObject {
 impl CachedObject {
     fn new(key: String, value: &[u8], mod_revision: Revision) -> Option<Self> {
         let mut obj: Value = serde_json::from_slice(value).ok()?;
-        set_resource_version(&mut obj, mod_revision);
-        let json = Bytes::from(serde_json::to_vec(&obj).ok()?);
+        let json = match splice_resource_version(value, mod_revision) {
+            Some(json) => json,
+            None => {
+                set_resource_version(&mut obj, mod_revision);
+                Bytes::from(serde_json::to_vec(&obj).ok()?)
+            }
+        };
         Some(CachedObject {
             labels: crate::object::labels(&obj),
             fields: crate::filter::selectable_fields(&key, &obj),
@@ -120,6 +125,30 @@ impl CachedEvent {
         slot.get_or_init(|| watch_line(as_type.as_str(), &self.object.json))
             .clone()
     }
+}
+
+/// Inserts `"resourceVersion":"<rev>"` at the start of the top-level `metadata` object of
+/// stored JSON, which never carries one, instead of re-encoding the whole object. Stored
+/// objects are encoded by the registry from typed structs, so `metadata` comes right after
+/// `apiVersion` and `kind` and is the first `"metadata":{` in the text.
+fn splice_resource_version(stored: &[u8], rev: Revision) -> Option<Bytes> {
+    const NEEDLE: &[u8] = b"\"metadata\":{";
+    let at = stored.windows(NEEDLE.len()).position(|w| w == NEEDLE)? + NEEDLE.len();
+    // Only trust the position if everything before it is the top-level apiVersion/kind.
+    let before = &stored[..at];
+    if before.iter().filter(|b| **b == b'{').count() != 2 {
+        return None;
+    }
+    let field = format!("\"resourceVersion\":\"{rev}\"");
+    let empty = stored.get(at) == Some(&b'}');
+    let mut out = Vec::with_capacity(stored.len() + field.len() + 1);
+    out.extend_from_slice(&stored[..at]);
+    out.extend_from_slice(field.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&stored[at..]);
+    Some(Bytes::from(out))
 }
 
 /// Encodes a watch line around already-encoded object JSON.
@@ -333,6 +362,11 @@ impl WatchCache {
         matches!(reached, Ok(Ok(_)))
     }
 
+    /// One object, if cached.
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        self.inner.read().objects.get(key).cloned()
+    }
+
     /// The objects under `prefix` in key order, at the cache's current revision.
     pub fn list(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision) {
         let inner = self.inner.read();
@@ -450,6 +484,22 @@ mod tests {
             Some("/registry/core/nodes/")
         );
         assert_eq!(resource_prefix("/registry/core"), None);
+    }
+
+    #[test]
+    fn splices_the_revision_into_metadata() {
+        let stored = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","labels":{"x":"y"}},"data":{"metadata":{}}}"#;
+        let spliced = splice_resource_version(stored, 42).unwrap();
+        let v: Value = serde_json::from_slice(&spliced).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "42");
+        assert_eq!(v["metadata"]["name"], "a");
+        assert_eq!(v["data"]["metadata"], serde_json::json!({}));
+        let empty =
+            splice_resource_version(br#"{"apiVersion":"v1","kind":"X","metadata":{}}"#, 7).unwrap();
+        let v: Value = serde_json::from_slice(&empty).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "7");
+        // Anything else falls back to a full re-encode.
+        assert!(splice_resource_version(br#"{"data":{"metadata":{}}}"#, 1).is_none());
     }
 
     #[test]

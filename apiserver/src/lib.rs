@@ -148,7 +148,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let storage = open_storage(&config.storage).await?;
     let (net, prefix) = config.service_cluster_ip_range;
-    let registry = Registry::new(storage, Allocators::new(net, prefix));
+    let cache = cache::WatchCache::start(storage.clone()).await?;
+    let registry = Registry::new(storage, Allocators::new(net, prefix), cache.clone());
     registry
         .load_allocations()
         .await
@@ -161,7 +162,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let shutdown = CancellationToken::new();
-    let cache = cache::WatchCache::start(registry.storage.clone()).await?;
     let state = Arc::new(State {
         registry,
         cache,

@@ -216,6 +216,8 @@ impl Allocators {
 pub struct Registry {
     pub storage: Arc<dyn Storage>,
     pub allocators: Allocators,
+    /// Answers the namespace check of every create from memory.
+    cache: Arc<crate::cache::WatchCache>,
 }
 
 /// Decodes a stored object and stamps its resourceVersion from the store.
@@ -252,10 +254,15 @@ fn spec_part(obj: &Value) -> Value {
 }
 
 impl Registry {
-    pub fn new(storage: Arc<dyn Storage>, allocators: Allocators) -> Self {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        allocators: Allocators,
+        cache: Arc<crate::cache::WatchCache>,
+    ) -> Self {
         Registry {
             storage,
             allocators,
+            cache,
         }
     }
 
@@ -292,7 +299,11 @@ impl Registry {
                 .ok_or_else(|| ApiError::internal("namespaces missing from the table"))?,
             namespace: None,
         };
-        let obj = self.get(&ns_res, ns).await?;
+        // The cache knows every namespace but one created a moment ago; only then ask storage.
+        let obj = match self.cache.get(&ns_res.key(ns)) {
+            Some(cached) => serde_json::from_slice(&cached.json).map_err(ApiError::internal)?,
+            None => self.get(&ns_res, ns).await?,
+        };
         if obj
             .get("metadata")
             .and_then(|m| m.get("deletionTimestamp"))
