@@ -240,6 +240,22 @@ async fn object_request(
                         send_initial_events: q.flag("sendInitialEvents"),
                         allow_bookmarks: q.flag("allowWatchBookmarks"),
                         timeout,
+                        table: match table_version(accept) {
+                            Some(v) => Some((
+                                v,
+                                match q.non_empty("includeObject") {
+                                    Some(io) => {
+                                        api_query::IncludeObject::parse(io).ok_or_else(|| {
+                                            ApiError::bad_request(format!(
+                                                "includeObject: Unsupported value: \"{io}\""
+                                            ))
+                                        })?
+                                    }
+                                    None => api_query::IncludeObject::Metadata,
+                                },
+                            )),
+                            None => None,
+                        },
                     },
                 )
                 .await;

@@ -98,7 +98,7 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// `host:port` clients reach this server at.
     pub address: String,
-    metrics: metrics::Metrics,
+    pub(crate) metrics: metrics::Metrics,
     openapi: openapi::OpenApi,
 }
 

@@ -18,6 +18,16 @@ pub struct Metrics {
     requests: IntCounterVec,
     durations: HistogramVec,
     objects: IntGaugeVec,
+    watchers: IntGaugeVec,
+}
+
+/// Counts one open watch for as long as it lives.
+pub struct WatcherGuard(prometheus::IntGauge);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -47,10 +57,19 @@ impl Metrics {
             &["resource"],
         )
         .expect("static metric definition");
+        let watchers = IntGaugeVec::new(
+            Opts::new(
+                "apiserver_registered_watchers",
+                "Open watches, by group and kind.",
+            ),
+            &["group", "kind"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(durations.clone()),
             Box::new(objects.clone()),
+            Box::new(watchers.clone()),
         ] {
             registry.register(c).expect("metrics registered once");
         }
@@ -59,7 +78,15 @@ impl Metrics {
             requests,
             durations,
             objects,
+            watchers,
         }
+    }
+
+    /// Registers an open watch; it is counted until the guard is dropped.
+    pub fn watcher(&self, group: &str, kind: &str) -> WatcherGuard {
+        let gauge = self.watchers.with_label_values(&[group, kind]);
+        gauge.inc();
+        WatcherGuard(gauge)
     }
 
     pub fn observe(&self, verb: &str, group: &str, resource: &str, code: u16, secs: f64) {

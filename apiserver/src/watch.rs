@@ -35,6 +35,41 @@ pub struct WatchParams {
     pub send_initial_events: bool,
     pub allow_bookmarks: bool,
     pub timeout: Option<Duration>,
+    /// Send each object as a one-row `meta.k8s.io` Table (what `kubectl get -w` asks for).
+    pub table: Option<(api_query::TableVersion, api_query::IncludeObject)>,
+}
+
+/// Rewrites an event line's object as a one-row Table; the first row carries the column
+/// definitions, later ones do not (as upstream).
+fn as_table_line(
+    res: &Resource,
+    line: Bytes,
+    first: &mut bool,
+    table: (api_query::TableVersion, api_query::IncludeObject),
+) -> Bytes {
+    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&line) else {
+        return line;
+    };
+    if !matches!(
+        event["type"].as_str(),
+        Some("ADDED" | "MODIFIED" | "DELETED")
+    ) {
+        return line;
+    }
+    let mut opts = api_query::TableOptions::at(api_query::current_time());
+    opts.version = table.0;
+    opts.include_object = table.1;
+    opts.no_headers = !*first;
+    opts.resource_version = event
+        .pointer("/object/metadata/resourceVersion")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string);
+    *first = false;
+    let object = event["object"].take();
+    event["object"] = api_query::to_table(res.info, std::slice::from_ref(&object), &opts);
+    let mut out = serde_json::to_vec(&event).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
 }
 
 fn error_line(err: &ApiError) -> Bytes {
@@ -133,10 +168,20 @@ pub async fn serve(
     let live = futures::stream::unfold(live, |mut l| async move { l.next().await.map(|b| (b, l)) });
     let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let shutdown = state.shutdown.clone().cancelled_owned();
+    let mut first = true;
+    let table = params.table;
+    let guard = state.metrics.watcher(res.info.group, res.info.kind);
     let body = futures::stream::iter(head)
         .chain(live)
         .take_until(tokio::time::sleep(timeout))
         .take_until(shutdown)
+        .map(move |line| {
+            let _counted = &guard;
+            match table {
+                Some(t) => as_table_line(&res, line, &mut first, t),
+                None => line,
+            }
+        })
         .map(Ok::<Bytes, Infallible>);
     Ok(ok_stream(Body::from_stream(body)))
 }

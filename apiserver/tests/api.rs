@@ -128,6 +128,7 @@ both_backends!(
     binding_assigns_once,
     dry_run_and_field_validation,
     eviction_honours_disruption_budgets,
+    metrics_and_table_watches,
 );
 
 fn cm(name: &str) -> Value {
@@ -928,4 +929,68 @@ async fn eviction_honours_disruption_budgets(s: Server) {
         )
         .await;
     assert_eq!(svc["spec"]["clusterIP"], "10.0.0.1");
+}
+
+async fn metrics_and_table_watches(s: Server) {
+    s.req(
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some(cm("m")),
+    )
+    .await;
+    let resp = s
+        .http
+        .get(format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=1",
+            s.base
+        ))
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut buf = Vec::new();
+    while !buf.contains(&b'\n') {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+            .await
+            .expect("initial event")
+            .expect("open")
+            .unwrap();
+        buf.extend_from_slice(&chunk);
+    }
+    let first: Value =
+        serde_json::from_slice(&buf[..buf.iter().position(|b| *b == b'\n').unwrap()]).unwrap();
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["kind"], "Table");
+    assert_eq!(first["object"]["rows"][0]["cells"][0], "m");
+    assert_eq!(first["object"]["columnDefinitions"][0]["name"], "Name");
+
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"apiserver_request_total{code="201",group="",resource="configmaps",verb="POST"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"apiserver_registered_watchers{group="",kind="ConfigMap"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("apiserver_request_duration_seconds_bucket"));
+    assert!(
+        text.contains(r#"apiserver_storage_objects{resource="namespaces"} 4"#),
+        "{text}"
+    );
+    drop(body);
 }
