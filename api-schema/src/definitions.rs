@@ -23,6 +23,7 @@ pub(crate) const V3_REF_PREFIX: &str = "#/components/schemas/";
 
 pub(crate) const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
 pub(crate) const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+const CORE_EVENT: &str = "io.k8s.api.core.v1.Event";
 pub(crate) const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 pub(crate) const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
 pub(crate) const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
@@ -62,7 +63,7 @@ fn typed<T: Resource + JsonSchema>(generator: &mut SchemaGenerator) -> Typed {
 
 macro_rules! typed_kinds {
     ($generator:ident; $($ty:ty),* $(,)?) => {
-        vec![$(typed::<$ty>(&mut $generator)),*]
+        vec![$(typed::<$ty>($generator)),*]
     };
 }
 
@@ -157,24 +158,21 @@ impl Definitions {
             let _ = generator.subschema_for::<meta::APIResourceList>();
             let _ = generator.subschema_for::<meta::WatchEvent<k8s_openapi::api::core::v1::Pod>>();
         }
-        let mut schemas: BTreeMap<String, Value> = generator
-            .take_definitions(false)
-            .into_iter()
-            .collect();
+        let mut schemas: BTreeMap<String, Value> =
+            generator.take_definitions(false).into_iter().collect();
 
         let mut by_gvk = BTreeMap::new();
-        let mut add_gvk = |schemas: &mut BTreeMap<String, Value>,
-                           name: &str,
-                           list: &[(&str, &str, &str)]| {
-            if let Some(Value::Object(s)) = schemas.get_mut(name) {
-                s.insert("x-kubernetes-group-version-kind".into(), gvk_ext(list));
-                for (g, v, k) in list {
-                    by_gvk
-                        .entry((g.to_string(), v.to_string(), k.to_string()))
-                        .or_insert_with(|| name.to_string());
+        let mut add_gvk =
+            |schemas: &mut BTreeMap<String, Value>, name: &str, list: &[(&str, &str, &str)]| {
+                if let Some(Value::Object(s)) = schemas.get_mut(name) {
+                    s.insert("x-kubernetes-group-version-kind".into(), gvk_ext(list));
+                    for (g, v, k) in list {
+                        by_gvk
+                            .entry((g.to_string(), v.to_string(), k.to_string()))
+                            .or_insert_with(|| name.to_string());
+                    }
                 }
-            }
-        };
+            };
 
         for t in &typed {
             add_gvk(&mut schemas, &t.schema, &[(t.group, t.version, t.kind)]);
@@ -206,30 +204,66 @@ impl Definitions {
                 let list = list_schema(&schemas, &name, r.kind, r.plural);
                 schemas.insert(list_name.clone(), list);
             }
-            add_gvk(&mut schemas, &list_name, &[(r.group, r.version, &list_kind)]);
+            add_gvk(
+                &mut schemas,
+                &list_name,
+                &[(r.group, r.version, &list_kind)],
+            );
         }
 
         // Meta kinds: upstream registers Status in the core group, and WatchEvent and
         // DeleteOptions in every group-version.
         add_gvk(&mut schemas, STATUS, &[("", "v1", "Status")]);
-        add_gvk(&mut schemas, API_RESOURCE_LIST, &[("", "v1", "APIResourceList")]);
+        add_gvk(
+            &mut schemas,
+            API_RESOURCE_LIST,
+            &[("", "v1", "APIResourceList")],
+        );
         let gvs: Vec<(&str, &str)> = resources::groups()
             .into_iter()
             .flat_map(|(g, vs)| vs.into_iter().map(move |v| (g, v)))
             .collect();
-        for (kind, name) in [("DeleteOptions", DELETE_OPTIONS), ("WatchEvent", WATCH_EVENT)] {
+        for (kind, name) in [
+            ("DeleteOptions", DELETE_OPTIONS),
+            ("WatchEvent", WATCH_EVENT),
+        ] {
             let list: Vec<(&str, &str, &str)> = gvs.iter().map(|(g, v)| (*g, *v, kind)).collect();
             add_gvk(&mut schemas, name, &list);
         }
 
-        // Upstream publishes IntOrString and Quantity as strings (with format int-or-string);
-        // clients (kubectl's validation, `explain`) key on that spelling.
-        for (name, format) in [(INT_OR_STRING, Some("int-or-string")), (QUANTITY, None)] {
+        // Upstream's v3 documents spell IntOrString and Quantity as `oneOf` their JSON types
+        // (their Go types' `OpenAPIV3OneOfTypes`); `kubectl explain` then shows the type's name.
+        // [`crate::v2`] turns these into swagger 2.0's strings.
+        for (name, format, types) in [
+            (INT_OR_STRING, Some("int-or-string"), ["integer", "string"]),
+            (QUANTITY, None, ["string", "number"]),
+        ] {
             if let Some(Value::Object(s)) = schemas.get_mut(name) {
                 s.remove("x-kubernetes-int-or-string");
-                s.insert("type".into(), json!("string"));
+                s.remove("type");
+                s.insert(
+                    "oneOf".into(),
+                    json!([{"type": types[0]}, {"type": types[1]}]),
+                );
                 if let Some(f) = format {
                     s.insert("format".into(), json!(f));
+                }
+            }
+        }
+
+        // k8s-openapi marks `metadata` required on every object, since its Rust types do not
+        // make it optional; upstream requires it only where the Go field lacks `omitempty`
+        // (core/v1 Event). kubectl's validation and `explain` read `required`.
+        for (name, schema) in schemas.iter_mut() {
+            if name == CORE_EVENT {
+                continue;
+            }
+            if let Value::Object(s) = schema {
+                if let Some(Value::Array(required)) = s.get_mut("required") {
+                    required.retain(|r| r != "metadata");
+                    if required.is_empty() {
+                        s.remove("required");
+                    }
                 }
             }
         }
@@ -413,7 +447,10 @@ mod tests {
         let defs = Definitions::build();
         for (name, schema) in &defs.schemas {
             collect_refs(schema, &mut |r| {
-                assert!(defs.schemas.contains_key(r), "{name} references missing {r}");
+                assert!(
+                    defs.schemas.contains_key(r),
+                    "{name} references missing {r}"
+                );
             });
         }
     }
@@ -438,9 +475,24 @@ mod tests {
     fn upstream_spellings() {
         let defs = Definitions::build();
         let s = &defs.schemas;
-        assert_eq!(s[INT_OR_STRING]["type"], "string");
+        assert_eq!(
+            s[INT_OR_STRING]["oneOf"],
+            json!([{"type": "integer"}, {"type": "string"}])
+        );
         assert_eq!(s[INT_OR_STRING]["format"], "int-or-string");
-        assert_eq!(s[QUANTITY]["type"], "string");
+        assert_eq!(
+            s[QUANTITY]["oneOf"],
+            json!([{"type": "string"}, {"type": "number"}])
+        );
+        assert!(s["io.k8s.api.apps.v1.Deployment"].get("required").is_none());
+        assert_eq!(
+            s["io.k8s.api.core.v1.Event"]["required"],
+            json!(["involvedObject", "metadata"])
+        );
+        assert_eq!(
+            s["io.k8s.api.rbac.v1.RoleBinding"]["required"],
+            json!(["roleRef"])
+        );
         let spec = &s["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"];
         assert_eq!(
             spec["allOf"][0]["$ref"],
@@ -468,7 +520,10 @@ mod tests {
 
     #[test]
     fn untyped_names_follow_upstream() {
-        assert_eq!(untyped_name("example.com", "v1", "Widget"), "com.example.v1.Widget");
+        assert_eq!(
+            untyped_name("example.com", "v1", "Widget"),
+            "com.example.v1.Widget"
+        );
         assert_eq!(untyped_name("", "v1", "Thing"), "io.k8s.api.core.v1.Thing");
     }
 }

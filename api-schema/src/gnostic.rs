@@ -7,6 +7,10 @@
 //! are left out (a decoder treats them as absent). Vendor extensions and other free-form values
 //! travel as `Any { yaml }`, which kube-openapi's model builder parses as YAML.
 
+// The oneofs mirror the proto's shape, as prost-build would generate them; the document is
+// built once, so the padding of small variants costs nothing worth boxing for.
+#![allow(clippy::large_enum_variant)]
+
 use serde_json::{Map, Value};
 
 /// `openapi.v2.Document`.
@@ -653,7 +657,10 @@ pub struct StringArray {
 // JSON → protobuf, the way gnostic compiles a swagger document.
 
 fn s(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 fn b(v: &Value, key: &str) -> bool {
     v.get(key).and_then(Value::as_bool).unwrap_or_default()
@@ -667,7 +674,12 @@ fn i(v: &Value, key: &str) -> i64 {
 fn strings(v: &Value, key: &str) -> Vec<String> {
     v.get(key)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -708,7 +720,11 @@ fn named_schemas(m: Option<&Map<String, Value>>) -> Vec<NamedSchema> {
 pub(crate) fn schema(v: &Value) -> Schema {
     let types = match v.get("type") {
         Some(Value::String(t)) => vec![t.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     };
     Schema {
@@ -756,9 +772,12 @@ pub(crate) fn schema(v: &Value) -> Schema {
             .and_then(Value::as_array)
             .map(|a| a.iter().map(schema).collect())
             .unwrap_or_default(),
-        properties: v.get("properties").and_then(Value::as_object).map(|m| Properties {
-            additional_properties: named_schemas(Some(m)),
-        }),
+        properties: v
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|m| Properties {
+                additional_properties: named_schemas(Some(m)),
+            }),
         discriminator: s(v, "discriminator"),
         read_only: b(v, "readOnly"),
         example: v.get("example").map(any),
@@ -830,30 +849,35 @@ fn parameters(v: &Value) -> Vec<ParametersItem> {
 }
 
 fn operation(op: &Value) -> Operation {
-    let responses = op.get("responses").and_then(Value::as_object).map(|m| Responses {
-        response_code: m
-            .iter()
-            .map(|(code, r)| NamedResponseValue {
-                name: code.clone(),
-                value: Some(ResponseValue {
-                    oneof: Some(match r.get("$ref").and_then(Value::as_str) {
-                        Some(reference) => response_value::Oneof::JsonReference(JsonReference {
-                            r#ref: reference.to_string(),
-                            description: s(r, "description"),
-                        }),
-                        None => response_value::Oneof::Response(Response {
-                            description: s(r, "description"),
-                            schema: r.get("schema").map(|x| SchemaItem {
-                                oneof: Some(schema_item::Oneof::Schema(schema(x))),
+    let responses = op
+        .get("responses")
+        .and_then(Value::as_object)
+        .map(|m| Responses {
+            response_code: m
+                .iter()
+                .map(|(code, r)| NamedResponseValue {
+                    name: code.clone(),
+                    value: Some(ResponseValue {
+                        oneof: Some(match r.get("$ref").and_then(Value::as_str) {
+                            Some(reference) => {
+                                response_value::Oneof::JsonReference(JsonReference {
+                                    r#ref: reference.to_string(),
+                                    description: s(r, "description"),
+                                })
+                            }
+                            None => response_value::Oneof::Response(Response {
+                                description: s(r, "description"),
+                                schema: r.get("schema").map(|x| SchemaItem {
+                                    oneof: Some(schema_item::Oneof::Schema(schema(x))),
+                                }),
+                                vendor_extension: vendor_extensions(r),
                             }),
-                            vendor_extension: vendor_extensions(r),
                         }),
                     }),
-                }),
-            })
-            .collect(),
-        vendor_extension: Vec::new(),
-    });
+                })
+                .collect(),
+            vendor_extension: Vec::new(),
+        });
     Operation {
         tags: strings(op, "tags"),
         summary: s(op, "summary"),
@@ -923,7 +947,12 @@ pub(crate) fn document(doc: &Value) -> Document {
                             value: Some(StringArray {
                                 value: v
                                     .as_array()
-                                    .map(|x| x.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                                    .map(|x| {
+                                        x.iter()
+                                            .filter_map(Value::as_str)
+                                            .map(str::to_string)
+                                            .collect()
+                                    })
                                     .unwrap_or_default(),
                             }),
                         })

@@ -10,7 +10,10 @@
 
 use api_types::resources::{ResourceInfo, Subresource, Verb, RESOURCES};
 
-use crate::definitions::{api_version, untyped_name, Definitions, Gvk, API_RESOURCE_LIST, DELETE_OPTIONS, PATCH, STATUS, WATCH_EVENT};
+use crate::definitions::{
+    api_version, untyped_name, Definitions, Gvk, API_RESOURCE_LIST, DELETE_OPTIONS, PATCH, STATUS,
+    WATCH_EVENT,
+};
 
 /// Where a parameter goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +124,11 @@ fn path_param(name: &'static str, description: String) -> Param {
 }
 
 fn pretty() -> Param {
-    q("pretty", "string", "If 'true', then the output is pretty printed.")
+    q(
+        "pretty",
+        "string",
+        "If 'true', then the output is pretty printed.",
+    )
 }
 fn dry_run() -> Param {
     q("dryRun", "string", "When present, indicates that modifications should not be persisted. An invalid or unrecognized dryRun directive will result in an error response and no further processing of the request. Valid values are: - All: all dry run stages will be processed")
@@ -183,7 +190,11 @@ fn log_params() -> Vec<Param> {
 }
 fn connect_params(sub: &str) -> Vec<Param> {
     let stream = |name: &'static str, what: &str| {
-        q(name, "boolean", &format!("Redirect the standard {what} stream of the pod for this call."))
+        q(
+            name,
+            "boolean",
+            &format!("Redirect the standard {what} stream of the pod for this call."),
+        )
     };
     let container = q("container", "string", "The container in which to execute the command. Defaults to only container if there is only one container in the pod.");
     match sub {
@@ -360,15 +371,45 @@ impl Builder<'_> {
         // The collection: list, create, deletecollection.
         let mut ops = Vec::new();
         if r.has_verb(Verb::List) {
-            ops.push(self.op("get", "list", format!("list{gv}{scope}{kind}"), format!("list or watch objects of kind {kind}"), list_params(), None, vec![ok(&list)], PRODUCES_LIST, gvk.clone()));
+            ops.push(self.op(
+                "get",
+                "list",
+                format!("list{gv}{scope}{kind}"),
+                format!("list or watch objects of kind {kind}"),
+                list_params(),
+                None,
+                vec![ok(&list)],
+                PRODUCES_LIST,
+                gvk.clone(),
+            ));
         }
         if r.has_verb(Verb::Create) {
-            ops.push(self.op("post", "post", format!("create{gv}{scope}{kind}"), format!("create a {kind}"), write_params(), Some((object.clone(), ANY)), vec![ok(&object), created(&object), accepted(&object)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "post",
+                "post",
+                format!("create{gv}{scope}{kind}"),
+                format!("create a {kind}"),
+                write_params(),
+                Some((object.clone(), ANY)),
+                vec![ok(&object), created(&object), accepted(&object)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if r.has_verb(Verb::DeleteCollection) {
             let mut params = delete_params();
             params.extend(list_params());
-            ops.push(self.op("delete", "deletecollection", format!("delete{gv}Collection{scope}{kind}"), format!("delete collection of {kind}"), params, Some((Body::Def(DELETE_OPTIONS.into()), ANY)), vec![ok(&status)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "delete",
+                "deletecollection",
+                format!("delete{gv}Collection{scope}{kind}"),
+                format!("delete collection of {kind}"),
+                params,
+                Some((Body::Def(DELETE_OPTIONS.into()), ANY)),
+                vec![ok(&status)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if !ops.is_empty() {
             out.push(PathItem {
@@ -381,16 +422,56 @@ impl Builder<'_> {
         // One object: read, replace, patch, delete.
         let mut ops = Vec::new();
         if r.has_verb(Verb::Get) {
-            ops.push(self.op("get", "get", format!("read{gv}{scope}{kind}"), format!("read the specified {kind}"), Vec::new(), None, vec![ok(&object)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "get",
+                "get",
+                format!("read{gv}{scope}{kind}"),
+                format!("read the specified {kind}"),
+                Vec::new(),
+                None,
+                vec![ok(&object)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if r.has_verb(Verb::Update) {
-            ops.push(self.op("put", "put", format!("replace{gv}{scope}{kind}"), format!("replace the specified {kind}"), write_params(), Some((object.clone(), ANY)), vec![ok(&object), created(&object)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "put",
+                "put",
+                format!("replace{gv}{scope}{kind}"),
+                format!("replace the specified {kind}"),
+                write_params(),
+                Some((object.clone(), ANY)),
+                vec![ok(&object), created(&object)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if r.has_verb(Verb::Patch) {
-            ops.push(self.op("patch", "patch", format!("patch{gv}{scope}{kind}"), format!("partially update the specified {kind}"), patch_params(), Some((Body::Def(PATCH.into()), PATCH_TYPES)), vec![ok(&object), created(&object)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "patch",
+                "patch",
+                format!("patch{gv}{scope}{kind}"),
+                format!("partially update the specified {kind}"),
+                patch_params(),
+                Some((Body::Def(PATCH.into()), PATCH_TYPES)),
+                vec![ok(&object), created(&object)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if r.has_verb(Verb::Delete) {
-            ops.push(self.op("delete", "delete", format!("delete{gv}{scope}{kind}"), format!("delete a {kind}"), delete_params(), Some((Body::Def(DELETE_OPTIONS.into()), ANY)), vec![ok(&status), accepted(&status)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "delete",
+                "delete",
+                format!("delete{gv}{scope}{kind}"),
+                format!("delete a {kind}"),
+                delete_params(),
+                Some((Body::Def(DELETE_OPTIONS.into()), ANY)),
+                vec![ok(&status), accepted(&status)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if !ops.is_empty() {
             let mut params = vec![name_param()];
@@ -411,7 +492,17 @@ impl Builder<'_> {
                     p.push(pretty());
                     p
                 },
-                ops: vec![self.op("get", "list", format!("list{gv}{kind}ForAllNamespaces"), format!("list or watch objects of kind {kind}"), Vec::new(), None, vec![ok(&list)], PRODUCES_LIST, gvk.clone())],
+                ops: vec![self.op(
+                    "get",
+                    "list",
+                    format!("list{gv}{kind}ForAllNamespaces"),
+                    format!("list or watch objects of kind {kind}"),
+                    Vec::new(),
+                    None,
+                    vec![ok(&list)],
+                    PRODUCES_LIST,
+                    gvk.clone(),
+                )],
             });
         }
 
@@ -459,7 +550,10 @@ impl Builder<'_> {
         let sub_word = capitalize(s.name);
         let sub_group = s.group.unwrap_or(r.group);
         let sub_version = s.version.unwrap_or(r.version);
-        let mut params = vec![path_param("name", format!("name of the {}", name_kind(s, r)))];
+        let mut params = vec![path_param(
+            "name",
+            format!("name of the {}", name_kind(s, r)),
+        )];
         if r.namespaced {
             params.push(path_param(
                 "namespace",
@@ -483,7 +577,21 @@ impl Builder<'_> {
             ] {
                 if verbs(verb) {
                     let word = capitalize(method);
-                    ops.push(self.op(method, "connect", format!("connect{gv}{word}{scope}{kind}{sub_word}"), format!("connect {} requests to {} of {kind}", method.to_uppercase(), s.name), Vec::new(), None, vec![ok(&Body::Text)], ANY, gvk.clone()));
+                    ops.push(self.op(
+                        method,
+                        "connect",
+                        format!("connect{gv}{word}{scope}{kind}{sub_word}"),
+                        format!(
+                            "connect {} requests to {} of {kind}",
+                            method.to_uppercase(),
+                            s.name
+                        ),
+                        Vec::new(),
+                        None,
+                        vec![ok(&Body::Text)],
+                        ANY,
+                        gvk.clone(),
+                    ));
                 }
             }
             out.push(PathItem {
@@ -499,7 +607,10 @@ impl Builder<'_> {
                     op.params.clear();
                     with_path.push(op);
                 }
-                let mut p: Vec<Param> = vec![path_param("name", format!("name of the {}", name_kind(s, r)))];
+                let mut p: Vec<Param> = vec![path_param(
+                    "name",
+                    format!("name of the {}", name_kind(s, r)),
+                )];
                 if r.namespaced {
                     p.push(path_param(
                         "namespace",
@@ -519,7 +630,17 @@ impl Builder<'_> {
 
         params.push(pretty());
         if s.name == "log" {
-            ops.push(self.op("get", "get", format!("read{gv}{scope}{kind}Log"), format!("read log of the specified {kind}"), log_params(), None, vec![ok(&Body::Text)], PRODUCES_LOG, self.gvk(r.group, r.version, kind)));
+            ops.push(self.op(
+                "get",
+                "get",
+                format!("read{gv}{scope}{kind}Log"),
+                format!("read log of the specified {kind}"),
+                log_params(),
+                None,
+                vec![ok(&Body::Text)],
+                PRODUCES_LOG,
+                self.gvk(r.group, r.version, kind),
+            ));
             out.push(PathItem {
                 path: format!("{item}/log"),
                 params,
@@ -533,19 +654,69 @@ impl Builder<'_> {
         let gvk = self.gvk(sub_group, sub_version, s.kind);
         let of = |what: &str| format!("{what} {} of the specified {kind}", s.name);
         if verbs(Verb::Get) {
-            ops.push(self.op("get", "get", format!("read{gv}{scope}{kind}{sub_word}"), of("read"), Vec::new(), None, vec![ok(&body)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "get",
+                "get",
+                format!("read{gv}{scope}{kind}{sub_word}"),
+                of("read"),
+                Vec::new(),
+                None,
+                vec![ok(&body)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if verbs(Verb::Update) {
-            ops.push(self.op("put", "put", format!("replace{gv}{scope}{kind}{sub_word}"), of("replace"), write_params(), Some((body.clone(), ANY)), vec![ok(&body), created(&body)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "put",
+                "put",
+                format!("replace{gv}{scope}{kind}{sub_word}"),
+                of("replace"),
+                write_params(),
+                Some((body.clone(), ANY)),
+                vec![ok(&body), created(&body)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if verbs(Verb::Patch) {
-            ops.push(self.op("patch", "patch", format!("patch{gv}{scope}{kind}{sub_word}"), of("partially update"), patch_params(), Some((Body::Def(PATCH.into()), PATCH_TYPES)), vec![ok(&body), created(&body)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "patch",
+                "patch",
+                format!("patch{gv}{scope}{kind}{sub_word}"),
+                of("partially update"),
+                patch_params(),
+                Some((Body::Def(PATCH.into()), PATCH_TYPES)),
+                vec![ok(&body), created(&body)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if verbs(Verb::Create) {
-            ops.push(self.op("post", "post", format!("create{gv}{scope}{kind}{sub_word}"), format!("create {} of a {kind}", s.name), write_params(), Some((body.clone(), ANY)), vec![ok(&body), created(&body), accepted(&body)], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "post",
+                "post",
+                format!("create{gv}{scope}{kind}{sub_word}"),
+                format!("create {} of a {kind}", s.name),
+                write_params(),
+                Some((body.clone(), ANY)),
+                vec![ok(&body), created(&body), accepted(&body)],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         if verbs(Verb::Delete) {
-            ops.push(self.op("delete", "delete", format!("delete{gv}{scope}{kind}{sub_word}"), format!("delete {} of a {kind}", s.name), delete_params(), Some((Body::Def(DELETE_OPTIONS.into()), ANY)), vec![ok(&Body::Def(STATUS.into()))], PRODUCES, gvk.clone()));
+            ops.push(self.op(
+                "delete",
+                "delete",
+                format!("delete{gv}{scope}{kind}{sub_word}"),
+                format!("delete {} of a {kind}", s.name),
+                delete_params(),
+                Some((Body::Def(DELETE_OPTIONS.into()), ANY)),
+                vec![ok(&Body::Def(STATUS.into()))],
+                PRODUCES,
+                gvk.clone(),
+            ));
         }
         out.push(PathItem {
             path: format!("{item}/{}", s.name),
@@ -586,11 +757,18 @@ pub(crate) fn group_version_paths(defs: &Definitions, group: &str, version: &str
             Vec::new(),
             None,
             vec![ok(&Body::Def(API_RESOURCE_LIST.into()))],
-            &["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"],
+            &[
+                "application/json",
+                "application/yaml",
+                "application/vnd.kubernetes.protobuf",
+            ],
             None,
         )],
     }];
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         builder.resource(r, &mut out);
     }
     out
@@ -624,7 +802,10 @@ mod tests {
         assert_eq!(group_word("apps"), "Apps");
         assert_eq!(group_word("rbac.authorization.k8s.io"), "RbacAuthorization");
         assert_eq!(group_word("coordination.k8s.io"), "Coordination");
-        assert_eq!(tag("rbac.authorization.k8s.io", "v1"), "rbacAuthorization_v1");
+        assert_eq!(
+            tag("rbac.authorization.k8s.io", "v1"),
+            "rbacAuthorization_v1"
+        );
         assert_eq!(tag("", "v1"), "core_v1");
         assert_eq!(v3_key("", "v1"), "api/v1");
         assert_eq!(v3_key("apps", "v1"), "apis/apps/v1");
@@ -652,7 +833,11 @@ mod tests {
             .iter()
             .find(|p| p.path.ends_with("deployments/{name}/scale"))
             .expect("scale");
-        let patch = scale.ops.iter().find(|o| o.method == "patch").expect("patch");
+        let patch = scale
+            .ops
+            .iter()
+            .find(|o| o.method == "patch")
+            .expect("patch");
         assert_eq!(
             patch.gvk,
             Some(("autoscaling".into(), "v1".into(), "Scale".into()))
@@ -664,24 +849,52 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_unique() {
+        let defs = Definitions::build();
+        for (group, versions) in api_types::resources::groups() {
+            for version in versions {
+                let items = group_version_paths(&defs, group, version);
+                let mut seen = std::collections::HashSet::new();
+                for item in &items {
+                    assert!(seen.insert(item.path.as_str()), "duplicate {}", item.path);
+                    let mut methods = std::collections::HashSet::new();
+                    for op in &item.ops {
+                        assert!(methods.insert(op.method), "{} {}", op.method, item.path);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn pod_subresources() {
         let defs = Definitions::build();
         let items = group_version_paths(&defs, "", "v1");
         let find = |suffix: &str| {
             items
                 .iter()
-                .find(|p| p.path == format!("/api/v1/namespaces/{{namespace}}/pods/{{name}}{suffix}"))
+                .find(|p| {
+                    p.path == format!("/api/v1/namespaces/{{namespace}}/pods/{{name}}{suffix}")
+                })
                 .unwrap_or_else(|| panic!("{suffix}"))
         };
-        assert_eq!(find("/exec").ops[0].operation_id, "connectCoreV1GetNamespacedPodExec");
-        assert_eq!(find("/log").ops[0].operation_id, "readCoreV1NamespacedPodLog");
+        assert_eq!(
+            find("/exec").ops[0].operation_id,
+            "connectCoreV1GetNamespacedPodExec"
+        );
+        assert_eq!(
+            find("/log").ops[0].operation_id,
+            "readCoreV1NamespacedPodLog"
+        );
         let eviction = &find("/eviction").ops[0];
         assert_eq!(eviction.operation_id, "createCoreV1NamespacedPodEviction");
         assert_eq!(
             eviction.body.as_ref().map(|b| b.0.clone()),
             Some(Body::Def("io.k8s.api.policy.v1.Eviction".into()))
         );
-        assert!(items.iter().any(|p| p.path == "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path}"));
+        assert!(items
+            .iter()
+            .any(|p| p.path == "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path}"));
         let ns = items
             .iter()
             .find(|p| p.path == "/api/v1/namespaces/{name}/finalize")

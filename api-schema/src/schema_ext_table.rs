@@ -2853,21 +2853,57 @@ pub(crate) static FIELD_EXTENSIONS: &[FieldExt] = &[
 
 /// Definitions upstream marks `+structType`/`+mapType` (`x-kubernetes-map-type`).
 pub(crate) static TYPE_MAP_TYPES: &[(&str, &str)] = &[
-    ("io.k8s.api.admissionregistration.v1.MatchResources", "atomic"),
-    ("io.k8s.api.admissionregistration.v1.NamedRuleWithOperations", "atomic"),
+    (
+        "io.k8s.api.admissionregistration.v1.MatchResources",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1.NamedRuleWithOperations",
+        "atomic",
+    ),
     ("io.k8s.api.admissionregistration.v1.ParamKind", "atomic"),
     ("io.k8s.api.admissionregistration.v1.ParamRef", "atomic"),
     ("io.k8s.api.admissionregistration.v1.Variable", "atomic"),
-    ("io.k8s.api.admissionregistration.v1alpha1.MatchResources", "atomic"),
-    ("io.k8s.api.admissionregistration.v1alpha1.NamedRuleWithOperations", "atomic"),
-    ("io.k8s.api.admissionregistration.v1alpha1.ParamKind", "atomic"),
-    ("io.k8s.api.admissionregistration.v1alpha1.ParamRef", "atomic"),
-    ("io.k8s.api.admissionregistration.v1beta1.MatchResources", "atomic"),
-    ("io.k8s.api.admissionregistration.v1beta1.NamedRuleWithOperations", "atomic"),
-    ("io.k8s.api.admissionregistration.v1beta1.ParamKind", "atomic"),
-    ("io.k8s.api.admissionregistration.v1beta1.ParamRef", "atomic"),
-    ("io.k8s.api.admissionregistration.v1beta1.Variable", "atomic"),
-    ("io.k8s.api.autoscaling.v1.CrossVersionObjectReference", "atomic"),
+    (
+        "io.k8s.api.admissionregistration.v1alpha1.MatchResources",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1alpha1.NamedRuleWithOperations",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1alpha1.ParamKind",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1alpha1.ParamRef",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1beta1.MatchResources",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1beta1.NamedRuleWithOperations",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1beta1.ParamKind",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1beta1.ParamRef",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1beta1.Variable",
+        "atomic",
+    ),
+    (
+        "io.k8s.api.autoscaling.v1.CrossVersionObjectReference",
+        "atomic",
+    ),
     ("io.k8s.api.core.v1.ConfigMapKeySelector", "atomic"),
     ("io.k8s.api.core.v1.EndpointAddress", "atomic"),
     ("io.k8s.api.core.v1.EndpointPort", "atomic"),
@@ -2886,6 +2922,12 @@ pub(crate) static TYPE_MAP_TYPES: &[(&str, &str)] = &[
     ("io.k8s.api.networking.v1.ServiceBackendPort", "atomic"),
     ("io.k8s.api.rbac.v1.RoleRef", "atomic"),
     ("io.k8s.api.rbac.v1.Subject", "atomic"),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector", "atomic"),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference", "atomic"),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+        "atomic",
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
+        "atomic",
+    ),
 ];

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::definitions::{sorted, Definitions, V3_REF_PREFIX};
+use crate::definitions::{sorted, Definitions, INT_OR_STRING, QUANTITY, V3_REF_PREFIX};
 use crate::paths::{Body, In, Operation, Param, PathItem};
 use crate::v3::KUBERNETES_VERSION;
 
@@ -47,7 +47,8 @@ fn operation(op: &Operation) -> Value {
     m.insert("operationId".into(), json!(op.operation_id));
     let mut params: Vec<Value> = Vec::new();
     if let Some((body, _)) = &op.body {
-        params.push(json!({"in": "body", "name": "body", "required": true, "schema": schema(body)}));
+        params
+            .push(json!({"in": "body", "name": "body", "required": true, "schema": schema(body)}));
     }
     params.extend(op.params.iter().map(param));
     if !params.is_empty() {
@@ -118,6 +119,17 @@ pub(crate) fn document(defs: &Definitions, items: &[PathItem]) -> Value {
             .collect(),
     );
     to_v2(&mut definitions);
+    // Swagger 2.0 has no oneOf: upstream publishes these two as strings there (and kubectl's
+    // v2 validation accepts numbers for `int-or-string`).
+    for (name, format) in [(INT_OR_STRING, Some("int-or-string")), (QUANTITY, None)] {
+        if let Some(Value::Object(s)) = definitions.get_mut(name) {
+            s.remove("oneOf");
+            s.insert("type".into(), json!("string"));
+            if let Some(f) = format {
+                s.insert("format".into(), json!(f));
+            }
+        }
+    }
     let paths: Map<String, Value> = items
         .iter()
         .map(|item| {

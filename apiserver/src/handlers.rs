@@ -620,50 +620,30 @@ impl Patch {
         }
     }
 
-    fn apply(&self, _state: &State, _res: &Resource, current: &Value) -> Result<Value, ApiError> {
-        match self {
-            Patch::Merge(p) => Ok(merge_patch(current, p)),
-            // Until strategic merge lands, merge semantics (maps merge, lists replace).
-            Patch::Strategic(p) => Ok(merge_patch(current, p)),
-            Patch::Json(ops) => {
-                let ops: json_patch::Patch = serde_json::from_value(ops.clone())
-                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-                let mut out = current.clone();
-                json_patch::patch(&mut out, &ops).map_err(|e| {
-                    let mut err = ApiError::invalid(
-                        _res,
-                        crate::object::name(current).unwrap_or(""),
-                        Vec::new(),
-                    );
-                    err.0.message = Some(format!(
-                        "the server rejected our request due to an error in our request: {e}"
-                    ));
-                    err
-                })?;
-                Ok(out)
+    fn apply(&self, state: &State, res: &Resource, current: &Value) -> Result<Value, ApiError> {
+        let name = crate::object::name(current).unwrap_or("");
+        let patched = match self {
+            Patch::Merge(p) => Ok(api_schema::merge_patch(current, p)),
+            Patch::Strategic(p) => state.openapi.strategic_merge_patch(
+                res.info.group,
+                res.info.version,
+                res.info.kind,
+                current,
+                p,
+            ),
+            Patch::Json(ops) => api_schema::json_patch(current, ops),
+        };
+        patched.map_err(|e| {
+            if e.http_status() == 400 {
+                ApiError::bad_request(e.to_string())
+            } else {
+                let mut err = ApiError::invalid(res, name, Vec::new());
+                err.0.message = Some(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ));
+                err
             }
-        }
-    }
-}
-
-fn merge_patch(target: &Value, patch: &Value) -> Value {
-    match patch {
-        Value::Object(p) => {
-            let mut out = match target {
-                Value::Object(t) => t.clone(),
-                _ => serde_json::Map::new(),
-            };
-            for (k, v) in p {
-                if v.is_null() {
-                    out.remove(k);
-                } else {
-                    let merged = merge_patch(out.get(k).unwrap_or(&Value::Null), v);
-                    out.insert(k.clone(), merged);
-                }
-            }
-            Value::Object(out)
-        }
-        other => other.clone(),
+        })
     }
 }
 
@@ -752,7 +732,7 @@ async fn scale(
         .registry
         .update_with(res, name, None, &opts, |current| {
             let scale = if is_patch {
-                merge_patch(&scale_of(current), &input)
+                api_schema::merge_patch(&scale_of(current), &input)
             } else {
                 input.clone()
             };

@@ -99,7 +99,7 @@ pub struct State {
     /// `host:port` clients reach this server at.
     pub address: String,
     pub(crate) metrics: metrics::Metrics,
-    openapi: openapi::OpenApi,
+    openapi: api_schema::OpenApi,
 }
 
 /// A started server.
@@ -168,7 +168,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown: shutdown.clone(),
         address: addr.to_string(),
         metrics: metrics::Metrics::new(),
-        openapi: openapi::OpenApi::build(),
+        openapi: tokio::task::spawn_blocking(openapi::build)
+            .await
+            .map_err(|e| StartError::Seed(format!("building OpenAPI documents: {e}")))?,
     });
     seed(&state).await?;
     if let Some(path) = &config.write_kubeconfig {
@@ -202,9 +204,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/livez", get(handlers::healthz))
         .route("/readyz", get(handlers::healthz))
         .route("/metrics", get(metrics::serve))
-        .route("/openapi/v3", get(openapi::index))
-        .route("/openapi/v3/", get(openapi::index))
-        .route("/openapi/v3/{*key}", get(openapi::document))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_index))
+        .route("/openapi/v3/", get(openapi::v3_index))
+        .route("/openapi/v3/{*key}", get(openapi::v3_document))
         .route("/api", axum::routing::any(handlers::dispatch))
         .route("/api/", axum::routing::any(handlers::dispatch))
         .route("/api/{*rest}", axum::routing::any(handlers::dispatch))

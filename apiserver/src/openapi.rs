@@ -1,156 +1,120 @@
-//! `/openapi/v3`: the index and one document per group-version, generated from the resource
-//! table. kubectl's default `--validate=strict` looks for each kind's PATCH operation with the
-//! `x-kubernetes-group-version-kind` extension and a `fieldValidation` parameter, then lets the
-//! server validate; without these documents `apply`, `create -f` and `replace` refuse to run.
-//!
-//! These documents carry operations only, no schemas: kubectl then computes apply patches from
-//! the types compiled into it. Full schemas (for `kubectl explain`) come with `api-schema`.
+//! `/openapi/v2` and `/openapi/v3`: the documents `api-schema` builds from the Kubernetes
+//! types, served with upstream's caching rules. kubectl's default `--validate=strict` needs the
+//! v3 documents for `apply`, `create -f` and `replace`; `kubectl explain` reads their schemas;
+//! `apply -f` of a `kind: List` validates against the protobuf v2 document.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use api_types::resources::{self, RESOURCES};
+use api_schema::OpenApi;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::State;
 
-/// The documents, built once at start.
-pub struct OpenApi {
-    index: Vec<u8>,
-    /// Key as in the index (`api/v1`, `apis/apps/v1`) → (document, hash).
-    docs: BTreeMap<String, (Vec<u8>, String)>,
-}
-
-fn hash(bytes: &[u8]) -> String {
-    // FNV-1a over the content: stable across runs, changes with the content.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016X}")
-}
-
-fn patch_operation(group: &str, version: &str, kind: &str) -> Value {
-    let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    json!({
-        "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": kind},
-        "x-kubernetes-action": "patch",
-        "parameters": [query("dryRun"), query("fieldManager"), query("fieldValidation"), {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}}],
-        "requestBody": {"content": {
-            "application/json-patch+json": {"schema": {"type": "object"}},
-            "application/merge-patch+json": {"schema": {"type": "object"}},
-        }, "required": true},
-        "responses": {"200": {"description": "OK"}},
-    })
-}
-
-impl OpenApi {
-    pub fn build() -> Self {
-        let mut docs = BTreeMap::new();
-        for (group, versions) in resources::groups() {
-            for version in versions {
-                let (key, root) = if group.is_empty() {
-                    (format!("api/{version}"), format!("/api/{version}"))
-                } else {
-                    (
-                        format!("apis/{group}/{version}"),
-                        format!("/apis/{group}/{version}"),
-                    )
-                };
-                let mut paths = serde_json::Map::new();
-                for r in RESOURCES
-                    .iter()
-                    .filter(|r| r.group == group && r.version == version)
-                {
-                    let item = if r.namespaced {
-                        format!("{root}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-                    } else {
-                        format!("{root}/{}/{{name}}", r.plural)
-                    };
-                    paths.insert(
-                        item,
-                        json!({"patch": patch_operation(group, version, r.kind)}),
-                    );
-                }
-                let doc = json!({
-                    "openapi": "3.0.0",
-                    "info": {"title": "Kubernetes", "version": format!("v1.{}.0", crate::discovery::MINOR)},
-                    "paths": paths,
-                    "components": {},
-                });
-                let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-                let h = hash(&bytes);
-                docs.insert(key, (bytes, h));
-            }
-        }
-        let paths: serde_json::Map<String, Value> = docs
-            .iter()
-            .map(|(k, (_, h))| {
-                (
-                    k.clone(),
-                    json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={h}")}),
-                )
-            })
-            .collect();
-        OpenApi {
-            index: serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default(),
-            docs,
-        }
-    }
-}
-
-pub async fn index(AxumState(state): AxumState<std::sync::Arc<crate::State>>) -> Response {
+/// Headers of a document fetched by its content hash: it can never change, so clients may keep
+/// it for a year (upstream sends the same), and kubectl stops re-downloading it on every apply.
+fn immutable(content_type: &str, hash: &str, body: Vec<u8>) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        state.openapi.index.clone(),
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::ETAG, format!("\"{hash}\"")),
+            (header::CACHE_CONTROL, "public, immutable".to_string()),
+            (header::EXPIRES, "Thu, 01 Jan 2099 00:00:00 GMT".to_string()),
+            (header::VARY, "Accept".to_string()),
+        ],
+        body,
     )
         .into_response()
 }
 
-/// A group-version document. With `?hash=` matching, the response is immutable and cached for
-/// a year (as upstream), so kubectl does not download it again on every apply; a stale hash is
-/// redirected to the current one.
-pub async fn document(
-    AxumState(state): AxumState<std::sync::Arc<crate::State>>,
+pub async fn v3_index(AxumState(state): AxumState<Arc<State>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.v3_index().to_vec(),
+    )
+        .into_response()
+}
+
+/// A group-version document; a stale `?hash=` is redirected to the current one.
+pub async fn v3_document(
+    AxumState(state): AxumState<Arc<State>>,
     Path(key): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let Some((doc, h)) = state.openapi.docs.get(key.trim_matches('/')) else {
+    let Some((doc, hash)) = state.openapi.v3_document(&key) else {
         return ApiError::not_found_path().into_response();
     };
     match q.get("hash") {
-        Some(asked) if asked != h => {
-            let location = format!("/openapi/v3/{key}?hash={h}");
+        Some(asked) if asked != hash => {
+            let location = format!("/openapi/v3/{}?hash={hash}", key.trim_matches('/'));
             let mut resp = StatusCode::MOVED_PERMANENTLY.into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
             resp
         }
-        Some(_) => (
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, "application/json".to_string()),
-                (header::ETAG, format!("\"{h}\"")),
-                (header::CACHE_CONTROL, "public, immutable".to_string()),
-                (header::EXPIRES, "Thu, 01 Jan 2099 00:00:00 GMT".to_string()),
-                (header::VARY, "Accept".to_string()),
-            ],
-            doc.clone(),
-        )
-            .into_response(),
+        Some(_) => immutable("application/json", hash, doc.to_vec()),
         None => (
             StatusCode::OK,
             [
                 (header::CONTENT_TYPE, "application/json".to_string()),
-                (header::ETAG, format!("\"{h}\"")),
+                (header::ETAG, format!("\"{hash}\"")),
             ],
-            doc.clone(),
+            doc.to_vec(),
         )
             .into_response(),
     }
+}
+
+/// The Swagger 2.0 document, as JSON or as gnostic protobuf when the client asks for it.
+pub async fn v2(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let hash = state.openapi.v2_hash();
+    if let Some(tag) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if tag.trim_matches('"') == hash {
+            return StatusCode::NOT_MODIFIED.into_response();
+        }
+    }
+    if accept.contains("com.github.proto-openapi.spec.v2") {
+        (
+            StatusCode::OK,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    api_schema::V2_PROTOBUF_CONTENT_TYPE.to_string(),
+                ),
+                (header::ETAG, format!("\"{hash}\"")),
+                (header::VARY, "Accept".to_string()),
+            ],
+            state.openapi.v2_protobuf().to_vec(),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json".to_string()),
+                (header::ETAG, format!("\"{hash}\"")),
+                (header::VARY, "Accept".to_string()),
+            ],
+            state.openapi.v2_json().to_vec(),
+        )
+            .into_response()
+    }
+}
+
+/// Builds the documents (about 0.1 s in release), once per server.
+pub fn build() -> OpenApi {
+    OpenApi::build()
 }

@@ -47,6 +47,7 @@ both_backends!(
     secrets_round_trip,
     invalid_objects,
     protobuf_creates_and_tables,
+    explain_and_strategic_apply,
 );
 
 fn discovery_and_version(c: Cluster) {
@@ -444,6 +445,88 @@ fn protobuf_creates_and_tables(c: Cluster) {
     assert!(ns.lines().nth(1).unwrap_or("").contains("Active"), "{ns}");
     let labels = c.must(&["get", "deploy", "--show-labels"]);
     assert!(labels.contains("app=web"), "{labels}");
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.36
+        env:
+        - {name: A, value: \"1\"}
+        - {name: B, value: \"2\"}
+      - name: sidecar
+        image: busybox:1.36
+";
+
+/// `kubectl explain` reads the OpenAPI schemas; re-applying a changed Deployment sends a
+/// strategic merge patch (merge by container name, `$setElementOrder`, deletions); a
+/// `kind: List` manifest is validated against the protobuf `/openapi/v2`.
+fn explain_and_strategic_apply(c: Cluster) {
+    let explain = c.must(&["explain", "deployment.spec.replicas"]);
+    assert!(explain.contains("FIELD: replicas <integer>"), "{explain}");
+    assert!(explain.contains("Number of desired pods"), "{explain}");
+
+    c.apply(DEPLOYMENT, &[]);
+    let changed = DEPLOYMENT
+        .replace(
+            "image: busybox:1.36\n        env",
+            "image: busybox:1.37\n        env",
+        )
+        .replace("        - {name: B, value: \"2\"}\n", "")
+        .replace("      - name: sidecar\n        image: busybox:1.36\n", "");
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(&changed));
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "deployment.apps/web configured");
+    assert!(!out.stderr.contains("Warning"), "{}", out.stderr);
+    let got = c.must(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].name} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[*].name}",
+    ]);
+    assert_eq!(
+        got, "web busybox:1.37 A",
+        "the sidecar and env B are gone, the image changed"
+    );
+    // `kubectl set env` and `rollout restart` are strategic merge patches too.
+    c.must(&["set", "env", "deployment/web", "C=3"]);
+    c.must(&["rollout", "restart", "deployment/web"]);
+    let env = c.must(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+    ]);
+    assert_eq!(env, "A C");
+    let restarted = c.must(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.metadata.annotations}",
+    ]);
+    assert!(
+        restarted.contains("kubectl.kubernetes.io/restartedAt"),
+        "{restarted}"
+    );
+
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: l1}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: l2}\n";
+    let out = c.apply(list, &[]);
+    assert!(
+        out.contains("configmap/l1 created") && out.contains("configmap/l2 created"),
+        "{out}"
+    );
 }
 
 #[allow(dead_code)]
