@@ -9,14 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(etcd-server protobuf-compiler)
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -27,6 +27,14 @@ command -v protoc >/dev/null || { echo "protoc is still missing after installing
 # The e2e suite drives the real kubectl 1.32; a missing kubectl is a failure, never a skip.
 [ -x /usr/bin/kubectl ] || { echo "kubectl is missing at /usr/bin/kubectl (the e2e tests need kubectl 1.32)" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
+
+# The Python client e2e test uses the official client, as users do.
+if ! python3 -c "import kubernetes" 2>/dev/null; then
+  echo "==> installing the Python kubernetes client"
+  python3 -m pip --version >/dev/null 2>&1 || { $sudo apt-get install -y -qq python3-pip >/dev/null; }
+  python3 -m pip install --quiet "kubernetes==32.0.1" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "kubernetes==32.0.1"
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

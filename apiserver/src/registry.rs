@@ -449,7 +449,6 @@ impl Registry {
             if has_status(res) {
                 let strategy = strategy::for_kind(res.info);
                 // Status is the controllers' to write, through /status.
-                strategy.defaults(&mut candidate);
                 if let (Some(status), Some(m)) = (
                     strategy.initial_status(&candidate),
                     candidate.as_object_mut(),

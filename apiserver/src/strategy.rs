@@ -694,21 +694,19 @@ impl Strategy for Job {
             .to_string();
         let job_name = name(obj).unwrap_or_default().to_string();
         if let Some(spec) = ensure_object(obj, &["spec"]) {
-            default_field(spec, "parallelism", json!(1));
-            let parallelism = spec.get("parallelism").cloned().unwrap_or(json!(1));
-            if spec.get("completions").is_none_or(Value::is_null) {
-                // Upstream: unset completions with unset parallelism means one completion.
+            // Upstream: neither set means one pod to completion; parallelism alone means a
+            // work queue, whose completions stay unset.
+            let unset = |v: Option<&Value>| v.is_none_or(Value::is_null);
+            if unset(spec.get("completions")) && unset(spec.get("parallelism")) {
                 spec.insert("completions".into(), json!(1));
-                let _ = parallelism;
             }
+            default_field(spec, "parallelism", json!(1));
             default_field(spec, "backoffLimit", json!(6));
             default_field(spec, "completionMode", json!("NonIndexed"));
             default_field(spec, "suspend", json!(false));
             default_field(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
-            default_field(spec, "manualSelector", Value::Null);
-            spec.remove("manualSelector");
-            if manual {
-                spec.insert("manualSelector".into(), json!(true));
+            if !manual {
+                spec.remove("manualSelector");
             }
         }
         // The generated selector ties a Job to its own pods by uid, as upstream does.
