@@ -81,43 +81,38 @@ impl Allocators {
         Ipv4Addr::from(self.cidr_base + 1)
     }
 
-    fn mark(&self, svc: &Value) {
-        if let Some(ip) = svc
+    /// The cluster IP and node ports a Service holds.
+    fn held(svc: &Value) -> (Option<u32>, Vec<u16>) {
+        let ip = svc
             .pointer("/spec/clusterIP")
             .and_then(Value::as_str)
             .and_then(|s| s.parse::<Ipv4Addr>().ok())
-        {
-            self.ips.lock().insert(u32::from(ip));
-        }
-        for p in svc
+            .map(u32::from);
+        let ports = svc
             .pointer("/spec/ports")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
-                self.node_ports.lock().insert(np as u16);
-            }
-        }
+            .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+            .map(|np| np as u16)
+            .collect();
+        (ip, ports)
+    }
+
+    fn mark(&self, svc: &Value) {
+        let (ip, ports) = Self::held(svc);
+        self.ips.lock().extend(ip);
+        self.node_ports.lock().extend(ports);
     }
 
     fn release(&self, svc: &Value) {
-        if let Some(ip) = svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Ipv4Addr>().ok())
-        {
-            self.ips.lock().remove(&u32::from(ip));
+        let (ip, ports) = Self::held(svc);
+        if let Some(ip) = ip {
+            self.ips.lock().remove(&ip);
         }
-        for p in svc
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
-                self.node_ports.lock().remove(&(np as u16));
-            }
+        let mut used = self.node_ports.lock();
+        for p in ports {
+            used.remove(&p);
         }
     }
 

@@ -316,6 +316,11 @@ fn immutable(new: &Value, old: &Value, pointer: &str, field: &str, errs: &mut Ve
     }
 }
 
+/// Workloads select their pods once: a new selector would orphan every existing pod.
+fn selector_is_immutable(new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+    immutable(new, old, "/spec/selector", "spec.selector", errs);
+}
+
 struct Pod;
 impl Strategy for Pod {
     fn defaults(&self, obj: &mut Value) {
@@ -614,7 +619,7 @@ impl Strategy for Deployment {
         );
     }
     fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
-        immutable(new, old, "/spec/selector", "spec.selector", errs);
+        selector_is_immutable(new, old, errs);
     }
 }
 
@@ -630,7 +635,7 @@ impl Strategy for ReplicaSet {
         validate_selector_matches_template(obj, errs);
     }
     fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
-        immutable(new, old, "/spec/selector", "spec.selector", errs);
+        selector_is_immutable(new, old, errs);
     }
 }
 
@@ -658,7 +663,7 @@ impl Strategy for StatefulSet {
         validate_selector_matches_template(obj, errs);
     }
     fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
-        immutable(new, old, "/spec/selector", "spec.selector", errs);
+        selector_is_immutable(new, old, errs);
     }
 }
 
@@ -679,7 +684,7 @@ impl Strategy for DaemonSet {
         validate_selector_matches_template(obj, errs);
     }
     fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
-        immutable(new, old, "/spec/selector", "spec.selector", errs);
+        selector_is_immutable(new, old, errs);
     }
 }
 
@@ -750,7 +755,7 @@ impl Strategy for Job {
         );
     }
     fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
-        immutable(new, old, "/spec/selector", "spec.selector", errs);
+        selector_is_immutable(new, old, errs);
         immutable(new, old, "/spec/completions", "spec.completions", errs);
     }
 }
