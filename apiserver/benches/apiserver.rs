@@ -8,7 +8,7 @@
 //! 3. LIST of all pods after storing N pods (default 100,000): latency, response size, and the
 //!    server's peak RSS growth during the LIST ÷ response size; RSS at idle and with N pods.
 //!
-//! `cargo bench -p apiserver --bench apiserver [-- --pods N --seconds S]`
+//! `cargo bench -p apiserver --bench apiserver [-- --pods N --seconds S --only writes|watch|list]`
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -278,6 +278,7 @@ fn mb(bytes: u64) -> String {
 async fn main() {
     let mut pods = 100_000usize;
     let mut secs = 3.0;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -288,6 +289,7 @@ async fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--seconds S")
             }
+            "--only" => only = args.next(),
             _ => {}
         }
     }
@@ -300,41 +302,49 @@ async fn main() {
         .await
         .expect("etcd client");
 
-    println!("## Writes: pod creates through the API server vs raw etcd puts ({secs} s each)\n");
-    println!("| writers | raw etcd put/s | API server on etcd create/s | ÷ raw | API server embedded create/s | ÷ raw |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    let on_etcd = Server::start(Some(&etcd.endpoint()));
-    let embedded = Server::start(None);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for writers in CONCURRENCY {
-        let raw_rate = raw_put_rate(raw.clone(), writers, secs, 2_600).await;
-        let etcd_rate =
-            create_rate(&http, &on_etcd.base, writers, secs, &format!("e{writers}")).await;
-        let emb_rate =
-            create_rate(&http, &embedded.base, writers, secs, &format!("m{writers}")).await;
+    let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
+    if run("writes") {
         println!(
-            "| {writers} | {raw_rate:.0} | {etcd_rate:.0} | {:.2} | {emb_rate:.0} | {:.2} |",
-            etcd_rate / raw_rate,
-            emb_rate / raw_rate
+            "## Writes: pod creates through the API server vs raw etcd puts ({secs} s each)\n"
         );
+        println!("| writers | raw etcd put/s | API server on etcd create/s | ÷ raw | API server embedded create/s | ÷ raw |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        let on_etcd = Server::start(Some(&etcd.endpoint()));
+        let embedded = Server::start(None);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for writers in CONCURRENCY {
+            let raw_rate = raw_put_rate(raw.clone(), writers, secs, 2_600).await;
+            let etcd_rate =
+                create_rate(&http, &on_etcd.base, writers, secs, &format!("e{writers}")).await;
+            let emb_rate =
+                create_rate(&http, &embedded.base, writers, secs, &format!("m{writers}")).await;
+            println!(
+                "| {writers} | {raw_rate:.0} | {etcd_rate:.0} | {:.2} | {emb_rate:.0} | {:.2} |",
+                etcd_rate / raw_rate,
+                emb_rate / raw_rate
+            );
+        }
+        drop(on_etcd);
+        drop(embedded);
     }
-    drop(on_etcd);
-    drop(embedded);
-
-    println!("\n## Watch delivery (embedded store, 100 creates/s for {secs} s)\n");
-    println!("| watchers | p50 | p99 | watchers that saw every event |");
-    println!("|---:|---:|---:|---:|");
-    for watchers in [100, 1_000] {
-        let server = Server::start(None);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let (p50, p99, complete) = watch_latency(&server.base, watchers, secs).await;
-        println!(
-            "| {watchers} | {:.2} ms | {:.2} ms | {complete}/{watchers} |",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
-        );
+    if run("watch") {
+        println!("\n## Watch delivery (embedded store, 100 creates/s for {secs} s)\n");
+        println!("| watchers | p50 | p99 | watchers that saw every event |");
+        println!("|---:|---:|---:|---:|");
+        for watchers in [100, 1_000] {
+            let server = Server::start(None);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (p50, p99, complete) = watch_latency(&server.base, watchers, secs).await;
+            println!(
+                "| {watchers} | {:.2} ms | {:.2} ms | {complete}/{watchers} |",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            );
+        }
     }
-
+    if !run("list") {
+        return;
+    }
     println!("\n## LIST of {pods} pods (embedded store), pod JSON ≈ {pod_size} B as sent\n");
     let server = Server::start(None);
     tokio::time::sleep(Duration::from_millis(300)).await;
