@@ -12,6 +12,7 @@
 mod cache;
 pub mod discovery;
 pub mod error;
+mod events;
 mod filter;
 pub mod handlers;
 mod metrics;
@@ -64,6 +65,8 @@ pub struct Config {
     pub service_cluster_ip_range: (Ipv4Addr, u8),
     /// Where to write an admin kubeconfig once serving.
     pub write_kubeconfig: Option<PathBuf>,
+    /// How long Events live after their last write (upstream's `--event-ttl`, 1 h).
+    pub event_ttl: std::time::Duration,
 }
 
 /// Why the server could not start.
@@ -149,6 +152,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let storage = open_storage(&config.storage).await?;
     let (net, prefix) = config.service_cluster_ip_range;
     let cache = cache::WatchCache::start(storage.clone()).await?;
+    events::spawn_sweeper(&cache, storage.clone(), config.event_ttl);
     let registry = Registry::new(storage, Allocators::new(net, prefix), cache.clone());
     registry
         .load_allocations()

@@ -37,6 +37,9 @@ struct Args {
     /// Write an admin kubeconfig here once serving.
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
+    /// How long Events are kept after their last write, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    event_ttl_seconds: u64,
 }
 
 fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -78,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         service_cluster_ip_range: parse_cidr(&args.service_cluster_ip_range)
             .context("--service-cluster-ip-range")?,
         write_kubeconfig: args.write_kubeconfig,
+        event_ttl: std::time::Duration::from_secs(args.event_ttl_seconds),
     };
     let running = apiserver::start(config).await?;
     let token = running.shutdown_token();

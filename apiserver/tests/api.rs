@@ -41,12 +41,22 @@ impl Server {
         etcd: Option<EtcdServer>,
         dir: tempfile::TempDir,
     ) -> Server {
+        Self::start_with_ttl(storage, etcd, dir, Duration::from_secs(3600)).await
+    }
+
+    async fn start_with_ttl(
+        storage: StorageConfig,
+        etcd: Option<EtcdServer>,
+        dir: tempfile::TempDir,
+        event_ttl: Duration,
+    ) -> Server {
         let running = apiserver::start(Config {
             storage,
             bind_address: "127.0.0.1".parse().unwrap(),
             port: 0,
             service_cluster_ip_range: ("10.0.0.0".parse().unwrap(), 24),
             write_kubeconfig: None,
+            event_ttl,
         })
         .await
         .expect("server starts");
@@ -993,4 +1003,53 @@ async fn metrics_and_table_watches(s: Server) {
         "{text}"
     );
     drop(body);
+}
+
+/// Events expire after `event_ttl` (upstream: an etcd lease); other objects stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_expire_after_their_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = StorageConfig::Embedded {
+        data_dir: dir.path().join("data"),
+    };
+    let s = Server::start_with_ttl(storage, None, dir, Duration::from_secs(1)).await;
+    let event = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"},
+                       "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+                       "reason": "Test", "message": "hello", "type": "Normal"});
+    let (code, created) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/events",
+            Some(event),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    s.req(
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some(cm("stays")),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, _) = s
+            .req(Method::GET, "/api/v1/namespaces/default/events/e1", None)
+            .await;
+        if code == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, _) = s
+        .req(
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps/stays",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
 }

@@ -94,6 +94,7 @@ impl Cluster {
             port: 0,
             service_cluster_ip_range: ("10.0.0.0".parse().expect("ip"), 24),
             write_kubeconfig: Some(kubeconfig.clone()),
+            event_ttl: Duration::from_secs(3600),
         };
         let running = apiserver::start(config.clone())
             .await
