@@ -184,6 +184,15 @@ pub struct WatchCache {
     storage: Arc<dyn Storage>,
     /// Bumped each time the cache restarts from a fresh list; watchers of an older epoch end.
     epoch: watch::Sender<u64>,
+    /// Cancelled when the cache is dropped, so its follower lets go of the storage watch (and
+    /// with it the embedded store's file).
+    dropped: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for WatchCache {
+    fn drop(&mut self) {
+        self.dropped.cancel();
+    }
 }
 
 /// `/registry/<group>/<plural>/` of a key.
@@ -243,10 +252,17 @@ impl WatchCache {
             revision_tx,
             storage,
             epoch,
+            dropped: tokio_util::sync::CancellationToken::new(),
         });
         let stream = cache.load().await?;
         let follower = Arc::downgrade(&cache);
-        tokio::spawn(async move { follow(follower, stream).await });
+        let dropped = cache.dropped.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = follow(follower, stream) => {}
+                _ = dropped.cancelled() => {}
+            }
+        });
         Ok(cache)
     }
 
@@ -339,6 +355,11 @@ impl WatchCache {
             drop(inner);
             self.revision_tx.send_replace(revision);
         }
+    }
+
+    /// The storage the cache follows.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
     }
 
     /// The cache's revision.

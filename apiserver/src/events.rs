@@ -59,8 +59,9 @@ pub async fn sweep(
     deleted
 }
 
-/// Sweeps every `min(ttl, 1 min)` until the cache is dropped.
-pub fn spawn_sweeper(cache: &Arc<WatchCache>, storage: Arc<dyn Storage>, ttl: Duration) {
+/// Sweeps every `min(ttl, 1 min)` until the cache is dropped (holding only a weak reference,
+/// so a stopped server releases its storage).
+pub fn spawn_sweeper(cache: &Arc<WatchCache>, ttl: Duration) {
     let cache = Arc::downgrade(cache);
     let period = ttl
         .min(Duration::from_secs(60))
@@ -72,7 +73,7 @@ pub fn spawn_sweeper(cache: &Arc<WatchCache>, storage: Arc<dyn Storage>, ttl: Du
             let Some(cache) = cache.upgrade() else {
                 return;
             };
-            let n = sweep(&cache, storage.as_ref(), ttl, jiff::Timestamp::now()).await;
+            let n = sweep(&cache, cache.storage(), ttl, jiff::Timestamp::now()).await;
             if n > 0 {
                 tracing::debug!(deleted = n, "expired events removed");
             }

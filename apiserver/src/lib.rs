@@ -152,7 +152,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let storage = open_storage(&config.storage).await?;
     let (net, prefix) = config.service_cluster_ip_range;
     let cache = cache::WatchCache::start(storage.clone()).await?;
-    events::spawn_sweeper(&cache, storage.clone(), config.event_ttl);
+    events::spawn_sweeper(&cache, config.event_ttl);
     let registry = Registry::new(storage, Allocators::new(net, prefix), cache.clone());
     registry
         .load_allocations()
