@@ -206,3 +206,44 @@ async fn reflector_converges() {
     }
     task.abort();
 }
+
+/// A watcher using streaming lists (watch-list: `sendInitialEvents=true` with
+/// `resourceVersionMatch=NotOlderThan`) gets the initial state from the watch itself, ended by
+/// the `k8s.io/initial-events-end` bookmark, then live changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watcher_converges() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&c).await, "default");
+    for i in 0..5 {
+        api.create(&PostParams::default(), &cm(&format!("s{i}"), "0"))
+            .await
+            .unwrap();
+    }
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().streaming_lists()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let task = tokio::spawn(async move {
+        let _ = stream.try_for_each(|_| async { Ok(()) }).await;
+    });
+    tokio::time::timeout(Duration::from_secs(30), reader.wait_until_ready())
+        .await
+        .expect("initial state within 30 s")
+        .expect("store ready");
+    assert_eq!(reader.state().len(), 5, "the initial events fill the store");
+    api.create(&PostParams::default(), &cm("live", "1"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reader.state().len() < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "live event not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+}
