@@ -793,6 +793,21 @@ async fn bind(
                     "pod is being deleted, cannot be assigned to a host",
                 ));
             }
+            // A binding that names a uid binds only that incarnation of the pod.
+            if let Some(uid) = binding
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
+            {
+                let actual = crate::object::meta_str(current, "uid").unwrap_or("");
+                if uid != actual {
+                    return Err(ApiError::conflict_msg(
+                        res,
+                        name,
+                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                    ));
+                }
+            }
             if let Some(existing) = current
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)

@@ -745,6 +745,20 @@ async fn binding_assigns_once(s: Server) {
     assert_eq!(created["status"]["qosClass"], "BestEffort");
     assert_eq!(created["spec"]["restartPolicy"], "Always");
     let binding = |node: &str| json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}});
+    let mut wrong = binding("n1");
+    wrong["metadata"]["uid"] = json!("not-the-uid");
+    let (code, status) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/pods/p/binding",
+            Some(wrong),
+        )
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::CONFLICT,
+        "a binding for another incarnation: {status}"
+    );
     let (code, _) = s
         .req(
             Method::POST,

@@ -1,0 +1,512 @@
+//! Table-driven tests of the plugins and the scheduling algorithm on hand-made snapshots.
+
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
+use serde_json::json;
+
+use super::node_affinity::requirement_matches;
+use super::node_basic::ports_conflict;
+use super::node_resources::{least_allocated, most_allocated};
+use super::taint_toleration::tolerates;
+use crate::config::ProfileConfig;
+use crate::framework::{pod_requests, CycleState, Framework, HostPort, NodeInfo, Resources};
+use crate::scheduler::{schedule_pod, Failure};
+
+fn pod(v: serde_json::Value) -> Pod {
+    let mut base = json!({"metadata": {"name": "p", "namespace": "ns"},
+                          "spec": {"containers": []}});
+    crate::plugins::tests::merge(&mut base, v);
+    serde_json::from_value(base).expect("pod")
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn cpu_pod(name: &str, cpu: &str, priority: i32) -> Pod {
+    pod(json!({"metadata": {"name": name},
+               "spec": {"priority": priority, "containers": [
+                   {"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}))
+}
+
+fn node(name: &str, cpu: &str, extra: serde_json::Value) -> NodeInfo {
+    let mut base = json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "10"}}});
+    merge(&mut base, extra);
+    NodeInfo::new(serde_json::from_value::<Node>(base).expect("node"))
+}
+
+fn default_framework() -> Framework {
+    ProfileConfig::default()
+        .build(None)
+        .expect("default profile")
+}
+
+#[test]
+fn toleration_matching() {
+    let taint = |k: &str, v: &str, e: &str| Taint {
+        key: k.into(),
+        value: Some(v.into()),
+        effect: e.into(),
+        ..Default::default()
+    };
+    let tol = |k: Option<&str>, op: Option<&str>, v: Option<&str>, e: Option<&str>| Toleration {
+        key: k.map(Into::into),
+        operator: op.map(Into::into),
+        value: v.map(Into::into),
+        effect: e.map(Into::into),
+        ..Default::default()
+    };
+    let t = taint("dedicated", "gpu", "NoSchedule");
+    let table = [
+        (
+            tol(Some("dedicated"), None, Some("gpu"), Some("NoSchedule")),
+            true,
+        ),
+        (
+            tol(Some("dedicated"), Some("Equal"), Some("cpu"), None),
+            false,
+        ),
+        (tol(Some("dedicated"), Some("Exists"), None, None), true),
+        (tol(None, Some("Exists"), None, None), true),
+        (tol(None, Some("Exists"), None, Some("NoExecute")), false),
+        (tol(Some("other"), Some("Exists"), None, None), false),
+        (tol(None, None, Some("gpu"), None), false),
+    ];
+    for (i, (tl, want)) in table.iter().enumerate() {
+        assert_eq!(tolerates(tl, &t), *want, "case {i}: {tl:?}");
+    }
+}
+
+#[test]
+fn node_selector_operators() {
+    let labels = [("zone", "a"), ("cores", "8")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let req = |key: &str, op: &str, values: &[&str]| NodeSelectorRequirement {
+        key: key.into(),
+        operator: op.into(),
+        values: Some(values.iter().map(|v| v.to_string()).collect()),
+    };
+    let table = [
+        (req("zone", "In", &["a", "b"]), true),
+        (req("zone", "In", &["b"]), false),
+        (req("zone", "NotIn", &["b"]), true),
+        (req("missing", "NotIn", &["b"]), true),
+        (req("zone", "Exists", &[]), true),
+        (req("zone", "DoesNotExist", &[]), false),
+        (req("missing", "DoesNotExist", &[]), true),
+        (req("cores", "Gt", &["4"]), true),
+        (req("cores", "Gt", &["8"]), false),
+        (req("cores", "Lt", &["16"]), true),
+        (req("zone", "Gt", &["1"]), false),
+        (req("cores", "Gt", &["1", "2"]), false),
+        (req("zone", "Bogus", &[]), false),
+    ];
+    for (r, want) in table {
+        assert_eq!(requirement_matches(&r, &labels), want, "{r:?}");
+    }
+}
+
+#[test]
+fn pod_requests_follow_upstream() {
+    let table = [
+        // sum(containers) beats the largest init container
+        (
+            json!({"containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "200m"}}},
+                {"name": "b", "resources": {"requests": {"cpu": "300m", "memory": "1Ki"}}}],
+              "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "400m"}}}]}),
+            500,
+            1024,
+        ),
+        // a large init container wins
+        (
+            json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}],
+              "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "2", "memory": "2Ki"}}}]}),
+            2000,
+            2048,
+        ),
+        // overhead is added on top
+        (
+            json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}],
+              "overhead": {"cpu": "50m"}}),
+            150,
+            0,
+        ),
+        // a sidecar (restartable init container) adds to the containers
+        (
+            json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}],
+              "initContainers": [{"name": "s", "restartPolicy": "Always",
+                                  "resources": {"requests": {"cpu": "100m"}}}]}),
+            200,
+            0,
+        ),
+    ];
+    for (spec, cpu, mem) in table {
+        let r = pod_requests(&pod(json!({ "spec": spec })));
+        assert_eq!((r.milli_cpu, r.memory), (cpu, mem), "{spec}");
+    }
+}
+
+#[test]
+fn fit_filter_reasons() {
+    let fw = default_framework();
+    let mut busy = node("busy", "2", json!({}));
+    busy.add_pod(cpu_pod("old", "1500m", 0));
+    let gpu = node(
+        "gpu",
+        "2",
+        json!({"status": {"allocatable": {"example.com/gpu": "1"}}}),
+    );
+    let full = node(
+        "full",
+        "2",
+        json!({"status": {"allocatable": {"pods": "0"}}}),
+    );
+    let gpu_pod = pod(
+        json!({"spec": {"containers": [{"name": "c", "resources": {"requests":
+        {"example.com/gpu": "1", "memory": "8Gi"}}}]}}),
+    );
+    let table: [(&Pod, &NodeInfo, Vec<&str>); 5] = [
+        (&cpu_pod("p", "500m", 0), &busy, vec![]),
+        (&cpu_pod("p", "600m", 0), &busy, vec!["Insufficient cpu"]),
+        (&gpu_pod, &gpu, vec!["Insufficient memory"]),
+        (
+            &gpu_pod,
+            &busy,
+            vec!["Insufficient memory", "Insufficient example.com/gpu"],
+        ),
+        (&cpu_pod("p", "1m", 0), &full, vec!["Too many pods"]),
+    ];
+    for (p, n, want) in table {
+        let mut state = CycleState::default();
+        assert!(fw.run_pre_filter(&mut state, p, &[]).is_success());
+        let s = fw.run_filters(&state, p, n);
+        assert_eq!(
+            s.reasons,
+            want,
+            "{} on {}",
+            crate::framework::pod_key(p),
+            n.name()
+        );
+    }
+}
+
+#[test]
+fn host_ports_conflict() {
+    let hp = |proto: &str, ip: &str, port| HostPort {
+        protocol: proto.into(),
+        ip: ip.into(),
+        port,
+    };
+    let table = [
+        (hp("TCP", "0.0.0.0", 80), hp("TCP", "10.0.0.1", 80), true),
+        (hp("TCP", "10.0.0.2", 80), hp("TCP", "10.0.0.1", 80), false),
+        (hp("UDP", "0.0.0.0", 80), hp("TCP", "0.0.0.0", 80), false),
+        (hp("TCP", "0.0.0.0", 81), hp("TCP", "0.0.0.0", 80), false),
+    ];
+    for (a, b, want) in table {
+        assert_eq!(ports_conflict(&a, &b), want, "{a:?} {b:?}");
+    }
+    let fw = default_framework();
+    let web = pod(json!({"spec": {"containers": [{"name": "c", "ports": [
+        {"containerPort": 80, "hostPort": 8080}]}]}}));
+    let mut n = node("n", "4", json!({}));
+    let mut state = CycleState::default();
+    fw.run_pre_filter(&mut state, &web, &[]);
+    assert!(fw.run_filters(&state, &web, &n).is_success());
+    n.add_pod(web.clone());
+    assert_eq!(
+        fw.run_filters(&state, &web, &n).reasons,
+        ["node(s) didn't have free ports for the requested pod ports"]
+    );
+}
+
+#[test]
+fn allocation_scores() {
+    for (req, cap, least, most) in [
+        (0, 100, 100, 0),
+        (25, 100, 75, 25),
+        (100, 100, 0, 100),
+        (5, 0, 0, 0),
+        (150, 100, 0, 100),
+    ] {
+        assert_eq!(least_allocated(req, cap), least, "least {req}/{cap}");
+        assert_eq!(most_allocated(req, cap), most, "most {req}/{cap}");
+    }
+}
+
+#[test]
+fn feasible_node_count_is_adaptive() {
+    let mut fw = default_framework();
+    for (nodes, want) in [
+        (0, 0),
+        (50, 50),
+        (100, 100),
+        (1000, 420),
+        (5000, 500),
+        (100_000, 5000),
+    ] {
+        assert_eq!(fw.num_feasible_nodes_to_find(nodes), want, "{nodes} nodes");
+    }
+    fw.percentage_of_nodes_to_score = 10;
+    assert_eq!(fw.num_feasible_nodes_to_find(500), 100);
+    assert_eq!(fw.num_feasible_nodes_to_find(5000), 500);
+    fw.percentage_of_nodes_to_score = 100;
+    assert_eq!(fw.num_feasible_nodes_to_find(5000), 5000);
+}
+
+#[test]
+fn filtering_stops_after_enough_feasible_nodes() {
+    let mut fw = default_framework();
+    fw.percentage_of_nodes_to_score = 10;
+    let nodes: Vec<NodeInfo> = (0..300)
+        .map(|i| node(&format!("n{i:03}"), "4", json!({})))
+        .collect();
+    let p = cpu_pod("p", "1", 0);
+    let mut state = CycleState::default();
+    fw.run_pre_filter(&mut state, &p, &[]);
+    let (feasible, failed) = fw.find_feasible(&state, &p, &nodes, 250);
+    assert_eq!(feasible.len(), 100);
+    assert!(failed.is_empty());
+    assert_eq!(feasible[0], 250, "starts where the last cycle stopped");
+}
+
+#[test]
+fn scoring_prefers_least_allocated_and_preferred_affinity() {
+    let fw = default_framework();
+    let mut busy = node("busy", "4", json!({}));
+    busy.add_pod(cpu_pod("old", "3", 0));
+    let idle = node("idle", "4", json!({}));
+    let nodes = vec![busy, idle];
+    let mut state = CycleState::default();
+    let chosen = schedule_pod(&fw, &mut state, &cpu_pod("p", "100m", 0), &nodes, 0, 0);
+    assert_eq!(chosen.expect("fits"), "idle");
+    // A preferred term (weight 100, x2 for the plugin) outweighs the allocation difference.
+    let pref = pod(
+        json!({"spec": {"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference":
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
+                               "values": ["busy"]}]}}]}}}}),
+    );
+    let mut state = CycleState::default();
+    assert_eq!(
+        schedule_pod(&fw, &mut state, &pref, &nodes, 0, 0).expect("fits"),
+        "busy"
+    );
+}
+
+#[test]
+fn fit_error_summarises_reasons_as_upstream() {
+    let fw = default_framework();
+    let taint = json!({"spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}});
+    let nodes = vec![
+        node("a", "1", json!({})),
+        node("b", "1", json!({})),
+        node("c", "1", json!({})),
+        node("d", "8", taint.clone()),
+        node("e", "8", taint),
+    ];
+    let mut state = CycleState::default();
+    match schedule_pod(&fw, &mut state, &cpu_pod("p", "2", 0), &nodes, 0, 0) {
+        Err(Failure::Unschedulable {
+            message,
+            preemption,
+        }) => {
+            assert_eq!(
+                message,
+                "0/5 nodes are available: 2 node(s) had untolerated taint {k: v}, 3 Insufficient \
+                 cpu. preemption: 0/5 nodes are available: 2 Preemption is not helpful for \
+                 scheduling, 3 No preemption victims found for incoming pod."
+            );
+            assert!(preemption.is_none());
+        }
+        other => panic!("expected a fit error, got {other:?}"),
+    }
+    let mut state = CycleState::default();
+    match schedule_pod(&fw, &mut state, &cpu_pod("p", "1", 0), &[], 0, 0) {
+        Err(Failure::Unschedulable { message, .. }) => {
+            assert_eq!(message, "no nodes available to schedule pods")
+        }
+        other => panic!("expected no nodes, got {other:?}"),
+    }
+}
+
+#[test]
+fn preemption_picks_fewest_lowest_priority_victims() {
+    let fw = default_framework();
+    // n1: two low-priority pods, either one frees enough. n2: one mid-priority pod.
+    let mut n1 = node("n1", "2", json!({}));
+    n1.add_pod(cpu_pod("low-a", "1", 1));
+    n1.add_pod(cpu_pod("low-b", "1", 2));
+    let mut n2 = node("n2", "2", json!({}));
+    n2.add_pod(cpu_pod("mid", "2", 5));
+    let mut n3 = node("n3", "2", json!({}));
+    n3.add_pod(cpu_pod("vip", "2", 100));
+    let nodes = vec![n1, n2, n3];
+    let mut state = CycleState::default();
+    match schedule_pod(&fw, &mut state, &cpu_pod("urgent", "1", 10), &nodes, 0, 0) {
+        Err(Failure::Unschedulable {
+            preemption: Some(p),
+            ..
+        }) => {
+            assert_eq!(p.nominated_node, "n1");
+            let victims: Vec<_> = p.victims.iter().map(crate::framework::pod_key).collect();
+            assert_eq!(victims, ["ns/low-a"], "the higher of the two is reprieved");
+        }
+        other => panic!("expected preemption, got {other:?}"),
+    }
+    // preemptionPolicy Never: no victims, upstream's message.
+    let never = pod(
+        json!({"spec": {"priority": 10, "preemptionPolicy": "Never", "containers":
+        [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}),
+    );
+    let mut state = CycleState::default();
+    match schedule_pod(&fw, &mut state, &never, &nodes, 0, 0) {
+        Err(Failure::Unschedulable {
+            message,
+            preemption,
+        }) => {
+            assert!(preemption.is_none());
+            assert!(
+                message.ends_with("preemption: not eligible due to preemptionPolicy=Never."),
+                "{message}"
+            );
+        }
+        other => panic!("expected a fit error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unschedulable_node_and_resources_default() {
+    let fw = default_framework();
+    let cordoned = node("c", "4", json!({"spec": {"unschedulable": true}}));
+    let p = cpu_pod("p", "1", 0);
+    let mut state = CycleState::default();
+    fw.run_pre_filter(&mut state, &p, &[]);
+    assert_eq!(
+        fw.run_filters(&state, &p, &cordoned).reasons,
+        ["node(s) were unschedulable"]
+    );
+    let tolerant = pod(
+        json!({"spec": {"containers": [{"name": "c"}], "tolerations": [
+        {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}),
+    );
+    assert!(fw.run_filters(&state, &tolerant, &cordoned).is_success());
+    assert_eq!(Resources::default().milli_cpu, 0);
+}
+
+fn labelled_pod(name: &str, app: &str, spec: serde_json::Value) -> Pod {
+    let mut s = json!({"containers": [{"name": "c"}]});
+    merge(&mut s, spec);
+    pod(json!({"metadata": {"name": name, "labels": {"app": app}}, "spec": s}))
+}
+
+fn zoned(name: &str, zone: &str) -> NodeInfo {
+    node(
+        name,
+        "8",
+        json!({"metadata": {"labels": {"topology.kubernetes.io/zone": zone}}}),
+    )
+}
+
+fn filter_all(fw: &Framework, p: &Pod, nodes: &[NodeInfo]) -> Vec<(String, Vec<String>)> {
+    let mut state = CycleState::default();
+    assert!(fw.run_pre_filter(&mut state, p, nodes).is_success());
+    nodes
+        .iter()
+        .map(|n| (n.name().to_string(), fw.run_filters(&state, p, n).reasons))
+        .collect()
+}
+
+#[test]
+fn topology_spread_enforces_max_skew() {
+    let fw = default_framework();
+    let mut a = zoned("a", "z1");
+    a.add_pod(labelled_pod("w1", "web", json!({})));
+    a.add_pod(labelled_pod("w2", "web", json!({})));
+    let mut b = zoned("b", "z2");
+    b.add_pod(labelled_pod("w3", "web", json!({})));
+    b.add_pod(labelled_pod("other", "db", json!({})));
+    let bare = node("bare", "8", json!({}));
+    let nodes = vec![a, b, bare];
+    let spread = labelled_pod(
+        "new",
+        "web",
+        json!({"topologySpreadConstraints": [{"maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+    );
+    let none: Vec<String> = vec![];
+    assert_eq!(
+        filter_all(&fw, &spread, &nodes),
+        [
+            (
+                "a".to_string(),
+                vec![super::topology_spread::ERR_CONSTRAINTS.to_string()]
+            ),
+            ("b".to_string(), none),
+            (
+                "bare".to_string(),
+                vec![super::topology_spread::ERR_MISSING_LABEL.to_string()]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn inter_pod_affinity_and_anti_affinity() {
+    let fw = default_framework();
+    let mut a = zoned("a", "z1");
+    a.add_pod(labelled_pod("db", "db", json!({})));
+    let mut b = zoned("b", "z2");
+    b.add_pod(labelled_pod(
+        "loner",
+        "loner",
+        json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "topology.kubernetes.io/zone",
+             "labelSelector": {"matchLabels": {"app": "web"}}}]}}}),
+    ));
+    let c = zoned("c", "z3");
+    let nodes = vec![a, b, c];
+    let term = |kind: &str, app: &str| {
+        json!({"affinity": {kind: {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "topology.kubernetes.io/zone",
+             "labelSelector": {"matchLabels": {"app": app}}}]}}})
+    };
+    let ok: Vec<String> = vec![];
+    let r = |s: &str| vec![s.to_string()];
+    use super::inter_pod_affinity::*;
+    let table = [
+        // near the db: only zone z1; b is also barred by loner's anti-affinity
+        (
+            labelled_pod("p1", "web", term("podAffinity", "db")),
+            [ok.clone(), r(ERR_EXISTING_ANTI_AFFINITY), r(ERR_AFFINITY)],
+        ),
+        // away from the db
+        (
+            labelled_pod("p2", "api", term("podAntiAffinity", "db")),
+            [r(ERR_ANTI_AFFINITY), ok.clone(), ok.clone()],
+        ),
+        // first of its group: affinity to itself is satisfiable anywhere
+        (
+            labelled_pod("p3", "cache", term("podAffinity", "cache")),
+            [ok.clone(), ok.clone(), ok.clone()],
+        ),
+    ];
+    for (p, want) in table {
+        let got: Vec<Vec<String>> = filter_all(&fw, &p, &nodes)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(got, want, "{}", crate::framework::pod_key(&p));
+    }
+}
