@@ -1,8 +1,330 @@
-//! the controller manager of Coxswain.
+//! The controller manager of Coxswain: the workload, lifecycle and garbage-collection
+//! controllers of kube-controller-manager, as an ordinary API client (kube-rs).
 //!
-//! Nothing is here yet: the component lands with issue 5 (cox-controller-manager). The binary already parses its
-//! flags so that deployment files and scripts can be written against its final shape.
+//! Start at [`run`]. It builds one shared informer per typed resource ([`informers`]), hands
+//! subscriptions to every enabled controller (registered by name in [`REGISTRY`]), then
+//! drives the watchers, the controllers and the `/healthz` + `/metrics` server as one future.
+//! Dropping that future stops everything: nothing is spawned detached, so a test can stop and
+//! restart the manager by aborting its task.
+//!
+//! Each typed controller ([`controllers`]: `replicaset`, `deployment`, `namespace`,
+//! `serviceaccount`, `endpoint`/`endpointslice`, `job`) is a kube-runtime
+//! [`kube::runtime::Controller`] fed from the shared streams: it deduplicates keys and never
+//! reconciles one key concurrently (client-go's workqueue guarantees); [`util::Backoff`] adds
+//! the per-key exponential retry delay. The `garbagecollector` (every kind in the resource
+//! table, through dynamic watchers) and `podgc` are level-based loops of their own.
+//!
+//! Not here yet: leader election (`--leader-elect` is parsed and ignored; run one instance).
 
-/// What the binary says when asked to run before the component exists.
-pub const NOT_YET: &str =
-    "cox-controller-manager: not implemented yet; it lands with issue 5 (cox-controller-manager)";
+pub mod controllers;
+pub mod informers;
+pub mod metrics;
+pub mod util;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+/// Everything that can go wrong in the controller manager.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed.
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// A shared store was dropped before it became ready (the manager is shutting down).
+    #[error("informer store never became ready: {0}")]
+    StoreNotReady(#[from] kube::runtime::reflector::store::WriterDropped),
+    /// A metric could not be registered.
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The `/healthz` + `/metrics` address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--controllers` named a controller that does not exist.
+    #[error("unknown controller {0:?} in --controllers (known: {known})", known = controller_names().join(", "))]
+    UnknownController(String),
+    /// An object is invalid in a way the controller cannot act on (e.g. an empty selector).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a controller's constructor is given.
+pub struct Shared<'a> {
+    /// The API client.
+    pub client: &'a kube::Client,
+    /// The shared informers; subscribing marks a kind as watched.
+    pub informers: &'a informers::Informers,
+    /// The metrics every controller reports into.
+    pub metrics: &'a Arc<metrics::Metrics>,
+    /// The manager's configuration (concurrency, thresholds).
+    pub config: &'a Config,
+}
+
+/// A controller registered by name: `start` returns the controller as a future, or `None`
+/// if the informers were already started (a programming error, logged).
+pub struct Registration {
+    /// The name `--controllers` uses (upstream's names).
+    pub name: &'static str,
+    start: fn(&Shared<'_>) -> Option<BoxFuture<'static, ()>>,
+}
+
+/// Every controller, in start order. `--controllers` names come from here, so the flag, the
+/// validation and what actually runs cannot drift apart.
+pub static REGISTRY: &[Registration] = &[
+    Registration {
+        name: controllers::replicaset::NAME,
+        start: |s| {
+            controllers::replicaset::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.concurrency.replicaset,
+            )
+        },
+    },
+    Registration {
+        name: controllers::deployment::NAME,
+        start: |s| {
+            controllers::deployment::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.concurrency.deployment,
+            )
+        },
+    },
+    Registration {
+        name: controllers::garbagecollector::NAME,
+        start: |s| {
+            Some(controllers::garbagecollector::controller(
+                s.client.clone(),
+                s.metrics.clone(),
+            ))
+        },
+    },
+    Registration {
+        name: controllers::namespace::NAME,
+        start: |s| {
+            controllers::namespace::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.concurrency.namespace,
+            )
+        },
+    },
+    Registration {
+        name: controllers::serviceaccount::NAME,
+        start: |s| {
+            controllers::serviceaccount::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.concurrency.serviceaccount,
+            )
+        },
+    },
+    Registration {
+        name: controllers::endpoints::NAME,
+        start: |s| {
+            controllers::endpoints::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                true,
+                false,
+            )
+        },
+    },
+    Registration {
+        name: controllers::endpoints::SLICE_NAME,
+        start: |s| {
+            controllers::endpoints::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                false,
+                true,
+            )
+        },
+    },
+    Registration {
+        name: controllers::job::NAME,
+        start: |s| {
+            controllers::job::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.concurrency.job,
+            )
+        },
+    },
+    Registration {
+        name: controllers::podgc::NAME,
+        start: |s| {
+            controllers::podgc::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.terminated_pod_gc_threshold,
+            )
+        },
+    },
+];
+
+/// The names of every registered controller.
+pub fn controller_names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|r| r.name).collect()
+}
+
+/// How many keys each controller reconciles at once (`--concurrent-*-syncs`).
+#[derive(Debug, Clone)]
+pub struct Concurrency {
+    /// `--concurrent-replicaset-syncs` (upstream default 5).
+    pub replicaset: u16,
+    /// `--concurrent-deployment-syncs` (upstream default 5).
+    pub deployment: u16,
+    /// `--concurrent-namespace-syncs` (upstream default 10).
+    pub namespace: u16,
+    /// `--concurrent-serviceaccount-syncs` (upstream default 5).
+    pub serviceaccount: u16,
+    /// `--concurrent-job-syncs` (upstream default 5).
+    pub job: u16,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Concurrency {
+            replicaset: 5,
+            deployment: 5,
+            namespace: 10,
+            serviceaccount: 5,
+            job: 5,
+        }
+    }
+}
+
+/// How to run the controller manager.
+#[derive(Clone)]
+pub struct Config {
+    /// The API client every controller uses.
+    pub client: kube::Client,
+    /// `--controllers`: `*` enables the defaults, `name` enables one, `-name` disables one.
+    pub controllers: Vec<String>,
+    /// Reconcile concurrency per controller.
+    pub concurrency: Concurrency,
+    /// Where to serve `/healthz` and `/metrics`; `None` serves nothing. Port 0 picks one.
+    pub serve: Option<SocketAddr>,
+    /// `--terminated-pod-gc-threshold`: finished pods kept before the oldest are deleted
+    /// (0 keeps all).
+    pub terminated_pod_gc_threshold: usize,
+}
+
+impl Config {
+    /// Every controller enabled, default concurrency, no HTTP server.
+    pub fn new(client: kube::Client) -> Self {
+        Config {
+            client,
+            controllers: vec!["*".into()],
+            concurrency: Concurrency::default(),
+            serve: None,
+            terminated_pod_gc_threshold: 12500,
+        }
+    }
+}
+
+/// Whether `name` is enabled by a `--controllers` list (upstream's `IsControllerEnabled`):
+/// an explicit `-name` wins, then an explicit `name`, then `*`.
+pub fn controller_enabled(spec: &[String], name: &str) -> bool {
+    let mut star = false;
+    for s in spec {
+        if s == name {
+            return true;
+        }
+        if s.strip_prefix('-') == Some(name) {
+            return false;
+        }
+        star |= s == "*";
+    }
+    star
+}
+
+/// Checks every name in a `--controllers` list.
+pub fn validate_controllers(spec: &[String]) -> Result<(), Error> {
+    for s in spec {
+        let name = s.strip_prefix('-').unwrap_or(s);
+        if name != "*" && !controller_names().contains(&name) {
+            return Err(Error::UnknownController(s.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the controller manager until `shutdown` resolves (or the returned future is dropped).
+/// `on_serving` learns the bound `/metrics` address (useful with port 0).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    on_serving: impl FnOnce(SocketAddr) + Send,
+) -> Result<(), Error> {
+    validate_controllers(&config.controllers)?;
+    let metrics = Arc::new(metrics::Metrics::new()?);
+    let informers = informers::Informers::new(&config.client);
+    let on = |name: &str| controller_enabled(&config.controllers, name);
+    let shared = Shared {
+        client: &config.client,
+        informers: &informers,
+        metrics: &metrics,
+        config: &config,
+    };
+    let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
+    for r in REGISTRY.iter().filter(|r| on(r.name)) {
+        match (r.start)(&shared) {
+            Some(task) => tasks.push(task),
+            None => tracing::error!(
+                controller = r.name,
+                "informers already started; not running"
+            ),
+        }
+    }
+    if let Some(addr) = config.serve {
+        let (bound, server) = metrics::serve(addr, metrics.clone()).await?;
+        tracing::info!(%bound, "serving /healthz and /metrics");
+        on_serving(bound);
+        tasks.push(server.boxed());
+    }
+    tasks.extend(informers.tasks());
+    let running: Vec<&str> = controller_names().into_iter().filter(|c| on(c)).collect();
+    tracing::info!(controllers = ?running, "controller manager started");
+    tokio::select! {
+        _ = futures::future::join_all(tasks) => {}
+        () = shutdown => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_flag() {
+        let spec = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
+        assert!(controller_enabled(&spec("*"), "replicaset"));
+        assert!(!controller_enabled(&spec("*,-replicaset"), "replicaset"));
+        assert!(controller_enabled(&spec("replicaset"), "replicaset"));
+        assert!(!controller_enabled(&spec("deployment"), "replicaset"));
+        assert!(validate_controllers(&spec("nope")).is_err());
+        let every = "*,-replicaset,deployment,garbagecollector,namespace,serviceaccount";
+        assert!(validate_controllers(&spec(every)).is_ok());
+    }
+}

@@ -1,13 +1,98 @@
 //! `cox-controller-manager`: a thin binary; the logic lives in the `controller_manager` library.
 
-use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
-/// the controller manager of Coxswain.
+use anyhow::Context as _;
+use clap::Parser;
+use controller_manager::{Concurrency, Config};
+
+/// The controller manager of Coxswain (kube-controller-manager's flag names).
 #[derive(Parser, Debug)]
 #[command(name = "cox-controller-manager", version, about)]
-struct Args {}
+struct Args {
+    /// Path to a kubeconfig; without it, the in-cluster config or ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The API server's address; overrides the kubeconfig's.
+    #[arg(long)]
+    master: Option<String>,
+    /// Controllers to run: `*` is every default one, `name` enables, `-name` disables.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    /// Leader election. Parsed for compatibility but NOT implemented yet: run one instance.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// ReplicaSets reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_replicaset_syncs: u16,
+    /// Deployments reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_deployment_syncs: u16,
+    /// Namespaces reconciled at once.
+    #[arg(long, default_value_t = 10)]
+    concurrent_namespace_syncs: u16,
+    /// Namespaces checked for a default ServiceAccount at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_serviceaccount_syncs: u16,
+    /// Jobs reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_job_syncs: u16,
+    /// Finished pods kept before the oldest are deleted (0 keeps all).
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
+    /// Address for /healthz and /metrics.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Port for /healthz and /metrics (upstream's secure port is 10257; this is plain HTTP).
+    #[arg(long, default_value_t = 10257)]
+    port: u16,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(controller_manager::NOT_YET)
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    if args.leader_elect {
+        tracing::warn!("--leader-elect is not implemented yet; running as the only instance");
+    }
+    let mut kube_config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => match &args.master {
+            Some(m) => kube::Config::new(m.parse().context("--master")?),
+            None => kube::Config::infer().await?,
+        },
+    };
+    if let Some(m) = &args.master {
+        kube_config.cluster_url = m.parse().context("--master")?;
+    }
+    let client = kube::Client::try_from(kube_config)?;
+    let config = Config {
+        client,
+        controllers: args.controllers,
+        concurrency: Concurrency {
+            replicaset: args.concurrent_replicaset_syncs,
+            deployment: args.concurrent_deployment_syncs,
+            namespace: args.concurrent_namespace_syncs,
+            serviceaccount: args.concurrent_serviceaccount_syncs,
+            job: args.concurrent_job_syncs,
+        },
+        serve: Some(SocketAddr::new(args.bind_address, args.port)),
+        terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    controller_manager::run(config, shutdown, |_| {}).await?;
+    Ok(())
 }

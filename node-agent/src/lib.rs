@@ -1,8 +1,17 @@
-//! the node agent of Coxswain.
+//! The node agent of Coxswain.
 //!
-//! Nothing is here yet: the component lands with issue 6 (cox-node-agent). The binary already parses its
-//! flags so that deployment files and scripts can be written against its final shape.
+//! What exists in this increment of issue 6 is the part that does not need a container
+//! runtime: node registration and cheap heartbeats ([`node`]), the host facts a real node
+//! reports ([`host`]), simulated nodes for scale tests ([`simulate`]), and `/healthz` +
+//! `/metrics` ([`metrics`]). Running real containers (CRI to containerd) lands later and will
+//! reuse [`node::NodeHeartbeat`] and [`node::Writer`].
 
-/// What the binary says when asked to run before the component exists.
-pub const NOT_YET: &str =
-    "cox-node-agent: not implemented yet; it lands with issue 6 (cox-node-agent)";
+pub mod duration;
+mod error;
+pub mod host;
+pub mod metrics;
+pub mod node;
+pub mod simulate;
+
+pub use error::Error;
+pub use metrics::Metrics;

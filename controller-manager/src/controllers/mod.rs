@@ -1,0 +1,10 @@
+//! The controllers, one module each, registered by name in [`crate::REGISTRY`].
+
+pub mod deployment;
+pub mod endpoints;
+pub mod garbagecollector;
+pub mod job;
+pub mod namespace;
+pub mod podgc;
+pub mod replicaset;
+pub mod serviceaccount;

@@ -1,0 +1,243 @@
+//! Helpers every controller shares: label-selector matching, pod readiness and the
+//! per-key exponential backoff that stands in for client-go's rate-limited workqueue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use parking_lot::Mutex;
+
+/// Whether `labels` satisfy `selector`. An empty selector matches everything, as upstream's
+/// `metav1.LabelSelectorAsSelector` does; callers that must not adopt everything (workload
+/// controllers) refuse empty selectors themselves.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    if let Some(ml) = &selector.match_labels {
+        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+            return false;
+        }
+    }
+    for e in selector.match_expressions.iter().flatten() {
+        let value = labels.get(&e.key);
+        let values = e.values.as_deref().unwrap_or_default();
+        let ok = match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a selector selects nothing in particular (no labels, no expressions).
+pub fn selector_is_empty(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|m| m.is_empty())
+}
+
+/// The ownerReference with `controller: true`, if any.
+pub fn controller_of<K: kube::Resource>(obj: &K) -> Option<&OwnerReference> {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+}
+
+/// A pod that still counts towards its controller's replicas: not being deleted and not
+/// finished (upstream `controller.IsPodActive`).
+pub fn pod_is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The time the pod's `Ready` condition became true, if it is ready.
+pub fn pod_ready_since(pod: &Pod) -> Option<Option<&Time>> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| c.last_transition_time.as_ref())
+}
+
+/// Whether the pod is ready.
+pub fn pod_is_ready(pod: &Pod) -> bool {
+    pod_ready_since(pod).is_some()
+}
+
+/// Whether the pod has been ready for at least `min_ready_seconds` at `now`; when it is ready
+/// but not yet available, also returns how long until it will be, so the caller can requeue
+/// (nothing else would wake it: no watch event marks the moment a pod becomes available).
+pub fn pod_available(pod: &Pod, min_ready_seconds: i32, now: &Time) -> (bool, Option<Duration>) {
+    match pod_ready_since(pod) {
+        None => (false, None),
+        Some(_) if min_ready_seconds <= 0 => (true, None),
+        Some(None) => (false, Some(Duration::from_secs(1))),
+        Some(Some(since)) => {
+            let ready_for = now.0.as_second() - since.0.as_second();
+            let needed = i64::from(min_ready_seconds);
+            if ready_for >= needed {
+                (true, None)
+            } else {
+                let wait = u64::try_from(needed - ready_for).unwrap_or(1);
+                (false, Some(Duration::from_secs(wait)))
+            }
+        }
+    }
+}
+
+/// `namespace/name` of an object, the key spans and logs carry.
+pub fn key_of<K: kube::Resource>(obj: &K) -> String {
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
+}
+
+/// Per-key exponential failure backoff: 5 ms doubling to 1000 s, reset by a success. This is
+/// client-go's `ItemExponentialFailureRateLimiter`; kube-runtime's scheduler already gives
+/// the dedup and one-reconcile-per-key guarantees, but leaves the retry delay to the caller.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// The delay before retrying `key` after one more failure.
+    pub fn failed(&self, key: &str) -> Action {
+        let mut map = self.failures.lock();
+        let n = map.entry(key.to_string()).or_insert(0);
+        let exp = (*n).min(20);
+        *n = n.saturating_add(1);
+        let delay = Duration::from_millis(5u64 << exp).min(Duration::from_secs(1000));
+        Action::requeue(delay)
+    }
+
+    /// Forgets the failures of `key`.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().remove(key);
+    }
+
+    /// How many times `key` has failed in a row (the retries metric).
+    pub fn retries(&self, key: &str) -> u32 {
+        self.failures.lock().get(key).copied().unwrap_or(0)
+    }
+}
+
+/// Writes events as `component` (upstream's names, e.g. `replicaset-controller`).
+///
+/// Events are core/v1 Events, as client-go's `record.EventRecorder` writes for
+/// kube-controller-manager, because that is what `kubectl describe` and `kubectl get events`
+/// read. Each call writes one Event; there is no aggregation into counts or series yet.
+#[derive(Clone)]
+pub struct Recorder {
+    client: kube::Client,
+    component: &'static str,
+}
+
+impl Recorder {
+    /// A recorder writing with `client` as `component`.
+    pub fn new(client: &kube::Client, component: &'static str) -> Self {
+        Recorder {
+            client: client.clone(),
+            component,
+        }
+    }
+
+    /// Records a Normal event about `obj`. Best effort: an Event that cannot be written is
+    /// logged and never fails the reconcile that caused it.
+    pub async fn normal<K>(&self, obj: &K, reason: &str, message: String)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        use k8s_openapi::api::core::v1::{Event, EventSource};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        let ns = obj
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let now = now();
+        let suffix: u64 = rand::random();
+        let ev = Event {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{suffix:016x}",
+                    obj.meta().name.clone().unwrap_or_default()
+                )),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            involved_object: obj.object_ref(&()),
+            reason: Some(reason.into()),
+            message: Some(message),
+            type_: Some("Normal".into()),
+            source: Some(EventSource {
+                component: Some(self.component.into()),
+                host: None,
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now.clone()),
+            event_time: Some(MicroTime(now.0)),
+            count: Some(1),
+            reporting_component: Some(self.component.into()),
+            reporting_instance: Some(self.component.into()),
+            action: None,
+            related: None,
+            series: None,
+        };
+        let api: kube::Api<Event> = kube::Api::namespaced(self.client.clone(), &ns);
+        if let Err(error) = api.create(&kube::api::PostParams::default(), &ev).await {
+            tracing::debug!(%error, reason, "could not record event");
+        }
+    }
+}
+
+/// The current time, as API objects spell it.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn selectors() {
+        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        let mut sel = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+            ..Default::default()
+        };
+        assert!(selector_matches(&sel, &labels));
+        sel.match_expressions = Some(vec![LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: "Exists".into(),
+            values: None,
+        }]);
+        assert!(!selector_matches(&sel, &labels));
+        assert!(selector_is_empty(&LabelSelector::default()));
+    }
+
+    #[test]
+    fn backoff_doubles_and_resets() {
+        let b = Backoff::default();
+        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(5)));
+        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(10)));
+        b.succeeded("a");
+        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(5)));
+    }
+}

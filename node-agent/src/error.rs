@@ -1,0 +1,21 @@
+//! The library's one error type.
+
+/// Everything the node agent's library can fail with. The binary wraps it in `anyhow`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the API server failed (transport, or a non-2xx `Status`).
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// Registering or rendering a metric failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Binding the health/metrics listener or reading host facts failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A duration flag or annotation that is not a Go-style duration (`500ms`, `1m30s`).
+    #[error("invalid duration {0:?}: {1}")]
+    Duration(String, &'static str),
+    /// A configuration value that cannot work (e.g. zero simulated nodes).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
