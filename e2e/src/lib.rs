@@ -143,6 +143,36 @@ impl Cluster {
         panic!("API server did not restart: {last:?}");
     }
 
+    /// Blocks until at least `n` watches of `kind` (core group) are open on the server, read
+    /// from its `apiserver_registered_watchers` metric: how a test knows a `kubectl get -w` or
+    /// `kubectl wait` it started is watching before it writes. Panics after 60 s.
+    pub fn wait_for_watchers(&self, kind: &str, n: i64) {
+        use std::io::{Read, Write};
+        let needle = format!("apiserver_registered_watchers{{group=\"\",kind=\"{kind}\"}} ");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut body = String::new();
+            if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.config.port)) {
+                let _ = conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+                let _ = conn.read_to_string(&mut body);
+            }
+            let open = body
+                .lines()
+                .find_map(|l| l.strip_prefix(&needle))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            if open >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {n} open {kind} watches within 60 s"
+            );
+            std::thread::yield_now();
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+
     /// Runs kubectl with this cluster's kubeconfig (blocking; call from `spawn_blocking` or
     /// a multi-threaded runtime).
     pub fn kubectl(&self, args: &[&str]) -> Run {

@@ -268,8 +268,8 @@ fn watch_events(c: Cluster) {
                 "app=web",
             ])
         });
-        // The watch starts with a list; give kubectl a moment to be watching before writing.
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // The watch starts with a list; write only once kubectl is watching.
+        c.wait_for_watchers("ConfigMap", 1);
         c.apply(CONFIGMAP, &[]);
         c.must(&["label", "cm", "cfg", "x=y"]);
         c.must(&["delete", "cm", "cfg"]);
@@ -305,7 +305,7 @@ fn wait_for_jsonpath(c: Cluster) {
                 "--timeout=30s",
             ])
         });
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        c.wait_for_watchers("ConfigMap", 1);
         c.must(&[
             "patch",
             "cm",
