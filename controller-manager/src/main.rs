@@ -20,8 +20,9 @@ struct Args {
     /// Controllers to run: `*` is every default one, `name` enables, `-name` disables.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
-    /// Leader election. Parsed for compatibility but NOT implemented yet: run one instance.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    /// Leader election on the `kube-system/kube-controller-manager` Lease: a standby waits and
+    /// takes over when the leader stops renewing.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     leader_elect: bool,
     /// ReplicaSets reconciled at once.
     #[arg(long, default_value_t = 5)]
@@ -58,9 +59,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    if args.leader_elect {
-        tracing::warn!("--leader-elect is not implemented yet; running as the only instance");
-    }
     let mut kube_config = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -77,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         kube_config.cluster_url = m.parse().context("--master")?;
     }
     let client = kube::Client::try_from(kube_config)?;
+    let leader_client = client.clone();
     let config = Config {
         client,
         controllers: args.controllers,
@@ -93,6 +92,29 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    controller_manager::run(config, shutdown, |_| {}).await?;
-    Ok(())
+    let work = controller_manager::run(config, shutdown, |_| {});
+    if !args.leader_elect {
+        work.await?;
+        return Ok(());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "cox-controller-manager".into());
+    let identity = format!("{host}_{}", std::process::id());
+    let elector = leader_election::LeaderElector::new(
+        leader_client,
+        leader_election::LeaderElectionConfig::new("kube-controller-manager", &identity),
+    );
+    let mut outcome = None;
+    elector
+        .run(async {
+            outcome = Some(work.await);
+        })
+        .await;
+    match outcome {
+        Some(result) => Ok(result?),
+        // As kube-controller-manager: a leader that lost its lease exits, and is restarted as
+        // a standby.
+        None => anyhow::bail!("leader election lost"),
+    }
 }

@@ -958,6 +958,73 @@ async fn the_binary_runs_the_selected_controllers() {
     assert!(health.contains("200 OK"), "{health}");
 }
 
+/// With leader election (the default), two binaries share one Lease: the first holds it and
+/// works, the standby takes over once the leader is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_elects_a_leader_and_a_standby_takes_over() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let client = client(&c);
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cox-controller-manager"))
+            .args([
+                "--kubeconfig",
+                &c.kubeconfig().display().to_string(),
+                "--controllers=serviceaccount",
+                "--port",
+                "0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start cox-controller-manager")
+    };
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "kube-system");
+    let mut first = Child(start());
+    let first_pid = first.0.id();
+    let holder = eventually("the first instance leads", || {
+        let leases = leases.clone();
+        async move {
+            let lease = leases.get("kube-controller-manager").await.ok()?;
+            lease.spec?.holder_identity
+        }
+    })
+    .await;
+    assert!(holder.ends_with(&format!("_{first_pid}")), "{holder}");
+    let second = Child(start());
+    let second_pid = second.0.id();
+    kubectl(&c, &["create", "namespace", "led"]);
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "led");
+    eventually("the leader works", || {
+        let sas = sas.clone();
+        async move { sas.get("default").await.ok() }
+    })
+    .await;
+    // Kill the leader without releasing the lease: the standby takes over after it expires.
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    let holder = eventually("the standby takes over", || {
+        let leases = leases.clone();
+        async move {
+            let lease = leases.get("kube-controller-manager").await.ok()?;
+            let holder = lease.spec?.holder_identity?;
+            holder
+                .ends_with(&format!("_{second_pid}"))
+                .then_some(holder)
+        }
+    })
+    .await;
+    assert!(holder.ends_with(&format!("_{second_pid}")));
+    kubectl(&c, &["create", "namespace", "after"]);
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client, "after");
+    eventually("the new leader works", || {
+        let sas = sas.clone();
+        async move { sas.get("default").await.ok() }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_rollout_exceeds_its_progress_deadline() {
     let c = Cluster::start(Backend::Embedded).await;

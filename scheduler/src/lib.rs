@@ -11,7 +11,8 @@ pub mod cache;
 pub mod config;
 mod error;
 pub mod framework;
-pub mod leader;
+/// Leader election, shared with the controller manager.
+pub use leader_election as leader;
 pub mod metrics;
 pub mod plugins;
 pub mod quantity;

@@ -1,7 +1,7 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, as client-go's `leaderelection`.
 //!
-//! Kept free of scheduler types so it can move to a shared crate: [`LeaderElector`] only
-//! knows a Lease and an identity. Safety ("never two leaders") rests on two rules:
+//! Shared by the scheduler and the controller manager: [`LeaderElector`] only knows a Lease
+//! and an identity. Safety ("never two leaders") rests on two rules:
 //! - a candidate takes over only after the lease record it *observed* stayed unchanged for a
 //!   whole `lease_duration` on its own clock (no trust in other machines' clocks), and every
 //!   write carries the resourceVersion read, so concurrent takeovers conflict;
@@ -15,7 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::time::Instant;
 
-use crate::Error;
+/// Lease reads and writes fail as the API client does.
+pub type Error = kube::Error;
 
 /// Timing and identity, with upstream kube-scheduler's defaults.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ impl LeaderElector {
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
@@ -143,7 +144,7 @@ impl LeaderElector {
         {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -166,7 +167,7 @@ impl LeaderElector {
         spec.renew_time = Some(now());
         match api.replace(&cfg.name, &PostParams::default(), &lease).await {
             Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
