@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State as AxumState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -975,8 +974,4 @@ pub async fn method_not_allowed() -> Response {
 
 pub async fn not_found() -> Response {
     ApiError::not_found_path().into_response()
-}
-
-pub fn body_from(v: Vec<u8>) -> Body {
-    Body::from(v)
 }

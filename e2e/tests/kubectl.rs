@@ -1,6 +1,6 @@
 //! The real kubectl 1.32 against the API server, on both storage backends.
 
-use e2e::{Backend, Cluster};
+use e2e::Cluster;
 
 const CONFIGMAP: &str = "apiVersion: v1
 kind: ConfigMap
@@ -528,6 +528,3 @@ fn explain_and_strategic_apply(c: Cluster) {
         "{out}"
     );
 }
-
-#[allow(dead_code)]
-fn unused(_: Backend) {}
