@@ -47,6 +47,18 @@ fn writes_total(port: u16) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// Lease writes so far (creations and renewals).
+fn lease_writes(port: u16) -> u64 {
+    metrics_text(port)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.starts_with("cox_node_agent_api_writes_total{") && l.contains("kind=\"lease\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -110,9 +122,12 @@ async fn main() {
     }
     let registration = started.elapsed();
 
-    // Heartbeats only, once renewals are in their steady rhythm: the first renewal of each
-    // node comes one period (10 s) after registration plus its slot in the period.
-    tokio::time::sleep(Duration::from_secs(21)).await;
+    // Heartbeats only, once renewals are in their steady rhythm: every node's Lease has been
+    // created and renewed at least once.
+    while lease_writes(port) < 2 * nodes as u64 {
+        assert!(Instant::now() < deadline, "leases were not renewed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let w0 = writes_total(port);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(window)).await;
