@@ -18,4 +18,18 @@ pub enum Error {
     /// A configuration value that cannot work (e.g. zero simulated nodes).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The container runtime's socket could not be reached.
+    #[error("cannot connect to the container runtime at {path}: {source}")]
+    RuntimeConnect {
+        path: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A CRI call failed; `op` names the call so the message says what the agent was doing.
+    #[error("CRI {op}: {}", .status.message())]
+    Cri {
+        op: &'static str,
+        #[source]
+        status: tonic::Status,
+    },
 }

@@ -6,9 +6,11 @@
 //! `/metrics` ([`metrics`]). Running real containers (CRI to containerd) lands later and will
 //! reuse [`node::NodeHeartbeat`] and [`node::Writer`].
 
+pub mod cri;
 pub mod duration;
 mod error;
 pub mod host;
+pub mod lookup;
 pub mod metrics;
 pub mod node;
 pub mod simulate;
