@@ -13,6 +13,7 @@ pub mod host;
 pub mod lookup;
 pub mod metrics;
 pub mod node;
+pub mod server;
 pub mod simulate;
 
 pub use error::Error;
