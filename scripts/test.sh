@@ -8,7 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server protobuf-compiler)
+# containerd, runc, the CNI plugins, busybox-static (the source of the local busybox and pause
+# images, deploy/images/build.sh), iproute2 and iptables are for the node agent's tests, which run
+# real pods through their own private containerd (node_agent::testing::Containerd).
+packages=(etcd-server protobuf-compiler containerd runc containernetworking-plugins busybox-static iproute2 iptables)
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
@@ -24,6 +27,17 @@ fi
 # Debian's etcd-server package may start a system etcd on 2379; the tests never use it.
 command -v etcd >/dev/null || { echo "etcd is still missing after installing etcd-server" >&2; exit 1; }
 command -v protoc >/dev/null || { echo "protoc is still missing after installing protobuf-compiler" >&2; exit 1; }
+# Debian's containerd package may start a system containerd (where systemd runs); the tests never
+# use or stop it: each starts its own on a socket in a temporary directory.
+for tool in containerd ctr; do
+  command -v "$tool" >/dev/null || { echo "$tool is still missing after installing containerd" >&2; exit 1; }
+done
+command -v runc >/dev/null || [ -x /usr/sbin/runc ] \
+  || { echo "runc is still missing after installing runc" >&2; exit 1; }
+[ -x /usr/lib/cni/bridge ] \
+  || { echo "/usr/lib/cni/bridge is missing after installing containernetworking-plugins" >&2; exit 1; }
+[ -x /usr/bin/busybox ] \
+  || { echo "/usr/bin/busybox is missing after installing busybox-static" >&2; exit 1; }
 # The e2e suite drives the real kubectl 1.32; a missing kubectl is a failure, never a skip.
 [ -x /usr/bin/kubectl ] || { echo "kubectl is missing at /usr/bin/kubectl (the e2e tests need kubectl 1.32)" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }

@@ -106,7 +106,7 @@ async fn main() {
     let agent = Agent(
         Command::new(env!("CARGO_BIN_EXE_cox-node-agent"))
             .args(["--master", &c.url(), "--simulate", &nodes.to_string()])
-            .args(["--port", &port.to_string()])
+            .args(["--healthz-port", &port.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

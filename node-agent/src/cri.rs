@@ -79,7 +79,10 @@ impl Cri {
             .clone()
             .status(api::StatusRequest { verbose: false })
             .await
-            .map_err(|status| Error::Cri { op: "Status", status })?
+            .map_err(|status| Error::Cri {
+                op: "Status",
+                status,
+            })?
             .into_inner();
         let conditions = status.status.map(|s| s.conditions).unwrap_or_default();
         let mut problems = Vec::new();

@@ -32,4 +32,13 @@ pub enum Error {
         #[source]
         status: tonic::Status,
     },
+    /// `ctr images import` of a local image tarball failed; `message` carries ctr's stderr.
+    #[error("importing image tarball {path}: {message}")]
+    ImageImport { path: String, message: String },
+    /// `deploy/images/build.sh` failed; `message` carries its stderr.
+    #[error("building local images with {script}: {message}")]
+    ImageBuild { script: String, message: String },
+    /// The private containerd of a test (`testing::Containerd`) could not be set up.
+    #[error("test containerd: {0}")]
+    Fixture(String),
 }

@@ -132,7 +132,7 @@ pub fn host_node_config(name: &str, node_ip: Option<String>) -> NodeConfig {
         node_info: NodeSystemInfo {
             architecture: go_arch().to_string(),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
-            // No runtime is attached yet: the CRI client lands later in issue 6.
+            // Filled in from CRI `Version` once the runtime answers.
             container_runtime_version: "containerd://unknown".to_string(),
             kernel_version: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
             kube_proxy_version: String::new(),
@@ -143,6 +143,8 @@ pub fn host_node_config(name: &str, node_ip: Option<String>) -> NodeConfig {
             system_uuid: String::new(),
         },
         pod_cidr: None,
+        kubelet_port: None,
+        images: Vec::new(),
     }
 }
 

@@ -6,15 +6,21 @@
 //! `/metrics` ([`metrics`]). Running real containers (CRI to containerd) lands later and will
 //! reuse [`node::NodeHeartbeat`] and [`node::Writer`].
 
+pub mod agent;
+pub mod cgroups;
+pub mod cni;
 pub mod cri;
 pub mod duration;
 mod error;
 pub mod host;
+pub mod images;
 pub mod lookup;
 pub mod metrics;
 pub mod node;
+pub mod pods;
 pub mod server;
 pub mod simulate;
+pub mod testing;
 
 pub use error::Error;
 pub use metrics::Metrics;

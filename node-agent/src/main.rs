@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use node_agent::agent::AgentConfig;
 use node_agent::duration::parse_duration;
-use node_agent::node::{NodeHeartbeat, Readiness, Timing, Writer};
+use node_agent::node::Timing;
 use node_agent::simulate::{SimConfig, Simulator};
 use node_agent::Metrics;
 
-/// The node agent of Coxswain: registers this machine as a Node and heartbeats it, or
-/// simulates N nodes (`--simulate N`) for scale tests.
+/// The node agent of Coxswain: registers this machine as a Node and runs its pods on
+/// containerd through CRI, or simulates N nodes (`--simulate N`) for scale tests.
 #[derive(Parser, Debug)]
 #[command(name = "cox-node-agent", version, about)]
 struct Args {
@@ -59,12 +60,44 @@ struct Args {
     /// Node status is written on change and at least this often.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     node_status_report_frequency: Duration,
-    /// Address for /healthz and /metrics.
+    /// Address for /healthz, /metrics and the streaming server.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
     /// Port for /healthz and /metrics (kubelet's healthz port by default).
     #[arg(long, default_value_t = 10248)]
+    healthz_port: u16,
+    /// Port of the streaming server (container logs, exec, attach, port-forward) that the API
+    /// server proxies to; 0 picks a free port.
+    #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// containerd's CRI socket.
+    #[arg(long, default_value = "/run/coxswain/containerd/containerd.sock")]
+    container_runtime_endpoint: PathBuf,
+    /// Where pod volumes live (`<root-dir>/pods/<uid>/volumes`).
+    #[arg(long, default_value = "/var/lib/coxswain/agent")]
+    root_dir: PathBuf,
+    /// Container log files, in kubelet's layout.
+    #[arg(long, default_value = "/var/log/pods")]
+    pod_log_dir: PathBuf,
+    /// cgroupfs parent of the pod cgroups.
+    #[arg(long, default_value = "/kubepods")]
+    cgroup_root: String,
+    /// containerd's CNI conf_dir, where the agent writes its conflist.
+    #[arg(long, default_value = "/etc/coxswain/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// The bridge pods attach to.
+    #[arg(long, default_value = "cox0")]
+    cni_bridge: String,
+    /// The pod CIDR used when the Node has no spec.podCIDR (no IPAM controller).
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pod_cidr: String,
+    /// Allow privileged containers.
+    #[arg(long)]
+    allow_privileged: bool,
+    /// Images to import into containerd before starting (OCI tarballs), e.g. the ones
+    /// `deploy/images/build.sh` builds.
+    #[arg(long = "import-image", value_name = "TARBALL")]
+    import_images: Vec<PathBuf>,
 }
 
 async fn client(args: &Args) -> anyhow::Result<kube::Client> {
@@ -96,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
     let client = client(&args).await?;
     let metrics = Arc::new(Metrics::new()?);
     let (addr, _server) = node_agent::metrics::serve(
-        SocketAddr::new(args.bind_address, args.port),
+        SocketAddr::new(args.bind_address, args.healthz_port),
         metrics.clone(),
     )
     .await
@@ -135,22 +168,33 @@ async fn main() -> anyhow::Result<()> {
         .node_name
         .clone()
         .unwrap_or_else(node_agent::host::hostname);
-    let config = node_agent::host::host_node_config(&name, args.node_ip.clone());
-    tracing::warn!(
-        node = %name,
-        "running real containers lands with the CRI part of issue 6: this node registers and \
-         heartbeats but reports Ready=False and runs no pods"
-    );
-    let (_readiness_tx, readiness) = tokio::sync::watch::channel(Readiness::NotReady(
-        "container runtime is not connected: the CRI client is not implemented yet".into(),
-    ));
-    let writer = Writer::new(client, args.max_in_flight, metrics.clone());
-    let mut heartbeat = NodeHeartbeat::new(config, writer, timing, readiness);
-    heartbeat.register().await?;
-    metrics.nodes.set(1);
+    for tarball in &args.import_images {
+        let names = node_agent::images::import(&args.container_runtime_endpoint, tarball)
+            .await
+            .with_context(|| format!("importing {}", tarball.display()))?;
+        tracing::info!(image = ?names, "imported");
+    }
+    let node = node_agent::host::host_node_config(&name, args.node_ip.clone());
+    let mut config = AgentConfig::new(node, args.container_runtime_endpoint.clone());
+    config.layout.root_dir = args.root_dir.clone();
+    config.layout.log_dir = args.pod_log_dir.clone();
+    config.layout.cgroup_root = args.cgroup_root.clone();
+    config.cni.conf_dir = args.cni_conf_dir.clone();
+    config.cni.bridge = args.cni_bridge.clone();
+    config.cni.ipam_dir = args.root_dir.join("cni");
+    config.default_pod_cidr = args.pod_cidr.clone();
+    config.timing = timing;
+    config.max_in_flight = args.max_in_flight;
+    config.allow_privileged = args.allow_privileged;
+    config.server_addr = Some(SocketAddr::new(args.bind_address, args.port));
+    let mut agent = node_agent::agent::start(client, config, metrics)
+        .await
+        .context("starting the node agent")?;
+    tracing::info!(node = %name, streaming = ?agent.server_addr, "node agent running");
     tokio::select! {
-        _ = heartbeat.run(timing.renew_interval, 0.0) => anyhow::bail!("heartbeats stopped"),
+        _ = agent.wait() => anyhow::bail!("the node agent stopped"),
         r = tokio::signal::ctrl_c() => r?,
     }
+    // Containers keep running: a restarted agent re-adopts them.
     Ok(())
 }

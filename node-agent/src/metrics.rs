@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::Error;
@@ -23,6 +24,8 @@ pub struct Metrics {
     /// From the pod's `creationTimestamp` to the status write that made it Running: what a
     /// scale test wants to know (scheduling + binding + this agent's queueing).
     pub pod_start_seconds: Histogram,
+    /// CRI call durations by operation (RunPodSandbox, CreateAndStartContainer, ...).
+    pub cri_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -50,6 +53,15 @@ impl Metrics {
             )
             .buckets(prometheus::exponential_buckets(0.01, 2.0, 16)?),
         )?;
+        let cri_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "cox_node_agent_cri_operation_duration_seconds",
+                "CRI operation durations, by operation.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+            &["operation"],
+        )?;
+        registry.register(Box::new(cri_seconds.clone()))?;
         registry.register(Box::new(api_writes.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
         registry.register(Box::new(pods_running.clone()))?;
@@ -60,6 +72,7 @@ impl Metrics {
             nodes,
             pods_running,
             pod_start_seconds,
+            cri_seconds,
         })
     }
 
@@ -68,6 +81,13 @@ impl Metrics {
         self.api_writes
             .with_label_values(&[kind, if ok { "ok" } else { "error" }])
             .inc();
+    }
+
+    /// Records one CRI operation's duration.
+    pub fn cri_duration(&self, op: &str, d: std::time::Duration) {
+        self.cri_seconds
+            .with_label_values(&[op])
+            .observe(d.as_secs_f64());
     }
 
     /// Total API writes so far (all kinds and results), for benchmarks and tests.

@@ -84,6 +84,11 @@ pub struct NodeConfig {
     /// Set on create when the Node does not exist yet; an existing Node's `spec.podCIDR`
     /// (e.g. from the controller manager's IPAM) always wins.
     pub pod_cidr: Option<String>,
+    /// The streaming server's port (`status.daemonEndpoints.kubeletEndpoint.Port`): where the
+    /// API server proxies logs, exec, attach and port-forward to.
+    pub kubelet_port: Option<u16>,
+    /// Images present on the node (`status.images`), for the scheduler's ImageLocality.
+    pub images: Vec<(Vec<String>, i64)>,
 }
 
 impl NodeConfig {
@@ -259,7 +264,7 @@ impl NodeHeartbeat {
                 "lastTransitionTime": since,
             }));
         }
-        json!({
+        let mut status = json!({
             "addresses": [
                 {"type": "InternalIP", "address": self.config.internal_ip},
                 {"type": "Hostname", "address": self.config.hostname},
@@ -268,7 +273,19 @@ impl NodeHeartbeat {
             "allocatable": self.config.allocatable,
             "conditions": conditions,
             "nodeInfo": self.config.node_info,
-        })
+        });
+        if let Some(port) = self.config.kubelet_port {
+            status["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
+        }
+        if !self.config.images.is_empty() {
+            status["images"] = self
+                .config
+                .images
+                .iter()
+                .map(|(names, size)| json!({"names": names, "sizeBytes": size}))
+                .collect();
+        }
+        status
     }
 
     /// Writes the node status if it changed or `status_interval` passed since the last write.

@@ -115,6 +115,8 @@ impl SimConfig {
                 system_uuid: String::new(),
             },
             pod_cidr: None,
+            kubelet_port: None,
+            images: Vec::new(),
         }
     }
 }

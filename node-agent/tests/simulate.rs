@@ -527,7 +527,7 @@ async fn the_binary_simulates_nodes() {
         .arg("--kubeconfig")
         .arg(c.kubeconfig())
         .args(["--simulate", "2", "--node-prefix", "bin-"])
-        .args(["--port", &port.to_string()])
+        .args(["--healthz-port", &port.to_string()])
         .kill_on_drop(true)
         .spawn()
         .expect("start cox-node-agent");

@@ -1,0 +1,780 @@
+//! A private containerd for tests, the way `storage::testing::EtcdServer` gives tests a private
+//! etcd.
+//!
+//! [`Containerd::start`] runs Debian's containerd with every path of its own (root, state,
+//! sockets, runc root, `opt`, CNI config, pod network namespaces) inside a fresh directory
+//! `/tmp/cxd-…`, imports the busybox and pause images built by `deploy/images/build.sh`, and
+//! waits until CRI answers. Each fixture gets its own CNI bridge name and pod CIDR, so fixtures
+//! in one or several test processes run side by side without sharing anything, and none of
+//! them touches a system containerd. The configuration is the one measured to work on these
+//! machines (`../shared/design/containerd-on-these-machines.md`).
+//!
+//! [`Containerd::shutdown`] tears everything down (pods through CRI, containerd, shims, the
+//! bridge, mounts, the directory) and returns whatever it could not remove, so tests assert a
+//! clean teardown. Dropping a fixture without `shutdown` still kills and removes what it can,
+//! synchronously. A missing `containerd`, `ctr`, `runc` or busybox fails the test loudly:
+//! these tests never skip.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+
+use crate::cri::{api, cri_err, Cri};
+use crate::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
+use crate::Error;
+
+/// Fixtures started by this process so far; part of every fixture's names.
+static STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// Third octets of the `10.200.X.0/24` pod CIDRs this process's live fixtures hold.
+static SUBNETS: Mutex<BTreeSet<u8>> = parking_lot::const_mutex(BTreeSet::new());
+
+/// The directory holding the built image tarballs, once per process.
+static IMAGES: OnceCell<PathBuf> = OnceCell::const_new();
+
+/// How long containerd may take to answer CRI after it is spawned (it takes ~0.1 s).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often conditions (socket up, process gone) are polled.
+const POLL: Duration = Duration::from_millis(20);
+
+/// One CRI call during teardown; a hung containerd must not hang the test forever.
+const CRI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A private containerd with CRI, for one test.
+pub struct Containerd {
+    scratch: Scratch,
+    socket: PathBuf,
+    cni_conf_dir: PathBuf,
+    pod_cidr: String,
+    cri: Cri,
+}
+
+/// What a fixture owns on the host, with the synchronous best-effort cleanup `Drop` runs.
+/// Separate from [`Containerd`] so a half-started fixture is cleaned up too.
+struct Scratch {
+    child: Option<Child>,
+    dir: PathBuf,
+    bridge: String,
+    subnet: Option<u8>,
+    /// cgroupfs parent for the pods of this fixture, e.g. `/cxd-1a2b30-x9z1`.
+    cgroup_root: String,
+    /// Shim sockets seen in `/run/containerd/s` (from the bundles' `address` files): a shim
+    /// removes its socket when it exits normally, but not when it is killed.
+    shim_sockets: BTreeSet<PathBuf>,
+}
+
+impl Containerd {
+    /// Starts a private containerd, imports [`BUSYBOX_IMAGE`] and [`PAUSE_IMAGE`], and waits
+    /// until it answers CRI `Version`.
+    ///
+    /// The images are built once per process into `/tmp/coxswain-images-<uid>` (the build
+    /// script skips up-to-date outputs and renames finished files into place, so concurrent
+    /// test processes share the directory safely).
+    pub async fn start() -> Result<Containerd, Error> {
+        let images_dir = IMAGES.get_or_try_init(build_images).await?.clone();
+
+        let pid = std::process::id();
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let bridge = format!(
+            "cxt{}{}",
+            base36(u64::from(pid), 5),
+            base36(u64::from(n), 1)
+        );
+        let dir = make_dir(pid, n)?;
+        let cgroup_root = format!("/{}", dir.file_name().unwrap_or_default().to_string_lossy());
+        let mut scratch = Scratch {
+            child: None,
+            dir,
+            bridge,
+            subnet: None,
+            cgroup_root,
+            shim_sockets: BTreeSet::new(),
+        };
+        // A bridge of this name can only be left from a dead process that had our pid.
+        delete_link(&scratch.bridge);
+        let subnet = pick_subnet(pid, n)?;
+        scratch.subnet = Some(subnet);
+        let dir = scratch.dir.clone();
+
+        let socket = dir.join("c.sock");
+        let cni_conf_dir = dir.join("cni/net.d");
+        std::fs::create_dir_all(&cni_conf_dir).map_err(io_err("create the CNI conf dir"))?;
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_toml(&dir)).map_err(io_err("write config.toml"))?;
+        let log_path = dir.join("containerd.log");
+        let log = std::fs::File::create(&log_path).map_err(io_err("create containerd.log"))?;
+        let log2 = log.try_clone().map_err(io_err("dup containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| {
+                Error::Fixture(format!(
+                    "cannot run `containerd` ({e}); install Debian's containerd (scripts/test.sh does)"
+                ))
+            })?;
+        scratch.child = Some(child);
+
+        let cri = wait_for_cri(&mut scratch, &socket, &log_path).await?;
+        for image in [PAUSE_IMAGE, BUSYBOX_IMAGE] {
+            let tarball = images::tarball_for(&images_dir, image)
+                .ok_or_else(|| Error::Fixture(format!("no tarball for {image}")))?;
+            let names = images::import(&socket, &tarball).await?;
+            if !names.iter().any(|n| n == image) {
+                return Err(Error::Fixture(format!(
+                    "importing {} gave {names:?}, not {image}",
+                    tarball.display()
+                )));
+            }
+        }
+        Ok(Containerd {
+            scratch,
+            socket,
+            cni_conf_dir,
+            pod_cidr: format!("10.200.{subnet}.0/24"),
+            cri,
+        })
+    }
+
+    /// containerd's gRPC (CRI) socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Where containerd's CRI plugin looks for a CNI conflist (`max_conf_num = 1`). It starts
+    /// empty, so the runtime reports `NetworkReady=false` until a test or the agent writes one.
+    pub fn cni_conf_dir(&self) -> &Path {
+        &self.cni_conf_dir
+    }
+
+    /// The fixture's scratch directory: a place for the agent's state, pod logs and the CNI
+    /// IPAM data directory, removed by [`Containerd::shutdown`].
+    pub fn dir(&self) -> &Path {
+        &self.scratch.dir
+    }
+
+    /// A CRI client connected to this containerd.
+    pub fn cri(&self) -> Cri {
+        self.cri.clone()
+    }
+
+    /// A CNI bridge name no other fixture uses (at most 15 bytes, the kernel's limit). The
+    /// bridge plugin creates it and never deletes it; [`Containerd::shutdown`] does.
+    pub fn bridge(&self) -> &str {
+        &self.scratch.bridge
+    }
+
+    /// A pod CIDR (`10.200.X.0/24`) that no other live fixture of this process uses and no
+    /// host interface had when the fixture started.
+    pub fn pod_cidr(&self) -> &str {
+        &self.pod_cidr
+    }
+
+    /// A cgroupfs parent (`/cxd-…`, in every hierarchy) for this fixture's pods: give pod
+    /// sandboxes `cgroup_parent = <cgroup_root>/pod<uid>` (the agent's cgroup root). runc
+    /// removes only container leaves; [`Containerd::shutdown`] removes this whole tree. Pods
+    /// without a cgroup parent land in containerd's default `/k8s.io`, shared with every other
+    /// containerd on the host, which the fixture does not clean.
+    pub fn cgroup_root(&self) -> &str {
+        &self.scratch.cgroup_root
+    }
+
+    /// containerd's log so far, for failure messages.
+    pub fn containerd_log(&self) -> String {
+        std::fs::read_to_string(self.scratch.dir.join("containerd.log"))
+            .unwrap_or_else(|e| format!("(containerd.log unreadable: {e})"))
+    }
+
+    /// What this fixture created that still exists: mounts under its directory (container
+    /// rootfs, sandbox shm, pod network namespaces, which live under the state dir here),
+    /// `containerd-shim-runc-v2` processes serving its socket, its bridge, containerd itself and
+    /// the directory. Empty after a clean [`Containerd::shutdown`] (which returns this list).
+    pub fn leftovers(&self) -> Vec<String> {
+        self.scratch.leftovers()
+    }
+
+    /// Tears the fixture down and returns what went wrong or is left over (empty when the
+    /// teardown was clean): removes every pod and container through CRI (containers first,
+    /// stopped with timeout 0), stops containerd (SIGTERM, then SIGKILL after 10 s), waits for
+    /// the shims to exit (killing any that do not, after deleting their runc containers),
+    /// deletes the bridge, unmounts what is still mounted under the directory and removes it.
+    #[must_use = "the returned list names leftovers; assert that it is empty"]
+    pub async fn shutdown(mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.remove_pods().await {
+            problems.push(format!("removing pods through CRI: {e}"));
+        }
+        self.scratch.note_shim_sockets();
+        if let Some(child) = self.scratch.child.take() {
+            if let Err(e) = terminate(child).await {
+                problems.push(e);
+            }
+        }
+        let dir = self.scratch.dir.clone();
+        // A shim exits once its sandbox is removed; give it a moment before killing it.
+        if !wait_until(Duration::from_secs(5), || shims(&dir).is_empty()).await {
+            delete_runc_containers(&dir);
+            for (pid, _) in shims(&dir) {
+                signal(pid, "KILL");
+            }
+            wait_until(Duration::from_secs(5), || shims(&dir).is_empty()).await;
+        }
+        self.scratch.remove_host_state();
+        problems.extend(self.scratch.leftovers());
+        problems
+    }
+
+    /// Stops and removes every container, then every pod sandbox, through CRI.
+    async fn remove_pods(&self) -> Result<(), Error> {
+        let mut rt = self.cri.runtime.clone();
+        let containers = bounded(rt.list_containers(api::ListContainersRequest { filter: None }))
+            .await?
+            .map_err(cri_err("ListContainers"))?
+            .into_inner()
+            .containers;
+        for c in containers {
+            bounded(rt.stop_container(api::StopContainerRequest {
+                container_id: c.id.clone(),
+                timeout: 0,
+            }))
+            .await?
+            .map_err(cri_err("StopContainer"))?;
+            bounded(rt.remove_container(api::RemoveContainerRequest {
+                container_id: c.id.clone(),
+            }))
+            .await?
+            .map_err(cri_err("RemoveContainer"))?;
+        }
+        let sandboxes = bounded(rt.list_pod_sandbox(api::ListPodSandboxRequest { filter: None }))
+            .await?
+            .map_err(cri_err("ListPodSandbox"))?
+            .into_inner()
+            .items;
+        for s in sandboxes {
+            bounded(rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            }))
+            .await?
+            .map_err(cri_err("StopPodSandbox"))?;
+            bounded(rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            }))
+            .await?
+            .map_err(cri_err("RemovePodSandbox"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Scratch {
+    /// Synchronous, best-effort removal of everything on the host: kills containerd (if still
+    /// running), the runc containers and shims, deletes the bridge, unmounts and removes the
+    /// directory, and gives the pod CIDR back.
+    fn remove_host_state(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.note_shim_sockets();
+        if !shims(&self.dir).is_empty() {
+            delete_runc_containers(&self.dir);
+            for (pid, _) in shims(&self.dir) {
+                signal(pid, "KILL");
+            }
+        }
+        for socket in &self.shim_sockets {
+            // Only once its shim is gone: a live shim still serves it.
+            if socket.exists() && shims(&self.dir).is_empty() {
+                let _ = std::fs::remove_file(socket);
+            }
+        }
+        remove_cgroup_tree(&self.cgroup_root);
+        delete_link(&self.bridge);
+        // Deepest first, so a mount inside another mount goes before it.
+        let mut mounts = mounts_under(&self.dir);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+        for m in mounts {
+            let ok = Command::new("umount")
+                .arg(&m)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&m)
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        if self.dir.exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        if let Some(subnet) = self.subnet.take() {
+            SUBNETS.lock().remove(&subnet);
+        }
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if let Some(child) = &self.child {
+            found.push(format!("containerd (pid {}) is running", child.id()));
+        }
+        for (pid, cmdline) in shims(&self.dir) {
+            found.push(format!("shim process {pid}: {cmdline}"));
+        }
+        for m in mounts_under(&self.dir) {
+            found.push(format!("mount {}", m.display()));
+        }
+        for socket in self.shim_sockets.iter().filter(|s| s.exists()) {
+            found.push(format!("shim socket {}", socket.display()));
+        }
+        for cgroup in cgroup_dirs(&self.cgroup_root) {
+            found.push(format!("cgroup {}", cgroup.display()));
+        }
+        if link_exists(&self.bridge) {
+            found.push(format!("network interface {}", self.bridge));
+        }
+        if self.dir.exists() {
+            found.push(format!("directory {}", self.dir.display()));
+        }
+        found
+    }
+}
+
+impl Scratch {
+    /// Records the shim sockets of every task bundle still in the state directory.
+    fn note_shim_sockets(&mut self) {
+        let tasks = self.dir.join("state/io.containerd.runtime.v2.task");
+        let Ok(namespaces) = std::fs::read_dir(tasks) else {
+            return;
+        };
+        for ns in namespaces.flatten() {
+            let Ok(bundles) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for bundle in bundles.flatten() {
+                let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) else {
+                    continue;
+                };
+                let path = address.trim().trim_start_matches("unix://");
+                // Never anything but a shim socket, whatever the file says.
+                if path.starts_with("/run/containerd/s/") && !path.contains("..") {
+                    self.shim_sockets.insert(PathBuf::from(path));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.remove_host_state();
+    }
+}
+
+/// containerd's configuration, every path inside `dir`. Non-default values and why:
+/// `restrict_oom_score_adj` because root lacks CAP_SYS_RESOURCE on these VMs (every
+/// RunPodSandbox fails without it); cgroupfs because PID 1 is not systemd; the runc `Root`, the
+/// ttrpc address and `opt` path because their defaults are shared with any other containerd;
+/// `netns_mounts_under_state_dir` so pod network namespaces are mounted inside `dir` (and
+/// attributable to this fixture) instead of the host-wide `/var/run/netns`.
+fn config_toml(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+
+[grpc]
+  address = "{d}/c.sock"
+
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "{d}/opt"
+
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "{PAUSE_IMAGE}"
+    restrict_oom_score_adj = true
+    netns_mounts_under_state_dir = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+          Root = "{d}/runc"
+
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "{d}/cni/net.d"
+      max_conf_num = 1
+"#
+    )
+}
+
+/// Builds the image tarballs into this user's shared cache directory.
+async fn build_images() -> Result<PathBuf, Error> {
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .map_err(io_err("read /proc/self"))?;
+    let out = PathBuf::from(format!("/tmp/coxswain-images-{uid}"));
+    let dir = out.clone();
+    tokio::task::spawn_blocking(move || images::build_local_images(&dir))
+        .await
+        .map_err(|e| Error::Fixture(format!("image build task: {e}")))??;
+    Ok(out)
+}
+
+/// Polls until containerd answers CRI `Version`, failing early (with its log) if it exits.
+async fn wait_for_cri(scratch: &mut Scratch, socket: &Path, log: &Path) -> Result<Cri, Error> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut last = String::from("socket not created");
+    while Instant::now() < deadline {
+        if let Some(child) = scratch.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                scratch.child = None;
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                return Err(Error::Fixture(format!(
+                    "containerd exited with {status}: {log}"
+                )));
+            }
+        }
+        if socket.exists() {
+            match Cri::connect(socket).await {
+                Ok(cri) => match cri.version().await {
+                    Ok(_) => return Ok(cri),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    Err(Error::Fixture(format!(
+        "containerd did not answer CRI within {START_TIMEOUT:?} ({last}): {log}"
+    )))
+}
+
+/// SIGTERM, then SIGKILL if containerd has not exited after 10 s.
+async fn terminate(mut child: Child) -> Result<(), String> {
+    signal(child.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => tokio::time::sleep(POLL).await,
+            Err(e) => return Err(format!("waiting for containerd: {e}")),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err("containerd ignored SIGTERM for 10 s and was killed".into())
+}
+
+/// Polls `done` until it holds or `limit` passes; returns whether it held.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One CRI call with [`CRI_TIMEOUT`].
+async fn bounded<T>(call: impl std::future::Future<Output = T>) -> Result<T, Error> {
+    tokio::time::timeout(CRI_TIMEOUT, call)
+        .await
+        .map_err(|_| Error::Fixture(format!("a CRI call took longer than {CRI_TIMEOUT:?}")))
+}
+
+/// Sends a signal with `kill(1)` (the crate has no libc binding, and `Child::kill` only knows
+/// SIGKILL).
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Creates `/tmp/cxd-<pid><n><salt>`: short, because unix socket paths are limited to 107
+/// bytes and containerd puts sockets inside it.
+fn make_dir(pid: u32, n: u32) -> Result<PathBuf, Error> {
+    let mut salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    for _ in 0..100 {
+        let dir = PathBuf::from(format!(
+            "/tmp/cxd-{}{}-{}",
+            base36(u64::from(pid), 5),
+            base36(u64::from(n), 1),
+            base36(u64::from(salt % 1_679_616), 4)
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                salt = salt.wrapping_add(7919);
+            }
+            Err(e) => return Err(Error::Fixture(format!("create {}: {e}", dir.display()))),
+        }
+    }
+    Err(Error::Fixture("no free /tmp/cxd-* directory name".into()))
+}
+
+/// Chooses the third octet of a `10.200.X.0/24` pod CIDR: one no live fixture of this process
+/// holds and no host interface has an address in, starting from a pid-derived point so
+/// concurrent test processes usually start apart.
+fn pick_subnet(pid: u32, n: u32) -> Result<u8, Error> {
+    let addrs = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .map_err(|e| Error::Fixture(format!("cannot run `ip` ({e}); install iproute2")))?;
+    let mut held = SUBNETS.lock();
+    let start = pid.wrapping_mul(37).wrapping_add(n) % 256;
+    for i in 0..256u32 {
+        let Ok(octet) = u8::try_from((start + i) % 256) else {
+            continue;
+        };
+        if held.contains(&octet) || addrs.contains(&format!(" 10.200.{octet}.")) {
+            continue;
+        }
+        held.insert(octet);
+        return Ok(octet);
+    }
+    Err(Error::Fixture("every 10.200.X.0/24 is in use".into()))
+}
+
+/// `n` in base 36, zero-padded to `width`.
+fn base36(mut n: u64, width: usize) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    while out.len() < width {
+        out.push(b'0');
+    }
+    out.reverse();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn delete_link(name: &str) {
+    if link_exists(name) {
+        let _ = Command::new("ip")
+            .args(["link", "del", name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `containerd-shim*` processes whose command line names a path inside `dir` (their
+/// `-address` is the fixture's socket), with their command lines.
+fn shims(dir: &Path) -> Vec<(u32, String)> {
+    let inside = format!("{}/", dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_shim = args.first().is_some_and(|a0| {
+            a0.rsplit('/')
+                .next()
+                .unwrap_or(a0)
+                .starts_with("containerd-shim")
+        });
+        if is_shim && args.iter().any(|a| a.contains(&inside)) {
+            found.push((pid, args.join(" ")));
+        }
+    }
+    found
+}
+
+/// Force-deletes every runc container in the fixture's runc root (namespace `k8s.io`): kills
+/// their processes and removes their cgroups, which a killed shim would leave behind.
+fn delete_runc_containers(dir: &Path) {
+    let root = dir.join("runc/k8s.io");
+    if !root.exists() {
+        return;
+    }
+    let Ok(out) = Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["list", "-q"])
+        .output()
+    else {
+        return;
+    };
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", id.trim()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Every cgroup hierarchy: each v1 controller mount plus the v2 tree (`unified` in hybrid
+/// mode), or just the root on a v2-only host.
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The directories of cgroupfs path `cgroup` (absolute, e.g. `/cxd-…`) in each hierarchy.
+fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    if rel.is_empty() {
+        return Vec::new();
+    }
+    cgroup_hierarchies()
+        .into_iter()
+        .map(|h| h.join(rel))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// Removes cgroup `cgroup` and every cgroup below it, deepest first (cgroupfs deletes with
+/// rmdir, which fails harmlessly while a cgroup still has tasks).
+fn remove_cgroup_tree(cgroup: &str) {
+    fn remove(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    for dir in cgroup_dirs(cgroup) {
+        remove(&dir);
+    }
+}
+
+/// Mount points at or under `dir`, from `/proc/self/mountinfo`.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mount_path(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+fn unescape_mount_path(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            let oct = &bytes[i + 1..i + 4];
+            if oct.iter().all(|b| (b'0'..=b'7').contains(b)) {
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::Fixture(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_short_and_distinct() {
+        assert_eq!(base36(0, 5), "00000");
+        assert_eq!(base36(4_194_304, 5), "2hwcg");
+        let max = format!(
+            "cxt{}{}",
+            base36(4_194_304, 5),
+            base36(u64::from(u32::MAX), 1)
+        );
+        assert!(max.len() <= 15, "{max}");
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mount_path(r"/tmp/a\040b"), "/tmp/a b");
+        assert_eq!(unescape_mount_path(r"/tmp/x\"), r"/tmp/x\");
+    }
+}

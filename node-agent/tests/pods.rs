@@ -1,0 +1,565 @@
+//! Real pods: an in-process API server, a private containerd (the `testing::Containerd`
+//! fixture) and the node agent's pod sync in this process. Each test creates pods bound to
+//! its node and checks what a user would see in the pod status and inside the containers.
+//! Waits are bounded only to detect hangs; nothing asserts on timing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::{Backend, Cluster};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::Client;
+use node_agent::agent::{Agent, AgentConfig};
+use node_agent::cri::api;
+use node_agent::node::Timing;
+use node_agent::testing::Containerd;
+use node_agent::Metrics;
+use serde_json::json;
+
+const HANG: u64 = 90;
+
+fn client(c: &Cluster) -> Client {
+    Client::try_from(kube::Config::new(c.url().parse().expect("url"))).expect("client")
+}
+
+struct TestNode {
+    cluster: Cluster,
+    containerd: Containerd,
+    agent: Option<Agent>,
+    name: String,
+}
+
+fn agent_config(cd: &Containerd, name: &str) -> AgentConfig {
+    let mut node = node_agent::host::host_node_config(name, Some("127.0.0.1".into()));
+    node.pod_cidr = None;
+    let mut cfg = AgentConfig::new(node, cd.socket().to_path_buf());
+    cfg.layout.root_dir = cd.dir().join("agent");
+    cfg.layout.log_dir = cd.dir().join("pods-logs");
+    cfg.layout.cgroup_root = cd.cgroup_root().to_string();
+    cfg.cni.conf_dir = cd.cni_conf_dir().to_path_buf();
+    cfg.cni.bridge = cd.bridge().to_string();
+    cfg.cni.ipam_dir = cd.dir().join("cni-ipam");
+    cfg.default_pod_cidr = cd.pod_cidr().to_string();
+    cfg.timing = Timing {
+        lease_duration_seconds: 40,
+        renew_interval: Duration::from_secs(2),
+        status_interval: Duration::from_secs(10),
+    };
+    cfg.sync_period = Duration::from_millis(300);
+    cfg.initial_backoff = Duration::from_secs(2);
+    cfg.server_addr = None;
+    cfg
+}
+
+async fn start_agent(cluster: &Cluster, cd: &Containerd, name: &str) -> Agent {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    node_agent::agent::start(client(cluster), agent_config(cd, name), metrics)
+        .await
+        .expect("agent starts")
+}
+
+impl TestNode {
+    async fn start(name: &str) -> TestNode {
+        let cluster = Cluster::start(Backend::Embedded).await;
+        let containerd = Containerd::start().await.expect("containerd starts");
+        let agent = start_agent(&cluster, &containerd, name).await;
+        let n = TestNode {
+            cluster,
+            containerd,
+            agent: Some(agent),
+            name: name.to_string(),
+        };
+        n.wait_ready().await;
+        n
+    }
+
+    fn client(&self) -> Client {
+        client(&self.cluster)
+    }
+
+    async fn wait_ready(&self) {
+        let nodes: Api<Node> = Api::all(self.client());
+        let name = self.name.clone();
+        eventually("the node to be Ready", || {
+            let nodes = nodes.clone();
+            let name = name.clone();
+            async move {
+                let n = nodes.get(&name).await.ok()?;
+                let ready = n
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn create(&self, pod: serde_json::Value) -> Pod {
+        let mut pod = pod;
+        pod["spec"]["nodeName"] = json!(self.name);
+        let pod: Pod = serde_json::from_value(pod).expect("pod json");
+        let api: Api<Pod> = Api::namespaced(self.client(), "default");
+        api.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod")
+    }
+
+    async fn pod_until<T>(&self, name: &str, what: &str, f: impl Fn(&Pod) -> Option<T>) -> T {
+        let api: Api<Pod> = Api::namespaced(self.client(), "default");
+        let mut last = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(HANG);
+        loop {
+            if let Ok(p) = api.get(name).await {
+                if let Some(v) = f(&p) {
+                    return v;
+                }
+                last = Some(p);
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what} of pod {name}; last status: {}\ncontainerd log tail: {}",
+                    serde_json::to_string_pretty(&last.and_then(|p| p.status)).unwrap_or_default(),
+                    tail(&self.containerd.containerd_log(), 2000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn running(&self, name: &str) -> Pod {
+        self.pod_until(name, "phase Running and Ready", |p| {
+            let st = p.status.as_ref()?;
+            let ready = st
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (st.phase.as_deref() == Some("Running") && ready).then(|| p.clone())
+        })
+        .await
+    }
+
+    /// Runs a command in the pod's (only or named) container through CRI ExecSync.
+    async fn exec(&self, pod: &str, container: &str, cmd: &[&str]) -> (i32, String, String) {
+        let id = self.container_id(pod, container).await;
+        let r = self
+            .containerd
+            .cri()
+            .runtime
+            .exec_sync(api::ExecSyncRequest {
+                container_id: id,
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 10,
+            })
+            .await
+            .expect("exec")
+            .into_inner();
+        (
+            r.exit_code,
+            String::from_utf8_lossy(&r.stdout).into_owned(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        )
+    }
+
+    async fn container_id(&self, pod: &str, container: &str) -> String {
+        self.pod_until(pod, "a container id", |p| {
+            p.status
+                .as_ref()?
+                .container_statuses
+                .iter()
+                .flatten()
+                .find(|c| {
+                    c.name == container && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                })?
+                .container_id
+                .as_ref()
+                .map(|id| id.trim_start_matches("containerd://").to_string())
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &str, grace: i64) {
+        let api: Api<Pod> = Api::namespaced(self.client(), "default");
+        api.delete(name, &DeleteParams::default().grace_period(grace as u32))
+            .await
+            .expect("delete");
+        eventually("the pod to be gone from the API", || {
+            let api = api.clone();
+            let name = name.to_string();
+            async move { api.get_opt(&name).await.ok()?.is_none().then_some(()) }
+        })
+        .await;
+    }
+
+    /// Deletes every pod, stops the agent and containerd, and returns what was left behind.
+    async fn finish(mut self) -> Vec<String> {
+        let api: Api<Pod> = Api::namespaced(self.client(), "default");
+        for p in api.list(&Default::default()).await.expect("list").items {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            self.delete(&name, 0).await;
+        }
+        // Everything is torn down once CRI lists no sandbox of this node.
+        let cri = self.containerd.cri();
+        eventually("every sandbox removed", || {
+            let mut cri = cri.clone();
+            async move {
+                let items = cri
+                    .runtime
+                    .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .items;
+                items.is_empty().then_some(())
+            }
+        })
+        .await;
+        let mut left = Vec::new();
+        let logs = self.containerd.dir().join("pods-logs");
+        if let Ok(d) = std::fs::read_dir(&logs) {
+            left.extend(
+                d.filter_map(Result::ok)
+                    .map(|e| format!("log dir {}", e.path().display())),
+            );
+        }
+        let pods_dir = self.containerd.dir().join("agent/pods");
+        if let Ok(d) = std::fs::read_dir(&pods_dir) {
+            left.extend(
+                d.filter_map(Result::ok)
+                    .map(|e| format!("pod dir {}", e.path().display())),
+            );
+        }
+        let cg = self.containerd.cgroup_root().to_string();
+        left.extend(
+            node_agent::cgroups::leftovers(&cg)
+                .into_iter()
+                .map(|p| format!("cgroup {}", p.display())),
+        );
+        self.agent.take();
+        left.extend(self.containerd.shutdown().await);
+        left
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let start = (start..s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(HANG);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn busybox() -> &'static str {
+    node_agent::images::BUSYBOX_IMAGE
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    // The fixtures hand out /24s: compare the first three octets.
+    let net = cidr.split('/').next().unwrap_or("");
+    let prefix = |s: &str| s.rsplitn(2, '.').nth(1).map(str::to_string);
+    prefix(ip) == prefix(net)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busybox_pod_runs_with_env_volumes_and_a_pod_ip() {
+    let n = TestNode::start("cri-node-a").await;
+    let client = n.client();
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "settings"},
+            "data": {"color": "blue", "app.conf": "port=8080\n"}
+        }))
+        .expect("cm"),
+    )
+    .await
+    .expect("create cm");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "creds"},
+                "stringData": {"password": "s3cret"}
+            }))
+            .expect("secret"),
+        )
+        .await
+        .expect("create secret");
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "containers": [{
+                "name": "main",
+                "image": busybox(),
+                "command": ["sh", "-c", "echo started as $(MY_NAME); exec sleep 3600"],
+                "env": [
+                    {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}},
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "GREETING", "value": "hello-$(MY_NAME)"},
+                    {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}}
+                ],
+                "envFrom": [{"prefix": "CM_", "configMapRef": {"name": "settings"}}],
+                "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}},
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/etc/app"},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "info", "mountPath": "/etc/podinfo"},
+                    {"name": "secret", "mountPath": "/etc/secret"}
+                ]
+            }],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "settings"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "secret", "secret": {"secretName": "creds", "items": [{"key": "password", "path": "pw"}]}}
+            ]
+        }
+    }))
+    .await;
+    let pod = n.running("web").await;
+    let st = pod.status.expect("status");
+    let ip = st.pod_ip.clone().expect("podIP");
+    assert!(
+        in_cidr(&ip, n.containerd.pod_cidr()),
+        "pod IP {ip} outside {}",
+        n.containerd.pod_cidr()
+    );
+    assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        st.qos_class.as_deref(),
+        Some("Guaranteed"),
+        "limits alone default the requests"
+    );
+    let cs = &st.container_statuses.expect("container statuses")[0];
+    assert!(cs.ready && cs.started == Some(true));
+    assert_eq!(cs.restart_count, 0);
+    assert!(cs.image_id.starts_with("sha256:"), "{}", cs.image_id);
+    for ty in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    ] {
+        assert!(
+            st.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == ty && c.status == "True"),
+            "{ty} should be True"
+        );
+    }
+
+    let (code, env, _) = n.exec("web", "main", &["env"]).await;
+    assert_eq!(code, 0);
+    let env: HashMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
+    assert_eq!(env.get("MY_NAME"), Some(&"web"));
+    assert_eq!(env.get("COLOR"), Some(&"blue"));
+    assert_eq!(env.get("PASSWORD"), Some(&"s3cret"));
+    assert_eq!(env.get("GREETING"), Some(&"hello-web"));
+    assert_eq!(env.get("CM_color"), Some(&"blue"));
+    assert_eq!(env.get("MEM"), Some(&"64"));
+    let (_, files, _) = n
+        .exec("web", "main", &["sh", "-c", "cat /etc/app/app.conf /etc/secret/pw; echo; cat /etc/podinfo/labels; echo; touch /scratch/ok && echo writable; touch /etc/app/x 2>/dev/null || echo read-only"])
+        .await;
+    assert!(files.contains("port=8080"), "{files}");
+    assert!(files.contains("s3cret"), "{files}");
+    assert!(files.contains("app=\"web\""), "{files}");
+    assert!(files.contains("writable"), "{files}");
+    assert!(
+        files.contains("read-only"),
+        "configMap volumes are read-only: {files}"
+    );
+    let (_, ip_out, _) = n
+        .exec("web", "main", &["ip", "-4", "addr", "show", "eth0"])
+        .await;
+    assert!(
+        ip_out.contains(&ip),
+        "eth0 has the reported pod IP: {ip_out}"
+    );
+    // The memory limit reached the container's cgroup.
+    let (_, limit, _) = n
+        .exec(
+            "web",
+            "main",
+            &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"],
+        )
+        .await;
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    // The log file has the container's output in CRI format.
+    let logs = n.containerd.dir().join("pods-logs");
+    let log = std::fs::read_dir(&logs)
+        .expect("log dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("main/0.log"))
+        .find(|p| p.exists())
+        .expect("main/0.log");
+    let text = std::fs::read_to_string(log).expect("read log");
+    assert!(text.contains(" stdout F started as web"), "{text}");
+
+    let left = n.finish().await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_back_off_completion_and_missing_images() {
+    let n = TestNode::start("cri-node-b").await;
+    // Exits at once: restarted (the first restart immediately), then CrashLoopBackOff.
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crasher"},
+        "spec": {"containers": [{"name": "c", "image": busybox(), "command": ["sh", "-c", "echo try; exit 3"]}]}
+    }))
+    .await;
+    // Run to completion.
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "done"},
+        "spec": {"restartPolicy": "Never", "initContainers": [{"name": "init", "image": busybox(), "command": ["true"]}],
+                 "containers": [{"name": "c", "image": busybox(), "command": ["true"]}]}
+    }))
+    .await;
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fails"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": busybox(), "command": ["false"]}]}
+    }))
+    .await;
+    // Not present and no registry: ErrImagePull, then ImagePullBackOff.
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "noimage"},
+        "spec": {"containers": [{"name": "c", "image": "registry.invalid/nothing:1.0"}]}
+    }))
+    .await;
+
+    n.pod_until("crasher", "CrashLoopBackOff after a restart", |p| {
+        let cs = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .clone();
+        let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+        let last = cs.last_state.as_ref()?.terminated.as_ref()?;
+        (waiting.reason.as_deref() == Some("CrashLoopBackOff")
+            && cs.restart_count >= 1
+            && last.exit_code == 3
+            && waiting
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("back-off")))
+        .then_some(())
+    })
+    .await;
+    n.pod_until("crasher", "a second restart after the back-off", |p| {
+        let cs = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .clone();
+        (cs.restart_count >= 2).then_some(())
+    })
+    .await;
+    n.pod_until("done", "phase Succeeded", |p| {
+        let st = p.status.as_ref()?;
+        let init = st.init_container_statuses.as_ref()?.first()?;
+        let term = init.state.as_ref()?.terminated.as_ref()?;
+        (st.phase.as_deref() == Some("Succeeded") && term.reason.as_deref() == Some("Completed"))
+            .then_some(())
+    })
+    .await;
+    n.pod_until("fails", "phase Failed", |p| {
+        let st = p.status.as_ref()?;
+        let cs = st.container_statuses.as_ref()?.first()?;
+        let term = cs.state.as_ref()?.terminated.as_ref()?;
+        (st.phase.as_deref() == Some("Failed") && term.exit_code == 1 && cs.restart_count == 0)
+            .then_some(())
+    })
+    .await;
+    let msg = n
+        .pod_until("noimage", "ImagePullBackOff", |p| {
+            let st = p.status.as_ref()?;
+            let w = st
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .state
+                .as_ref()?
+                .waiting
+                .clone()?;
+            (w.reason.as_deref() == Some("ImagePullBackOff")
+                && st.phase.as_deref() == Some("Pending"))
+            .then(|| w.message.unwrap_or_default())
+        })
+        .await;
+    assert!(msg.contains("registry.invalid/nothing:1.0"), "{msg}");
+    let left = n.finish().await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_delete_sends_sigterm_and_agent_restart_readopts() {
+    let mut n = TestNode::start("cri-node-c").await;
+    let marker_dir = n.containerd.dir().join("marker");
+    std::fs::create_dir_all(&marker_dir).expect("marker dir");
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "graceful"},
+        "spec": {
+            "terminationGracePeriodSeconds": 30,
+            "containers": [{
+                "name": "c", "image": busybox(),
+                "command": ["sh", "-c", "trap 'echo got-term > /marker/term; exit 0' TERM; while true; do sleep 0.2; done"],
+                "volumeMounts": [{"name": "m", "mountPath": "/marker"}]
+            }],
+            "volumes": [{"name": "m", "hostPath": {"path": marker_dir.display().to_string(), "type": "Directory"}}]
+        }
+    }))
+    .await;
+    let before = n.container_id("graceful", "c").await;
+
+    // The agent restarts: the container keeps running and is adopted, not restarted.
+    n.agent.take();
+    n.agent = Some(start_agent(&n.cluster, &n.containerd, &n.name).await);
+    n.wait_ready().await;
+    let api: Api<Pod> = Api::namespaced(n.client(), "default");
+    let cid = n.container_id("graceful", "c").await;
+    assert_eq!(cid, before, "the running container was re-adopted");
+    let pod = api.get("graceful").await.expect("pod");
+    assert_eq!(
+        pod.status.and_then(|s| s.container_statuses).expect("cs")[0].restart_count,
+        0
+    );
+
+    n.delete("graceful", 30).await;
+    let term = std::fs::read_to_string(marker_dir.join("term")).expect("the container saw SIGTERM");
+    assert_eq!(term.trim(), "got-term");
+    let left = n.finish().await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
