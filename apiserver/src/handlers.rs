@@ -369,6 +369,9 @@ async fn object_request(
                         "metadata": {}, "items": items}),
             ))
         }
+        (Method::GET, Some(name), Some("log")) if res.info.plural == "pods" => {
+            crate::proxy::pod_log(&state, &res, &name, &q).await
+        }
         (_, Some(name), Some(sub @ ("log" | "exec" | "attach" | "portforward" | "proxy"))) => {
             node_proxy_unavailable(&state, &res, &name, sub).await
         }

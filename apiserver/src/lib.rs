@@ -18,6 +18,7 @@ pub mod handlers;
 mod metrics;
 mod object;
 mod openapi;
+mod proxy;
 pub mod query;
 pub mod registry;
 pub mod resource;
