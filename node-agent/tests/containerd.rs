@@ -318,8 +318,17 @@ async fn dropping_a_fixture_kills_and_removes_everything() {
     start_sleeper(&cxd, &sandbox, config).await;
     let dir = cxd.dir().to_path_buf();
     let bridge = cxd.bridge().to_string();
+    let cgroup = format!("/sys/fs/cgroup/memory{}", cxd.cgroup_root());
     drop(cxd);
     assert!(!dir.exists(), "{} removed", dir.display());
+    // The pod cgroup could only be removed once the sleeper and the pause process were dead.
+    assert!(!Path::new(&cgroup).exists(), "{cgroup} removed");
+    let inside = format!("{}/", dir.display());
+    for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(proc.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(!cmdline.contains(&inside), "process left: {cmdline}");
+    }
     assert!(!Path::new("/sys/class/net").join(&bridge).exists());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
