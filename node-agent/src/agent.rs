@@ -106,8 +106,16 @@ pub async fn start(
     let state = Arc::new(RuntimeState::default());
     let mut tasks = Vec::new();
 
-    // STREAMING-SERVER: wired in when node-agent/src/server.rs lands.
-    let server_addr: Option<SocketAddr> = None;
+    let server_addr = match config.server_addr {
+        Some(addr) => {
+            let (bound, task) =
+                crate::server::serve(addr, state.clone(), Some(cri.clone())).await?;
+            tasks.push(task);
+            config.node.kubelet_port = Some(bound.port());
+            Some(bound)
+        }
+        None => None,
+    };
 
     let (readiness_tx, readiness) = watch::channel(Readiness::NotReady(
         "container runtime network not ready: waiting for the CNI configuration".into(),

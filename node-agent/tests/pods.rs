@@ -49,7 +49,7 @@ fn agent_config(cd: &Containerd, name: &str) -> AgentConfig {
     };
     cfg.sync_period = Duration::from_millis(300);
     cfg.initial_backoff = Duration::from_secs(2);
-    cfg.server_addr = None;
+    cfg.server_addr = Some("127.0.0.1:0".parse().expect("addr"));
     cfg
 }
 
@@ -560,6 +560,93 @@ async fn graceful_delete_sends_sigterm_and_agent_restart_readopts() {
     n.delete("graceful", 30).await;
     let term = std::fs::read_to_string(marker_dir.join("term")).expect("the container saw SIGTERM");
     assert_eq!(term.trim(), "got-term");
+    let left = n.finish().await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let n = TestNode::start("cri-node-d").await;
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "web", "image": busybox(),
+                    "command": ["sh", "-c", "mkdir -p /www && exec httpd -f -p 8080 -h /www"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
+                    "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+                },
+                {
+                    "name": "live", "image": busybox(),
+                    "command": ["sh", "-c", "touch /tmp/alive; exec sleep 3600"],
+                    "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}
+                }
+            ]
+        }
+    }))
+    .await;
+    let statuses = |p: &Pod| -> Option<HashMap<String, (bool, i32, bool)>> {
+        Some(
+            p.status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .map(|c| {
+                    let running = c.state.as_ref().is_some_and(|s| s.running.is_some());
+                    (c.name.clone(), (c.ready, c.restart_count, running))
+                })
+                .collect(),
+        )
+    };
+    // Both run, but `web` is not ready until /ready exists: the pod is Running, not Ready.
+    n.pod_until("probed", "both containers running, web not ready", |p| {
+        let s = statuses(p)?;
+        let ready_cond = p
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False");
+        (s.get("web")? == &(false, 0, true) && s.get("live")?.2 && ready_cond).then_some(())
+    })
+    .await;
+    let (code, _, err) = n.exec("probed", "web", &["touch", "/www/ready"]).await;
+    assert_eq!(code, 0, "{err}");
+    n.running("probed").await;
+
+    // The exec liveness probe fails once the file is gone: `live` is restarted.
+    let (code, _, _) = n.exec("probed", "live", &["rm", "/tmp/alive"]).await;
+    assert_eq!(code, 0);
+    n.pod_until(
+        "probed",
+        "live restarted after its liveness probe failed",
+        |p| {
+            let s = statuses(p)?;
+            let (_, restarts, running) = *s.get("live")?;
+            (restarts >= 1 && running).then_some(())
+        },
+    )
+    .await;
+    // `web` was untouched.
+    let pod: Pod = Api::namespaced(n.client(), "default")
+        .get("probed")
+        .await
+        .expect("pod");
+    assert_eq!(statuses(&pod).expect("statuses")["web"].1, 0);
+
+    // Readiness falls when the check fails again.
+    let (code, _, _) = n.exec("probed", "web", &["rm", "/www/ready"]).await;
+    assert_eq!(code, 0);
+    n.pod_until("probed", "web not ready again", |p| {
+        let s = statuses(p)?;
+        (!s.get("web")?.0).then_some(())
+    })
+    .await;
     let left = n.finish().await;
     assert!(left.is_empty(), "left behind: {left:#?}");
 }

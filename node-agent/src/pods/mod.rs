@@ -9,6 +9,7 @@
 //! restarting them, and tears down sandboxes whose pod is gone.
 
 pub mod inputs;
+pub mod probe;
 pub mod spec;
 pub mod status;
 mod worker;

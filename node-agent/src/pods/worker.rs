@@ -37,6 +37,9 @@ struct WorkerState {
     last_status: Option<Value>,
     start_time: Option<String>,
     terminal: bool,
+    prober: super::probe::Prober,
+    /// Instances being stopped after a failed liveness/startup probe.
+    killing: std::collections::HashSet<String>,
 }
 
 pub(crate) async fn run(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Option<Pod>>) {
@@ -61,9 +64,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Opti
                 ctx.config.sync_period
             }
         };
+        let nudge = st.prober.nudge.clone();
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(next) => {}
+            _ = nudge.notified() => {}
         }
     }
 }
@@ -557,6 +562,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
     }
 
     let mut observed = Vec::new();
+    let mut running_ids = Vec::new();
     for c in &pspec.containers {
         let ids = observe(&c.name);
         let mut o = observe_container(ctx, &ids).await?;
@@ -586,13 +592,43 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
         } else {
             o.waiting = Some(("PodInitializing".into(), String::new()));
         }
-        // Without probes, a running container is ready and started.
         let running = o.waiting.is_none() && o.current.as_ref().is_some_and(|i| i.running);
-        o.ready = running;
-        o.started = running;
+        o.ready = false;
+        o.started = false;
+        if let (true, Some(i)) = (running, &o.current) {
+            let r = st.prober.observe(&ctx.cri, pod, &ips.pod_ip, c, &i.id);
+            o.ready = r.ready;
+            o.started = r.started;
+            running_ids.push(i.id.clone());
+            if let Some(msg) = r.failed {
+                if st.killing.insert(i.id.clone()) {
+                    tracing::info!(container = %c.name, %msg, "killing the container");
+                    let grace = c
+                        .liveness_probe
+                        .as_ref()
+                        .and_then(|p| p.termination_grace_period_seconds)
+                        .or(pspec.termination_grace_period_seconds)
+                        .unwrap_or(30);
+                    let mut runtime = ctx.cri.runtime.clone();
+                    let id = i.id.clone();
+                    // Off the worker: a container ignoring SIGTERM holds StopContainer for
+                    // the whole grace period.
+                    tokio::spawn(async move {
+                        let _ = runtime
+                            .stop_container(api::StopContainerRequest {
+                                container_id: id,
+                                timeout: grace,
+                            })
+                            .await;
+                    });
+                }
+            }
+        }
         publish(&mut entry, &c.name, &o);
         observed.push((c.clone(), o));
     }
+    st.prober.retain(&running_ids);
+    st.killing.retain(|id| running_ids.contains(id));
     if sandbox_message.is_some() {
         for (_, o) in observed.iter_mut().chain(init_observed.iter_mut()) {
             if o.current.is_none() {
