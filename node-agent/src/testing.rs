@@ -32,8 +32,8 @@ use crate::Error;
 /// Fixtures started by this process so far; part of every fixture's names.
 static STARTED: AtomicU32 = AtomicU32::new(0);
 
-/// Third octets of the `10.200.X.0/24` pod CIDRs this process's live fixtures hold.
-static SUBNETS: Mutex<BTreeSet<u8>> = parking_lot::const_mutex(BTreeSet::new());
+/// Held while a fixture of this process claims a pod CIDR.
+static CLAIMING: Mutex<()> = parking_lot::const_mutex(());
 
 /// The directory holding the built image tarballs, once per process.
 static IMAGES: OnceCell<PathBuf> = OnceCell::const_new();
@@ -175,8 +175,8 @@ impl Containerd {
         &self.scratch.bridge
     }
 
-    /// A pod CIDR (`10.200.X.0/24`) that no other live fixture of this process uses and no
-    /// host interface had when the fixture started.
+    /// A pod CIDR (`10.200.X.0/24`) that no other live fixture (of any test process) holds
+    /// and no host interface had when the fixture started.
     pub fn pod_cidr(&self) -> &str {
         &self.pod_cidr
     }
@@ -211,10 +211,12 @@ impl Containerd {
     /// deletes the bridge, unmounts what is still mounted under the directory and removes it.
     #[must_use = "the returned list names leftovers; assert that it is empty"]
     pub async fn shutdown(mut self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if let Err(e) = self.remove_pods().await {
-            problems.push(format!("removing pods through CRI: {e}"));
-        }
+        let mut problems: Vec<String> = self
+            .remove_pods()
+            .await
+            .into_iter()
+            .map(|e| format!("removing pods through CRI: {e}"))
+            .collect();
         self.scratch.note_shim_sockets();
         if let Some(child) = self.scratch.child.take() {
             if let Err(e) = terminate(child).await {
@@ -235,45 +237,61 @@ impl Containerd {
         problems
     }
 
-    /// Stops and removes every container, then every pod sandbox, through CRI.
-    async fn remove_pods(&self) -> Result<(), Error> {
+    /// Stops and removes every container, then every pod sandbox, through CRI. Goes on past
+    /// failures (what CRI cannot remove is force-removed afterwards) and returns them.
+    async fn remove_pods(&self) -> Vec<String> {
+        let mut errors = Vec::new();
         let mut rt = self.cri.runtime.clone();
         let containers = bounded(rt.list_containers(api::ListContainersRequest { filter: None }))
-            .await?
-            .map_err(cri_err("ListContainers"))?
-            .into_inner()
-            .containers;
-        for c in containers {
-            bounded(rt.stop_container(api::StopContainerRequest {
-                container_id: c.id.clone(),
-                timeout: 0,
-            }))
-            .await?
-            .map_err(cri_err("StopContainer"))?;
-            bounded(rt.remove_container(api::RemoveContainerRequest {
-                container_id: c.id.clone(),
-            }))
-            .await?
-            .map_err(cri_err("RemoveContainer"))?;
+            .await
+            .and_then(|r| r.map_err(cri_err("ListContainers")));
+        match containers {
+            Ok(list) => {
+                for c in list.into_inner().containers {
+                    let id = c.id;
+                    let stopped = bounded(rt.stop_container(api::StopContainerRequest {
+                        container_id: id.clone(),
+                        timeout: 0,
+                    }))
+                    .await
+                    .and_then(|r| r.map_err(cri_err("StopContainer")));
+                    let removed = bounded(rt.remove_container(api::RemoveContainerRequest {
+                        container_id: id.clone(),
+                    }))
+                    .await
+                    .and_then(|r| r.map_err(cri_err("RemoveContainer")));
+                    for e in [stopped.err(), removed.err()].into_iter().flatten() {
+                        errors.push(format!("container {id}: {e}"));
+                    }
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
         }
         let sandboxes = bounded(rt.list_pod_sandbox(api::ListPodSandboxRequest { filter: None }))
-            .await?
-            .map_err(cri_err("ListPodSandbox"))?
-            .into_inner()
-            .items;
-        for s in sandboxes {
-            bounded(rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
-            }))
-            .await?
-            .map_err(cri_err("StopPodSandbox"))?;
-            bounded(rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
-            }))
-            .await?
-            .map_err(cri_err("RemovePodSandbox"))?;
+            .await
+            .and_then(|r| r.map_err(cri_err("ListPodSandbox")));
+        match sandboxes {
+            Ok(list) => {
+                for sandbox in list.into_inner().items {
+                    let id = sandbox.id;
+                    let stopped = bounded(rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    }))
+                    .await
+                    .and_then(|r| r.map_err(cri_err("StopPodSandbox")));
+                    let removed = bounded(rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    }))
+                    .await
+                    .and_then(|r| r.map_err(cri_err("RemovePodSandbox")));
+                    for e in [stopped.err(), removed.err()].into_iter().flatten() {
+                        errors.push(format!("pod sandbox {id}: {e}"));
+                    }
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
         }
-        Ok(())
+        errors
     }
 }
 
@@ -292,6 +310,8 @@ impl Scratch {
             for (pid, _) in shims(&self.dir) {
                 signal(pid, "KILL");
             }
+            // SIGKILL is delivered asynchronously; a killed process's cmdline reads empty.
+            poll_sync(Duration::from_secs(5), || shims(&self.dir).is_empty());
         }
         for socket in &self.shim_sockets {
             // Only once its shim is gone: a live shim still serves it.
@@ -299,7 +319,11 @@ impl Scratch {
                 let _ = std::fs::remove_file(socket);
             }
         }
-        remove_cgroup_tree(&self.cgroup_root);
+        // rmdir of a cgroup fails while killed tasks are still exiting: retry briefly.
+        poll_sync(Duration::from_secs(5), || {
+            remove_cgroup_tree(&self.cgroup_root);
+            cgroup_dirs(&self.cgroup_root).is_empty()
+        });
         delete_link(&self.bridge);
         // Deepest first, so a mount inside another mount goes before it.
         let mut mounts = mounts_under(&self.dir);
@@ -322,7 +346,7 @@ impl Scratch {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         if let Some(subnet) = self.subnet.take() {
-            SUBNETS.lock().remove(&subnet);
+            release_subnet(subnet);
         }
     }
 
@@ -508,6 +532,20 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The synchronous [`wait_until`], for `Drop`: polls `done` every 10 ms for at most `limit`.
+fn poll_sync(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// One CRI call with [`CRI_TIMEOUT`].
 async fn bounded<T>(call: impl std::future::Future<Output = T>) -> Result<T, Error> {
     tokio::time::timeout(CRI_TIMEOUT, call)
@@ -550,28 +588,73 @@ fn make_dir(pid: u32, n: u32) -> Result<PathBuf, Error> {
     Err(Error::Fixture("no free /tmp/cxd-* directory name".into()))
 }
 
-/// Chooses the third octet of a `10.200.X.0/24` pod CIDR: one no live fixture of this process
-/// holds and no host interface has an address in, starting from a pid-derived point so
-/// concurrent test processes usually start apart.
+/// Where fixtures of every test process claim pod CIDRs: one file per third octet, holding
+/// the claiming pid.
+fn subnet_claims() -> PathBuf {
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    PathBuf::from(format!("/tmp/coxswain-subnets-{uid}"))
+}
+
+/// Chooses the third octet of a `10.200.X.0/24` pod CIDR and claims it: no live fixture of any
+/// test process holds it (claim files with `O_EXCL`; claims of dead processes are taken over)
+/// and no host interface has an address in it. Starts from a pid-derived point so concurrent
+/// processes rarely contend.
 fn pick_subnet(pid: u32, n: u32) -> Result<u8, Error> {
     let addrs = Command::new("ip")
         .args(["-4", "-o", "addr", "show"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .map_err(|e| Error::Fixture(format!("cannot run `ip` ({e}); install iproute2")))?;
-    let mut held = SUBNETS.lock();
-    let start = pid.wrapping_mul(37).wrapping_add(n) % 256;
+    let claims = subnet_claims();
+    std::fs::create_dir_all(&claims).map_err(io_err("create the subnet claims directory"))?;
+    // Serialises this process's fixtures; other processes are kept apart by O_EXCL.
+    let _guard = CLAIMING.lock();
+    let start = pid.wrapping_mul(37).wrapping_add(n.wrapping_mul(5)) % 256;
     for i in 0..256u32 {
         let Ok(octet) = u8::try_from((start + i) % 256) else {
             continue;
         };
-        if held.contains(&octet) || addrs.contains(&format!(" 10.200.{octet}.")) {
+        if addrs.contains(&format!(" 10.200.{octet}.")) {
             continue;
         }
-        held.insert(octet);
-        return Ok(octet);
+        let claim = claims.join(octet.to_string());
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&claim)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = write!(f, "{pid}");
+                    return Ok(octet);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&claim).unwrap_or_default();
+                    let alive = holder
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|p| Path::new("/proc").join(p.to_string()).exists());
+                    // A claim being written right now reads empty: leave it alone.
+                    if alive || holder.is_empty() {
+                        break;
+                    }
+                    let _ = std::fs::remove_file(&claim);
+                }
+                Err(e) => {
+                    return Err(Error::Fixture(format!("claim {}: {e}", claim.display())));
+                }
+            }
+        }
     }
     Err(Error::Fixture("every 10.200.X.0/24 is in use".into()))
+}
+
+/// Gives a pod CIDR claimed by [`pick_subnet`] back.
+fn release_subnet(octet: u8) {
+    let _ = std::fs::remove_file(subnet_claims().join(octet.to_string()));
 }
 
 /// `n` in base 36, zero-padded to `width`.
