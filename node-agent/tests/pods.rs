@@ -278,7 +278,7 @@ fn busybox() -> &'static str {
 fn in_cidr(ip: &str, cidr: &str) -> bool {
     // The fixtures hand out /24s: compare the first three octets.
     let net = cidr.split('/').next().unwrap_or("");
-    let prefix = |s: &str| s.rsplitn(2, '.').nth(1).map(str::to_string);
+    let prefix = |s: &str| s.rsplit_once('.').map(|x| x.0.to_string());
     prefix(ip) == prefix(net)
 }
 

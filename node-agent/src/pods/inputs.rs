@@ -419,13 +419,11 @@ async fn prepare_volume(
         let path = PathBuf::from(&hp.path);
         match hp.type_.as_deref().unwrap_or("") {
             "DirectoryOrCreate" => mkdir(&path)?,
-            "FileOrCreate" => {
-                if !path.exists() {
-                    if let Some(p) = path.parent() {
-                        mkdir(p)?;
-                    }
-                    std::fs::write(&path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
+            "FileOrCreate" if !path.exists() => {
+                if let Some(p) = path.parent() {
+                    mkdir(p)?;
                 }
+                std::fs::write(&path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
             }
             "Directory" if !path.is_dir() => {
                 return Err(format!(

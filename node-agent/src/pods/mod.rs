@@ -71,8 +71,15 @@ pub struct RuntimeState {
 struct PodEntry {
     uid: String,
     sandbox_id: Option<String>,
-    /// container name → (current id, current log, previous log)
-    containers: HashMap<String, (Option<String>, Option<String>, Option<String>)>,
+    containers: HashMap<String, ContainerIds>,
+}
+
+/// One container's current instance id and log, and the previous instance's log.
+#[derive(Clone, Debug, Default)]
+struct ContainerIds {
+    id: Option<String>,
+    log: Option<String>,
+    previous_log: Option<String>,
 }
 
 impl RuntimeState {
@@ -98,13 +105,13 @@ impl PodLookup for RuntimeState {
     fn container(&self, namespace: &str, pod: &str, container: &str) -> Option<ContainerRef> {
         let pods = self.pods.read();
         let entry = pods.get(&(namespace.to_string(), pod.to_string()))?;
-        let (id, log, prev) = entry.containers.get(container)?;
+        let ids = entry.containers.get(container)?;
         Some(ContainerRef {
             pod_uid: entry.uid.clone(),
             sandbox_id: entry.sandbox_id.clone(),
-            container_id: id.clone(),
-            log_path: log.clone().map(Into::into),
-            previous_log_path: prev.clone().map(Into::into),
+            container_id: ids.id.clone(),
+            log_path: ids.log.clone().map(Into::into),
+            previous_log_path: ids.previous_log.clone().map(Into::into),
         })
     }
     fn sandbox(&self, namespace: &str, pod: &str) -> Option<String> {

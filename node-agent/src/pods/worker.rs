@@ -741,11 +741,11 @@ fn policy_for_init(pod_policy: &str) -> &'static str {
 fn publish(entry: &mut PodEntry, name: &str, o: &Observed) {
     entry.containers.insert(
         name.to_string(),
-        (
-            o.current.as_ref().map(|i| i.id.clone()),
-            o.current.as_ref().map(|i| i.log_path.clone()),
-            o.previous.as_ref().map(|i| i.log_path.clone()),
-        ),
+        super::ContainerIds {
+            id: o.current.as_ref().map(|i| i.id.clone()),
+            log: o.current.as_ref().map(|i| i.log_path.clone()),
+            previous_log: o.previous.as_ref().map(|i| i.log_path.clone()),
+        },
     );
 }
 
