@@ -55,7 +55,7 @@ pub async fn dispatch(AxumState(state): AxumState<Arc<State>>, req: Request) -> 
 }
 
 async fn handle(state: Arc<State>, req: Request) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
     let accept = parts
         .headers
@@ -93,6 +93,15 @@ async fn handle(state: Arc<State>, req: Request) -> Result<Response, ApiError> {
             StatusCode::OK,
             &discovery::api_resource_list(&g, &v),
         )),
+        // Upgrades need the connection (in the request's extensions), which the generic path
+        // drops.
+        Target::Object {
+            resource,
+            name: Some(name),
+            subresource: Some(sub),
+        } if crate::proxy::is_pod_stream(&resource, &sub) => {
+            crate::proxy::pod_stream(&state, &resource, &name, &sub, &query, &mut parts).await
+        }
         Target::Object {
             resource,
             name,

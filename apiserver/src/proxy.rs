@@ -235,7 +235,7 @@ pub async fn pod_log(
     let (_, node, container) = locate(state, res, name, q).await?;
     let Some(node) = node else {
         return Err(ApiError::bad_request(format!(
-            "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled to a node"
+            "pod {name} does not have a host assigned"
         )));
     };
     let endpoint = node_endpoint(state, &node).await?;
@@ -347,6 +347,164 @@ async fn node_error(
             ApiError::new(s)
         }
     }
+}
+
+/// Whether `sub` of `res` is one of the upgrade-based subresources [`pod_stream`] serves.
+pub fn is_pod_stream(res: &Resource, sub: &str) -> bool {
+    res.info.group.is_empty()
+        && res.info.plural == "pods"
+        && matches!(sub, "exec" | "attach" | "portforward")
+}
+
+/// Request headers not forwarded to the node agent: the hop's own framing, and the client's
+/// credentials, which are for this server only.
+const NOT_FORWARDED: &[header::HeaderName] = &[
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::AUTHORIZATION,
+    header::COOKIE,
+];
+
+/// Every query parameter in order, repeats included (exec's `command`).
+fn raw_params(
+    parts: &axum::http::request::Parts,
+) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+}
+
+/// `GET|POST pods/{name}/exec|attach|portforward`: an upgrade request (WebSocket or SPDY)
+/// forwarded to the node agent with the client's upgrade headers; after its `101` the two
+/// connections are spliced byte for byte. Any other answer becomes a `Status` with its code,
+/// which to kubectl is an upgrade failure: it then retries over SPDY.
+pub async fn pod_stream(
+    state: &State,
+    res: &Resource,
+    name: &str,
+    sub: &str,
+    q: &Query,
+    parts: &mut axum::http::request::Parts,
+) -> Result<Response, ApiError> {
+    if !matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::POST
+    ) {
+        let mut s =
+            status::bad_request("the server does not allow this method on the requested resource");
+        s.code = Some(405);
+        s.reason = Some("MethodNotAllowed".into());
+        return Err(ApiError::new(s));
+    }
+    let namespace = res.namespace.clone().ok_or_else(ApiError::not_found_path)?;
+    let pod = state.registry.get(res, name).await?;
+    let path = if sub == "portforward" {
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (_, p) in raw_params(parts).filter(|(k, _)| k == "ports") {
+                query.append_pair("ports", &p);
+            }
+            query.finish()
+        };
+        format!(
+            "/portForward/{}/{}{}{query}",
+            segment(&namespace),
+            segment(name),
+            if query.is_empty() { "" } else { "?" }
+        )
+    } else {
+        let container = pick_container(&pod, name, q.non_empty("container"))?;
+        let (stdin, stdout, stderr, tty) = (
+            q.flag("stdin"),
+            q.flag("stdout"),
+            q.flag("stderr"),
+            q.flag("tty"),
+        );
+        if !stdin && !stdout && !stderr {
+            return Err(ApiError::bad_request(
+                "you must specify at least 1 of stdin, stdout, stderr",
+            ));
+        }
+        // kubelet's parameter names, as upstream's `streamLocation` writes them.
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (on, key) in [
+                (stdin, "input"),
+                (stdout, "output"),
+                (stderr, "error"),
+                (tty, "tty"),
+            ] {
+                if on {
+                    query.append_pair(key, "1");
+                }
+            }
+            if sub == "exec" {
+                for (_, c) in raw_params(parts).filter(|(k, _)| k == "command") {
+                    query.append_pair("command", &c);
+                }
+            }
+            query.finish()
+        };
+        format!(
+            "/{sub}/{}/{}/{}?{query}",
+            segment(&namespace),
+            segment(name),
+            segment(&container)
+        )
+    };
+    let Some(node) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    };
+    let endpoint = node_endpoint(state, node).await?;
+    let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(path)
+        .body(Body::empty())
+        .map_err(ApiError::internal)?;
+    for (k, v) in &parts.headers {
+        if !NOT_FORWARDED.contains(k) {
+            req.headers_mut().append(k.clone(), v.clone());
+        }
+    }
+    let mut resp = forward(&endpoint, node, Ok(req)).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = resp.into_parts();
+        return Err(node_error(parts.status, body, &format!("pods/{sub}"), name).await);
+    }
+    let Some(client_upgrade) = client_upgrade else {
+        return Err(ApiError::bad_request(format!(
+            "{sub} needs a connection upgrade (WebSocket or SPDY/3.1), which this request cannot make"
+        )));
+    };
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (k, v) in resp.headers() {
+        out.headers_mut().append(k.clone(), v.clone());
+    }
+    let node_upgrade = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        match tokio::join!(client_upgrade, node_upgrade) {
+            (Ok(client), Ok(node)) => {
+                let _ = tokio::io::copy_bidirectional(
+                    &mut TokioIo::new(client),
+                    &mut TokioIo::new(node),
+                )
+                .await;
+            }
+            (c, n) => tracing::debug!(
+                client = c.is_ok(),
+                node = n.is_ok(),
+                "a side of the stream did not upgrade"
+            ),
+        }
+    });
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -194,7 +194,11 @@ async fn kubectl_logs_through_the_node_agent() {
     );
     let run = c.kubectl(&["logs", "pending"]);
     assert!(!run.ok);
-    assert!(run.stderr.contains("is waiting to start"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("pod pending does not have a host assigned"),
+        "{}",
+        run.stderr
+    );
 
     // `kubectl logs -f`: lines appended after it started arrive while it runs.
     let mut child = Command::new(e2e::kubectl_path())

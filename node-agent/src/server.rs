@@ -1,13 +1,15 @@
 //! The node agent's streaming API: what kubelet serves on port 10250 and the API server proxies
-//! `pods/{name}/log` (and later exec, attach and port-forward) to.
+//! `pods/{name}/log|exec|attach|portforward` to.
 //!
 //! Routes and behaviour follow kubelet's `pkg/kubelet/server`: `GET
-//! /containerLogs/{namespace}/{pod}/{container}` with `PodLogOptions` as query parameters,
-//! errors as plain-text bodies with kubelet's status codes and wording (the API server wraps
+//! /containerLogs/{namespace}/{pod}/{container}` with `PodLogOptions` as query parameters
+//! (served here from the CRI log files, [`logs`]); `/exec`, `/attach` and `/portForward`
+//! relayed to the runtime's own streaming server (`stream`); errors as plain-text bodies with kubelet's status codes and wording (the API server wraps
 //! them in a `Status`). Runtime state comes only through [`PodLookup`], so the server is tested
 //! against a fixed table.
 
 pub mod logs;
+mod stream;
 
 use std::io::{Seek, SeekFrom};
 use std::net::SocketAddr;
@@ -57,6 +59,23 @@ pub fn router(lookup: Arc<dyn PodLookup>, cri: Option<Cri>) -> Router {
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(stream::exec).post(stream::exec),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(stream::attach).post(stream::attach),
+        )
+        // kubelet's spelling, and the one the API server's subresource uses.
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(stream::port_forward).post(stream::port_forward),
+        )
+        .route(
+            "/portforward/{namespace}/{pod}",
+            get(stream::port_forward).post(stream::port_forward),
         )
         .with_state(Arc::new(Shared { lookup, cri }))
 }

@@ -321,3 +321,50 @@ async fn follow_ends_when_the_client_leaves() {
         );
     }
 }
+
+/// exec, attach and port-forward fail before any upgrade when the request cannot be served;
+/// the upgrades themselves are tested against containerd in `e2e/tests/exec.rs`.
+#[tokio::test]
+async fn stream_errors_before_the_runtime() {
+    let s = Server::start().await;
+    let base = format!("http://{}", s.addr);
+    let get = |path: String| async move {
+        let resp = reqwest::get(path).await.expect("GET");
+        let code = resp.status().as_u16();
+        (code, resp.text().await.expect("body"))
+    };
+    assert_eq!(
+        get(format!("{base}/exec/default/nope/main?command=ls&output=1")).await,
+        (404, "pod \"nope\" does not exist".into())
+    );
+    assert_eq!(
+        get(format!("{base}/attach/default/p1/nope?output=1")).await,
+        (404, "container \"nope\" not found in pod \"p1\"".into())
+    );
+    assert_eq!(
+        get(format!("{base}/exec/default/p1/main?command=ls")).await,
+        (
+            400,
+            "you must specify at least 1 of stdin, stdout, stderr".into()
+        )
+    );
+    assert_eq!(
+        get(format!("{base}/portForward/default/p1?ports=http"))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        get(format!("{base}/portForward/default/nope")).await,
+        (404, "pod \"nope\" does not exist".into())
+    );
+    // This server has no runtime.
+    assert_eq!(
+        get(format!(
+            "{base}/exec/default/p1/main?command=ls&stdout=true"
+        ))
+        .await
+        .0,
+        503
+    );
+}
