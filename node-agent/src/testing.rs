@@ -108,25 +108,8 @@ impl Containerd {
         std::fs::create_dir_all(&cni_conf_dir).map_err(io_err("create the CNI conf dir"))?;
         let config = dir.join("config.toml");
         std::fs::write(&config, config_toml(&dir)).map_err(io_err("write config.toml"))?;
-        let log_path = dir.join("containerd.log");
-        let log = std::fs::File::create(&log_path).map_err(io_err("create containerd.log"))?;
-        let log2 = log.try_clone().map_err(io_err("dup containerd.log"))?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-level", "info"])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| {
-                Error::Fixture(format!(
-                    "cannot run `containerd` ({e}); install Debian's containerd (scripts/test.sh does)"
-                ))
-            })?;
-        scratch.child = Some(child);
-
-        let cri = wait_for_cri(&mut scratch, &socket, &log_path).await?;
+        scratch.spawn_containerd()?;
+        let cri = wait_for_cri(&mut scratch, &socket).await?;
         for image in [PAUSE_IMAGE, BUSYBOX_IMAGE] {
             let tarball = images::tarball_for(&images_dir, image)
                 .ok_or_else(|| Error::Fixture(format!("no tarball for {image}")))?;
@@ -145,6 +128,28 @@ impl Containerd {
             pod_cidr: format!("10.200.{subnet}.0/24"),
             cri,
         })
+    }
+
+    /// Kills containerd (SIGKILL) and leaves everything else as it is: shims and containers
+    /// keep running, as after a crash of containerd. [`Containerd::restart`] brings it back.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.scratch.child.take() {
+            let _ = child.kill();
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+    }
+
+    /// Starts containerd again (after [`Containerd::kill`], or SIGTERM first if it runs) with
+    /// the same configuration and state, and waits until it answers CRI. Running pods survive:
+    /// their shims reconnect. Clones of [`Containerd::cri`] taken earlier reconnect by
+    /// themselves on their next call.
+    pub async fn restart(&mut self) -> Result<(), Error> {
+        if let Some(child) = self.scratch.child.take() {
+            terminate(child).await.map_err(Error::Fixture)?;
+        }
+        self.scratch.spawn_containerd()?;
+        self.cri = wait_for_cri(&mut self.scratch, &self.socket).await?;
+        Ok(())
     }
 
     /// containerd's gRPC (CRI) socket.
@@ -211,8 +216,7 @@ impl Containerd {
     /// deletes the bridge, unmounts what is still mounted under the directory and removes it.
     #[must_use = "the returned list names leftovers; assert that it is empty"]
     pub async fn shutdown(mut self) -> Vec<String> {
-        let mut problems: Vec<String> = self
-            .remove_pods()
+        let mut problems: Vec<String> = remove_pods(&self.cri)
             .await
             .into_iter()
             .map(|e| format!("removing pods through CRI: {e}"))
@@ -224,8 +228,14 @@ impl Containerd {
             }
         }
         let dir = self.scratch.dir.clone();
-        // A shim exits once its sandbox is removed; give it a moment before killing it.
-        if !wait_until(Duration::from_secs(5), || shims(&dir).is_empty()).await {
+        // A shim exits once its sandbox is removed; give it a moment before killing it (no
+        // point waiting when CRI could not remove the sandboxes).
+        let grace = if problems.is_empty() {
+            Duration::from_secs(5)
+        } else {
+            Duration::ZERO
+        };
+        if !wait_until(grace, || shims(&dir).is_empty()).await {
             delete_runc_containers(&dir);
             for (pid, _) in shims(&dir) {
                 signal(pid, "KILL");
@@ -236,69 +246,69 @@ impl Containerd {
         problems.extend(self.scratch.leftovers());
         problems
     }
+}
 
-    /// Stops and removes every container, then every pod sandbox, through CRI. Goes on past
-    /// failures (what CRI cannot remove is force-removed afterwards) and returns them.
-    async fn remove_pods(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        let mut rt = self.cri.runtime.clone();
-        let containers = bounded(rt.list_containers(api::ListContainersRequest { filter: None }))
-            .await
-            .and_then(|r| r.map_err(cri_err("ListContainers")));
-        match containers {
-            Ok(list) => {
-                for c in list.into_inner().containers {
-                    let id = c.id;
-                    let stopped = bounded(rt.stop_container(api::StopContainerRequest {
-                        container_id: id.clone(),
-                        timeout: 0,
-                    }))
-                    .await
-                    .and_then(|r| r.map_err(cri_err("StopContainer")));
-                    let removed = bounded(rt.remove_container(api::RemoveContainerRequest {
-                        container_id: id.clone(),
-                    }))
-                    .await
-                    .and_then(|r| r.map_err(cri_err("RemoveContainer")));
-                    for e in [stopped.err(), removed.err()].into_iter().flatten() {
-                        errors.push(format!("container {id}: {e}"));
-                    }
+/// Stops and removes every container, then every pod sandbox, through CRI. Goes on past
+/// failures (what CRI cannot remove is force-removed afterwards) and returns them.
+async fn remove_pods(cri: &Cri) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut rt = cri.runtime.clone();
+    let containers = bounded(rt.list_containers(api::ListContainersRequest { filter: None }))
+        .await
+        .and_then(|r| r.map_err(cri_err("ListContainers")));
+    match containers {
+        Ok(list) => {
+            for c in list.into_inner().containers {
+                let id = c.id;
+                let stopped = bounded(rt.stop_container(api::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 0,
+                }))
+                .await
+                .and_then(|r| r.map_err(cri_err("StopContainer")));
+                let removed = bounded(rt.remove_container(api::RemoveContainerRequest {
+                    container_id: id.clone(),
+                }))
+                .await
+                .and_then(|r| r.map_err(cri_err("RemoveContainer")));
+                for e in [stopped.err(), removed.err()].into_iter().flatten() {
+                    errors.push(format!("container {id}: {e}"));
                 }
             }
-            Err(e) => errors.push(e.to_string()),
         }
-        let sandboxes = bounded(rt.list_pod_sandbox(api::ListPodSandboxRequest { filter: None }))
-            .await
-            .and_then(|r| r.map_err(cri_err("ListPodSandbox")));
-        match sandboxes {
-            Ok(list) => {
-                for sandbox in list.into_inner().items {
-                    let id = sandbox.id;
-                    let stopped = bounded(rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-                        pod_sandbox_id: id.clone(),
-                    }))
-                    .await
-                    .and_then(|r| r.map_err(cri_err("StopPodSandbox")));
-                    let removed = bounded(rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-                        pod_sandbox_id: id.clone(),
-                    }))
-                    .await
-                    .and_then(|r| r.map_err(cri_err("RemovePodSandbox")));
-                    for e in [stopped.err(), removed.err()].into_iter().flatten() {
-                        errors.push(format!("pod sandbox {id}: {e}"));
-                    }
-                }
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-        errors
+        Err(e) => errors.push(e.to_string()),
     }
+    let sandboxes = bounded(rt.list_pod_sandbox(api::ListPodSandboxRequest { filter: None }))
+        .await
+        .and_then(|r| r.map_err(cri_err("ListPodSandbox")));
+    match sandboxes {
+        Ok(list) => {
+            for sandbox in list.into_inner().items {
+                let id = sandbox.id;
+                let stopped = bounded(rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                }))
+                .await
+                .and_then(|r| r.map_err(cri_err("StopPodSandbox")));
+                let removed = bounded(rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                }))
+                .await
+                .and_then(|r| r.map_err(cri_err("RemovePodSandbox")));
+                for e in [stopped.err(), removed.err()].into_iter().flatten() {
+                    errors.push(format!("pod sandbox {id}: {e}"));
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    errors
 }
 
 impl Scratch {
     /// Synchronous, best-effort removal of everything on the host: kills containerd (if still
     /// running), the runc containers and shims, deletes the bridge, unmounts and removes the
-    /// directory, and gives the pod CIDR back.
+    /// directory. Idempotent and cheap when there is nothing left.
     fn remove_host_state(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -345,9 +355,6 @@ impl Scratch {
         if self.dir.exists() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-        if let Some(subnet) = self.subnet.take() {
-            release_subnet(subnet);
-        }
     }
 
     fn leftovers(&self) -> Vec<String> {
@@ -370,6 +377,11 @@ impl Scratch {
         if link_exists(&self.bridge) {
             found.push(format!("network interface {}", self.bridge));
         }
+        if let Some(subnet) = self.subnet {
+            for rule in nat_rules_for(subnet) {
+                found.push(format!("iptables NAT rule {rule}"));
+            }
+        }
         if self.dir.exists() {
             found.push(format!("directory {}", self.dir.display()));
         }
@@ -378,6 +390,31 @@ impl Scratch {
 }
 
 impl Scratch {
+    /// Runs containerd on `config.toml`, appending to `containerd.log`.
+    fn spawn_containerd(&mut self) -> Result<(), Error> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))
+            .map_err(io_err("open containerd.log"))?;
+        let log2 = log.try_clone().map_err(io_err("dup containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| {
+                Error::Fixture(format!(
+                    "cannot run `containerd` ({e}); install Debian's containerd (scripts/test.sh does)"
+                ))
+            })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
     /// Records the shim sockets of every task bundle still in the state directory.
     fn note_shim_sockets(&mut self) {
         let tasks = self.dir.join("state/io.containerd.runtime.v2.task");
@@ -405,6 +442,38 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         self.remove_host_state();
+        // Last: until here the pod CIDR names this fixture's NAT rules in `leftovers`.
+        if let Some(subnet) = self.subnet.take() {
+            release_subnet(subnet);
+        }
+    }
+}
+
+impl Drop for Containerd {
+    /// Without [`Containerd::shutdown`] (a test that panicked, or forgot), first asks the still
+    /// running containerd to remove its pods, so CNI DEL runs and the bridge plugin's NAT rules
+    /// and IPAM reservations go too; then `Scratch`'s drop force-removes the rest. The CRI calls
+    /// run on a thread of their own with its own runtime: `Drop` cannot await, and blocking a
+    /// current-thread runtime's only thread on work queued to that runtime would deadlock.
+    fn drop(&mut self) {
+        if self.scratch.child.is_none() {
+            return;
+        }
+        let socket = self.socket.clone();
+        let teardown = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(cri) = Cri::connect(&socket).await {
+                    let _ = remove_pods(&cri).await;
+                }
+            });
+        });
+        let _ = teardown.join();
     }
 }
 
@@ -472,14 +541,15 @@ async fn build_images() -> Result<PathBuf, Error> {
 }
 
 /// Polls until containerd answers CRI `Version`, failing early (with its log) if it exits.
-async fn wait_for_cri(scratch: &mut Scratch, socket: &Path, log: &Path) -> Result<Cri, Error> {
+async fn wait_for_cri(scratch: &mut Scratch, socket: &Path) -> Result<Cri, Error> {
+    let log = scratch.dir.join("containerd.log");
     let deadline = Instant::now() + START_TIMEOUT;
     let mut last = String::from("socket not created");
     while Instant::now() < deadline {
         if let Some(child) = scratch.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 scratch.child = None;
-                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(Error::Fixture(format!(
                     "containerd exited with {status}: {log}"
                 )));
@@ -496,7 +566,7 @@ async fn wait_for_cri(scratch: &mut Scratch, socket: &Path, log: &Path) -> Resul
         }
         tokio::time::sleep(POLL).await;
     }
-    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
     Err(Error::Fixture(format!(
         "containerd did not answer CRI within {START_TIMEOUT:?} ({last}): {log}"
     )))
@@ -673,6 +743,25 @@ fn base36(mut n: u64, width: usize) -> String {
     }
     out.reverse();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Rules in iptables' NAT table that mention `10.200.<subnet>.`: the bridge plugin's
+/// masquerading for this fixture's pods (the pod CIDR is unique while the fixture lives), which
+/// only a CNI DEL removes. Empty when iptables is missing.
+fn nat_rules_for(subnet: u8) -> Vec<String> {
+    let Ok(out) = Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let needle = format!(" 10.200.{subnet}.");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
 }
 
 fn link_exists(name: &str) -> bool {

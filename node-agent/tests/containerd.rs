@@ -27,8 +27,8 @@ where
 }
 
 /// A minimal bridge + host-local + loopback conflist on the fixture's own bridge and CIDR, with
-/// the IPAM data inside the fixture's directory. `masquerade` adds the bridge plugin's per-pod
-/// iptables NAT chains, which only a CNI DEL (StopPodSandbox) removes.
+/// the IPAM data inside the fixture's directory. Masquerading adds the bridge plugin's per-pod
+/// iptables NAT chains, which only a CNI DEL (StopPodSandbox) removes: teardown must run it.
 fn write_conflist(cxd: &Containerd, masquerade: bool) {
     let conflist = serde_json::json!({
         "cniVersion": "1.0.0",
@@ -76,7 +76,11 @@ async fn conditions(cri: &Cri) -> Vec<(String, bool)> {
 }
 
 /// Writes the conflist and waits until CRI reports NetworkReady (containerd watches conf_dir).
-async fn make_network_ready(cxd: &Containerd, masquerade: bool) {
+async fn make_network_ready(cxd: &Containerd) {
+    make_network_ready_with(cxd, true).await
+}
+
+async fn make_network_ready_with(cxd: &Containerd, masquerade: bool) {
     write_conflist(cxd, masquerade);
     let cri = cxd.cri();
     eventually(Duration::from_secs(20), "NetworkReady", || {
@@ -250,7 +254,7 @@ async fn runtime_ready_images_listed_pod_runs_and_teardown_is_clean() {
         before.contains(&("NetworkReady".into(), false)),
         "no conflist yet: {before:?}"
     );
-    make_network_ready(&cxd, true).await;
+    make_network_ready(&cxd).await;
 
     let images = cri
         .images
@@ -290,7 +294,7 @@ async fn two_fixtures_run_pods_side_by_side() {
     assert_ne!(a.socket(), b.socket());
     assert_ne!(a.bridge(), b.bridge());
     assert_ne!(a.pod_cidr(), b.pod_cidr());
-    tokio::join!(make_network_ready(&a, true), make_network_ready(&b, true));
+    tokio::join!(make_network_ready(&a), make_network_ready(&b));
     let (_, (right, config)) = tokio::join!(run_echo_pod(&a, "left"), run_echo_pod(&b, "right"));
     start_sleeper(&b, &right, config).await;
     // Tear one down while the other still has its pod: each cleans only its own.
@@ -312,14 +316,29 @@ async fn two_fixtures_run_pods_side_by_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_fixture_kills_and_removes_everything() {
     let cxd = Containerd::start().await.unwrap();
-    // No masquerading: dropping skips CNI DEL, which alone would remove the NAT chains.
-    make_network_ready(&cxd, false).await;
+    make_network_ready(&cxd).await;
     let (sandbox, config) = run_echo_pod(&cxd, "dropped").await;
     start_sleeper(&cxd, &sandbox, config).await;
     let dir = cxd.dir().to_path_buf();
     let bridge = cxd.bridge().to_string();
     let cgroup = format!("/sys/fs/cgroup/memory{}", cxd.cgroup_root());
+    let subnet = cxd.pod_cidr().trim_end_matches("0/24").to_string();
+    let running = cxd.leftovers();
+    assert!(
+        running.iter().any(|l| l.starts_with("iptables NAT rule")),
+        "the pod is masqueraded: {running:#?}"
+    );
+    // Drop still has containerd run CNI DEL, which removes the NAT rules.
     drop(cxd);
+    let nat = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .unwrap();
+    let nat = String::from_utf8_lossy(&nat.stdout);
+    assert!(
+        !nat.lines().any(|l| l.contains(&format!(" {subnet}"))),
+        "NAT rules for {subnet}0/24 left: {nat}"
+    );
     assert!(!dir.exists(), "{} removed", dir.display());
     // The pod cgroup could only be removed once the sleeper and the pause process were dead.
     assert!(!Path::new(&cgroup).exists(), "{cgroup} removed");
@@ -335,4 +354,61 @@ async fn dropping_a_fixture_kills_and_removes_everything() {
         !mountinfo.contains(&format!("{}/", dir.display())),
         "{mountinfo}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_survive_a_containerd_restart() {
+    let mut cxd = Containerd::start().await.unwrap();
+    make_network_ready(&cxd).await;
+    let (sandbox, config) = run_echo_pod(&cxd, "survivor").await;
+    start_sleeper(&cxd, &sandbox, config).await;
+    let old = cxd.cri();
+    cxd.kill().await;
+    cxd.restart().await.unwrap();
+    // A client from before the restart reconnects by itself.
+    let pods = old
+        .runtime
+        .clone()
+        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].state, api::PodSandboxState::SandboxReady as i32);
+    let running = cxd
+        .cri()
+        .runtime
+        .list_containers(api::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+        .count();
+    assert_eq!(running, 1, "the sleeper still runs");
+    assert_clean(cxd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_without_containerd_still_removes_everything_local() {
+    let mut cxd = Containerd::start().await.unwrap();
+    // No masquerading: with containerd dead nobody runs CNI DEL, which alone removes NAT rules.
+    make_network_ready_with(&cxd, false).await;
+    let (sandbox, config) = run_echo_pod(&cxd, "orphan").await;
+    start_sleeper(&cxd, &sandbox, config).await;
+    cxd.kill().await;
+    let dir = cxd.dir().to_path_buf();
+    let problems = cxd.shutdown().await;
+    // CRI cannot answer; everything else (shims, containers, mounts, cgroups, bridge, the
+    // directory) is force-removed.
+    assert!(!problems.is_empty(), "the CRI failure is reported");
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.starts_with("removing pods through CRI")),
+        "{problems:#?}"
+    );
+    assert!(!dir.exists());
 }
