@@ -181,7 +181,7 @@ impl Containerd {
     }
 
     /// A pod CIDR (`10.200.X.0/24`) that no other live fixture (of any test process) holds
-    /// and no host interface had when the fixture started.
+    /// and no host interface or iptables NAT rule mentioned when the fixture started.
     pub fn pod_cidr(&self) -> &str {
         &self.pod_cidr
     }
@@ -668,8 +668,8 @@ fn subnet_claims() -> PathBuf {
 }
 
 /// Chooses the third octet of a `10.200.X.0/24` pod CIDR and claims it: no live fixture of any
-/// test process holds it (claim files with `O_EXCL`; claims of dead processes are taken over)
-/// and no host interface has an address in it. Starts from a pid-derived point so concurrent
+/// test process holds it (claim files with `O_EXCL`; claims of dead processes are taken over),
+/// no host interface has an address in it and no iptables NAT rule mentions it. Starts from a pid-derived point so concurrent
 /// processes rarely contend.
 fn pick_subnet(pid: u32, n: u32) -> Result<u8, Error> {
     let addrs = Command::new("ip")
@@ -677,6 +677,13 @@ fn pick_subnet(pid: u32, n: u32) -> Result<u8, Error> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .map_err(|e| Error::Fixture(format!("cannot run `ip` ({e}); install iproute2")))?;
+    // NAT rules a crashed run leaked for a subnet would show up as this fixture's leftovers.
+    let nat = Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     let claims = subnet_claims();
     std::fs::create_dir_all(&claims).map_err(io_err("create the subnet claims directory"))?;
     // Serialises this process's fixtures; other processes are kept apart by O_EXCL.
@@ -686,7 +693,8 @@ fn pick_subnet(pid: u32, n: u32) -> Result<u8, Error> {
         let Ok(octet) = u8::try_from((start + i) % 256) else {
             continue;
         };
-        if addrs.contains(&format!(" 10.200.{octet}.")) {
+        let prefix = format!(" 10.200.{octet}.");
+        if addrs.contains(&prefix) || nat.contains(&prefix) {
             continue;
         }
         let claim = claims.join(octet.to_string());
