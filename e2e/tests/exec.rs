@@ -18,10 +18,11 @@ use node_agent::images::BUSYBOX_IMAGE;
 use node_agent::lookup::{ContainerRef, PodLookup};
 use node_agent::testing::Containerd;
 
-/// container name → CRI id, for the one pod `default/p1`.
+/// container name → CRI id, for the one pod `default/p1`, whose logs are in `log_dir`.
 struct Table {
     sandbox: String,
     containers: HashMap<String, String>,
+    log_dir: std::path::PathBuf,
 }
 
 impl PodLookup for Table {
@@ -33,7 +34,7 @@ impl PodLookup for Table {
             pod_uid: "uid-p1".into(),
             sandbox_id: Some(self.sandbox.clone()),
             container_id: Some(self.containers.get(container)?.clone()),
-            log_path: None,
+            log_path: Some(self.log_dir.join(format!("{container}.log"))),
             previous_log_path: None,
         })
     }
@@ -162,6 +163,7 @@ async fn run_pod(cxd: &Containerd) -> Table {
     Table {
         sandbox,
         containers,
+        log_dir,
     }
 }
 
@@ -225,6 +227,7 @@ async fn kubectl_exec_attach_port_forward_through_containerd() {
     let cxd = Containerd::start().await.expect("containerd fixture");
     network(&cxd).await;
     let table = run_pod(&cxd).await;
+    let ticker = table.containers["ticker"].clone();
     let (agent, _server) = node_agent::server::serve(
         "127.0.0.1:0".parse().expect("addr"),
         Arc::new(table),
@@ -370,6 +373,38 @@ spec:
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     let _ = child.kill();
     let _ = child.wait();
+
+    // `kubectl logs -f` of a container containerd runs follows it until it stops.
+    let (mut child, lines) = spawn_lines(&c, &["logs", "-f", "p1", "-c", "ticker", "--tail=1"]);
+    let line = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a line from kubectl logs -f within 30 s");
+    assert!(line.starts_with("tick "), "{line:?}");
+    let first: u32 = line[5..].parse().expect("tick number");
+    let line = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a new line from kubectl logs -f within 30 s");
+    assert_eq!(line, format!("tick {}", first + 1));
+    cxd.cri()
+        .runtime
+        .stop_container(api::StopContainerRequest {
+            container_id: ticker,
+            timeout: 0,
+        })
+        .await
+        .expect("StopContainer");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("kubectl logs -f") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl logs -f still running 30 s after its container stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
 
     drop(c);
     let problems = cxd.shutdown().await;

@@ -6,17 +6,20 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::Cluster;
 use node_agent::lookup::{ContainerRef, PodLookup};
 
-/// (namespace, pod, container) → what the runtime would report.
-struct Table(HashMap<(String, String, String), ContainerRef>);
+/// (namespace, pod, container) → what the runtime would report; counts lookups (a log
+/// follower makes one per poll).
+struct Table(HashMap<(String, String, String), ContainerRef>, AtomicUsize);
 
 impl PodLookup for Table {
     fn container(&self, namespace: &str, pod: &str, container: &str) -> Option<ContainerRef> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         self.0
             .get(&(namespace.into(), pod.into(), container.into()))
             .cloned()
@@ -105,13 +108,11 @@ async fn kubectl_logs_through_the_node_agent() {
     table.insert(key("p1", "main"), container(dir, "main.log", None));
     table.insert(key("p2", "a"), container(dir, "a.log", None));
     table.insert(key("p2", "b"), container(dir, "b.log", Some("b-prev.log")));
-    let (agent, _server) = node_agent::server::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        Arc::new(Table(table)),
-        None,
-    )
-    .await
-    .expect("node agent streaming server");
+    let table = Arc::new(Table(table, AtomicUsize::new(0)));
+    let (agent, _server) =
+        node_agent::server::serve("127.0.0.1:0".parse().expect("addr"), table.clone(), None)
+            .await
+            .expect("node agent streaming server");
 
     c.apply(NODE, &[]);
     // Before the node publishes its endpoint there is nothing to proxy to.
@@ -195,7 +196,8 @@ async fn kubectl_logs_through_the_node_agent() {
     let run = c.kubectl(&["logs", "pending"]);
     assert!(!run.ok);
     assert!(
-        run.stderr.contains("pod pending does not have a host assigned"),
+        run.stderr
+            .contains("pod pending does not have a host assigned"),
         "{}",
         run.stderr
     );
@@ -239,4 +241,22 @@ async fn kubectl_logs_through_the_node_agent() {
     assert_eq!(next(), "live 2");
     let _ = child.kill();
     let _ = child.wait();
+
+    // With kubectl gone, the API server drops its connection to the node agent, whose
+    // follower then stops: lookups (one per poll) cease.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut last = table.1.load(Ordering::SeqCst);
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node agent kept following after kubectl logs -f was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = table.1.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            quiet_since = std::time::Instant::now();
+        }
+    }
 }
