@@ -68,6 +68,8 @@ struct Scratch {
     /// Shim sockets seen in `/run/containerd/s` (from the bundles' `address` files): a shim
     /// removes its socket when it exits normally, but not when it is killed.
     shim_sockets: BTreeSet<PathBuf>,
+    /// Ids of the sandboxes and containers whose tasks were still there at teardown.
+    task_ids: BTreeSet<String>,
 }
 
 impl Containerd {
@@ -96,6 +98,7 @@ impl Containerd {
             subnet: None,
             cgroup_root,
             shim_sockets: BTreeSet::new(),
+            task_ids: BTreeSet::new(),
         };
         // A bridge of this name can only be left from a dead process that had our pid.
         delete_link(&scratch.bridge);
@@ -221,7 +224,7 @@ impl Containerd {
             .into_iter()
             .map(|e| format!("removing pods through CRI: {e}"))
             .collect();
-        self.scratch.note_shim_sockets();
+        self.scratch.note_tasks();
         if let Some(child) = self.scratch.child.take() {
             if let Err(e) = terminate(child).await {
                 problems.push(e);
@@ -314,7 +317,7 @@ impl Scratch {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.note_shim_sockets();
+        self.note_tasks();
         if !shims(&self.dir).is_empty() {
             delete_runc_containers(&self.dir);
             for (pid, _) in shims(&self.dir) {
@@ -328,6 +331,10 @@ impl Scratch {
             if socket.exists() && shims(&self.dir).is_empty() {
                 let _ = std::fs::remove_file(socket);
             }
+        }
+        // CNI DEL never ran for sandboxes CRI could not remove: drop libcni's result cache.
+        for f in cni_cache_files(&self.task_ids) {
+            let _ = std::fs::remove_file(f);
         }
         // rmdir of a cgroup fails while killed tasks are still exiting: retry briefly.
         poll_sync(Duration::from_secs(5), || {
@@ -374,6 +381,9 @@ impl Scratch {
         for cgroup in cgroup_dirs(&self.cgroup_root) {
             found.push(format!("cgroup {}", cgroup.display()));
         }
+        for f in cni_cache_files(&self.task_ids) {
+            found.push(format!("CNI result cache {}", f.display()));
+        }
         if link_exists(&self.bridge) {
             found.push(format!("network interface {}", self.bridge));
         }
@@ -415,8 +425,10 @@ impl Scratch {
         Ok(())
     }
 
-    /// Records the shim sockets of every task bundle still in the state directory.
-    fn note_shim_sockets(&mut self) {
+    /// Records the id and shim socket of every task bundle still in the state directory (pod
+    /// sandboxes and containers that CRI did not remove), so a forced teardown can remove what
+    /// they left outside the directory.
+    fn note_tasks(&mut self) {
         let tasks = self.dir.join("state/io.containerd.runtime.v2.task");
         let Ok(namespaces) = std::fs::read_dir(tasks) else {
             return;
@@ -426,6 +438,10 @@ impl Scratch {
                 continue;
             };
             for bundle in bundles.flatten() {
+                let id = bundle.file_name().to_string_lossy().into_owned();
+                if !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    self.task_ids.insert(id);
+                }
                 let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) else {
                     continue;
                 };
@@ -769,6 +785,25 @@ fn nat_rules_for(subnet: u8) -> Vec<String> {
         .lines()
         .filter(|l| l.contains(&needle))
         .map(str::to_string)
+        .collect()
+}
+
+/// libcni's cached results (`/var/lib/cni/results/<network>-<id>-<ifname>`) of the sandboxes
+/// `ids`. CNI DEL removes them; a sandbox that never got one leaves them behind.
+fn cni_cache_files(ids: &BTreeSet<String>) -> Vec<PathBuf> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/var/lib/cni/results") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            ids.iter().any(|id| name.contains(&format!("-{id}-")))
+        })
+        .map(|e| e.path())
         .collect()
 }
 
