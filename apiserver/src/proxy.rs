@@ -262,7 +262,12 @@ pub async fn pod_log(
     if !parts.status.is_success() {
         return Err(node_error(parts.status, body, "pods/log", name).await);
     }
-    let mut out = Response::new(Body::new(body));
+    // A follow ends with the server, like a watch: a graceful stop must not wait for it.
+    let body = futures::StreamExt::take_until(
+        Body::new(body).into_data_stream(),
+        state.shutdown.clone().cancelled_owned(),
+    );
+    let mut out = Response::new(Body::from_stream(body));
     out.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Ok(out)
@@ -488,14 +493,17 @@ pub async fn pod_stream(
         out.headers_mut().append(k.clone(), v.clone());
     }
     let node_upgrade = hyper::upgrade::on(&mut resp);
+    let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         match tokio::join!(client_upgrade, node_upgrade) {
             (Ok(client), Ok(node)) => {
-                let _ = tokio::io::copy_bidirectional(
-                    &mut TokioIo::new(client),
-                    &mut TokioIo::new(node),
-                )
-                .await;
+                // Sessions end with the server (upgraded connections are outside its
+                // graceful shutdown otherwise).
+                let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut node) => {}
+                    _ = shutdown.cancelled() => {}
+                }
             }
             (c, n) => tracing::debug!(
                 client = c.is_ok(),

@@ -167,6 +167,30 @@ async fn run_pod(cxd: &Containerd) -> Table {
     }
 }
 
+/// exec and port-forward with the official Python client (WebSocket v4 for both).
+const PYTHON_STREAMS: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import stream, portforward
+config.load_kube_config(sys.argv[1])
+api = client.CoreV1Api()
+out = stream(api.connect_get_namespaced_pod_exec, "p1", "default", container="main",
+             command=["echo", "py-ws"], stderr=False, stdin=False, stdout=True, tty=False)
+print("exec", repr(out))
+pf = portforward(api.connect_get_namespaced_pod_portforward, "p1", "default", ports="8080")
+sock = pf.socket(8080)
+sock.setblocking(True)
+sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: p1\r\n\r\n")
+data = b""
+while True:
+    chunk = sock.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+sock.close()
+print("portforward", b"hello-pf" in data)
+"#;
+
 fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(e2e::kubectl_path())
         .arg("--kubeconfig")
@@ -373,6 +397,27 @@ spec:
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     let _ = child.kill();
     let _ = child.wait();
+
+    // The Python client speaks pure WebSocket (`v4.channel.k8s.io`), which containerd accepts:
+    // the relays splice a WebSocket session, not only SPDY.
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_STREAMS)
+        .arg(c.kubeconfig())
+        .output()
+        .expect("python3 runs (scripts/test.sh installs the kubernetes package)");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "exec 'py-ws\\n'\nportforward True\n",
+        "{}",
+        text(&out.stderr)
+    );
 
     // `kubectl logs -f` of a container containerd runs follows it until it stops.
     let (mut child, lines) = spawn_lines(&c, &["logs", "-f", "p1", "-c", "ticker", "--tail=1"]);
