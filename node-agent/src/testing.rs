@@ -10,10 +10,18 @@
 //! machines (`../shared/design/containerd-on-these-machines.md`).
 //!
 //! [`Containerd::shutdown`] tears everything down (pods through CRI, containerd, shims, the
-//! bridge, mounts, the directory) and returns whatever it could not remove, so tests assert a
-//! clean teardown. Dropping a fixture without `shutdown` still kills and removes what it can,
-//! synchronously. A missing `containerd`, `ctr`, `runc` or busybox fails the test loudly:
-//! these tests never skip.
+//! bridge, mounts, pod cgroups, the directory) and returns whatever it could not remove, so
+//! tests assert a clean teardown. Dropping a fixture without `shutdown` (a panicking test) does
+//! the same synchronously. A missing `containerd`, `ctr`, `runc` or busybox fails the test
+//! loudly: these tests never skip.
+//!
+//! Pod network namespaces are mounted under the fixture's state directory
+//! (`netns_mounts_under_state_dir`), not in the host-wide `/var/run/netns`, so they are this
+//! fixture's by location and `leftovers` never mistakes another process's pods for its own.
+//!
+//! What only CNI DEL removes (the bridge plugin's NAT rules, libcni's result cache) is removed
+//! by letting containerd stop the pods; when containerd is dead ([`Containerd::kill`]) the
+//! cache is removed by hand but NAT rules of masqueraded pods stay, and `leftovers` names them.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -204,10 +212,12 @@ impl Containerd {
             .unwrap_or_else(|e| format!("(containerd.log unreadable: {e})"))
     }
 
-    /// What this fixture created that still exists: mounts under its directory (container
-    /// rootfs, sandbox shm, pod network namespaces, which live under the state dir here),
-    /// `containerd-shim-runc-v2` processes serving its socket, its bridge, containerd itself and
-    /// the directory. Empty after a clean [`Containerd::shutdown`] (which returns this list).
+    /// What this fixture created that still exists, one line each: containerd itself, the
+    /// `containerd-shim-runc-v2` processes serving its socket and their sockets, mounts under
+    /// its directory (container rootfs, sandbox shm, pod network namespaces), cgroups under
+    /// [`Containerd::cgroup_root`], libcni result caches of sandboxes killed by force, its
+    /// bridge, iptables NAT rules for its pod CIDR, and the directory. While pods run this is
+    /// never empty; after a clean [`Containerd::shutdown`] (which returns it) it is.
     pub fn leftovers(&self) -> Vec<String> {
         self.scratch.leftovers()
     }
@@ -215,8 +225,9 @@ impl Containerd {
     /// Tears the fixture down and returns what went wrong or is left over (empty when the
     /// teardown was clean): removes every pod and container through CRI (containers first,
     /// stopped with timeout 0), stops containerd (SIGTERM, then SIGKILL after 10 s), waits for
-    /// the shims to exit (killing any that do not, after deleting their runc containers),
-    /// deletes the bridge, unmounts what is still mounted under the directory and removes it.
+    /// the shims to exit (killing any that do not, after force-deleting their runc containers),
+    /// removes the cgroup root and the bridge, unmounts what is still mounted under the
+    /// directory and removes it.
     #[must_use = "the returned list names leftovers; assert that it is empty"]
     pub async fn shutdown(mut self) -> Vec<String> {
         let mut problems: Vec<String> = remove_pods(&self.cri)
