@@ -12,7 +12,7 @@ use std::time::Duration;
 use api_types::status;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
@@ -234,9 +234,14 @@ pub async fn pod_log(
     validate_log_options(name, q)?;
     let (_, node, container) = locate(state, res, name, q).await?;
     let Some(node) = node else {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
+        // Upstream's `LogLocation` gives an unscheduled pod an empty location, which streams
+        // an empty body (exec and attach answer 400 instead).
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+            Body::empty(),
+        )
+            .into_response());
     };
     let endpoint = node_endpoint(state, &node).await?;
     // (The serializer is not `Send`: it must not live across an await.)

@@ -276,6 +276,14 @@ spec:
   containers:
   - {name: main, image: busybox}
   - {name: ticker, image: busybox}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: pending
+spec:
+  containers:
+  - {name: main, image: busybox}
 ",
         &[],
     );
@@ -351,6 +359,14 @@ spec:
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("container nope is not valid for pod p1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = kubectl(&c, &["exec", "pending", "--", "true"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("pod pending does not have a host assigned"),
         "{}",
         text(&out.stderr)
     );
