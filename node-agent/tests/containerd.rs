@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use node_agent::cri::{api, Cri};
-use node_agent::images::{BUSYBOX_IMAGE, PAUSE_IMAGE};
+use node_agent::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
 use node_agent::testing::Containerd;
 
 /// Polls `cond` every 50 ms until it returns `Some` or `limit` passes: a hang detector.
@@ -271,6 +271,15 @@ async fn runtime_ready_images_listed_pod_runs_and_teardown_is_clean() {
     for want in [BUSYBOX_IMAGE, PAUSE_IMAGE] {
         assert!(tags.contains(&want), "{want} in {tags:?}");
     }
+    // What is not an image tarball fails with ctr's own words.
+    let not_an_image = cxd.dir().join("config.toml");
+    match images::import(cxd.socket(), &not_an_image).await {
+        Err(node_agent::Error::ImageImport { path, message }) => {
+            assert_eq!(path, not_an_image.display().to_string());
+            assert!(message.contains("ctr"), "{message}");
+        }
+        other => panic!("importing a non-image: {other:?}"),
+    }
 
     let (sandbox, config) = run_echo_pod(&cxd, "echo").await;
     start_sleeper(&cxd, &sandbox, config).await;
@@ -411,4 +420,35 @@ async fn teardown_without_containerd_still_removes_everything_local() {
         "{problems:#?}"
     );
     assert!(!dir.exists());
+}
+
+/// `deploy/images/build.sh` is deterministic (a rebuild elsewhere gives identical tarballs, so
+/// identical digests) and does nothing when its outputs are up to date.
+#[test]
+fn image_build_is_reproducible_and_skipped_when_fresh() {
+    let base = std::env::temp_dir().join(format!("cox-imgtest-{}", std::process::id()));
+    let (a, b) = (base.join("a"), base.join("b"));
+    images::build_local_images(&a).unwrap();
+    images::build_local_images(&b).unwrap();
+    for name in ["busybox.tar", "pause.tar"] {
+        let (x, y) = (
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(b.join(name)).unwrap(),
+        );
+        assert!(x == y, "{name} differs between two builds");
+    }
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = mtime(&a.join("busybox.tar"));
+    images::build_local_images(&a).unwrap();
+    assert_eq!(
+        mtime(&a.join("busybox.tar")),
+        before,
+        "an up-to-date build is skipped"
+    );
+    let missing = images::build_local_images_with(Path::new("/nonexistent/build.sh"), &a);
+    assert!(
+        matches!(missing, Err(node_agent::Error::ImageBuild { .. })),
+        "{missing:?}"
+    );
+    std::fs::remove_dir_all(&base).unwrap();
 }
