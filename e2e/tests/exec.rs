@@ -354,6 +354,40 @@ spec:
     let out = kubectl(&c, &["exec", "p1", "--", "hostname"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "p1\n");
+    // kubectl cp: tar through exec's stdin and stdout, binary-safe.
+    let local = c.dir().join("upload.bin");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &payload).expect("write upload");
+    let out = kubectl(
+        &c,
+        &[
+            "cp",
+            local.to_str().expect("utf-8 path"),
+            "p1:/tmp/upload.bin",
+            "-c",
+            "main",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let back = c.dir().join("download.bin");
+    let out = kubectl(
+        &c,
+        &[
+            "cp",
+            "p1:/tmp/upload.bin",
+            back.to_str().expect("utf-8 path"),
+            "-c",
+            "main",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        std::fs::read(&back).expect("downloaded") == payload,
+        "kubectl cp round trip"
+    );
+
     // A container the pod does not have is the API server's 400.
     let out = kubectl(&c, &["exec", "p1", "-c", "nope", "--", "true"], None);
     assert!(!out.status.success());

@@ -46,6 +46,10 @@ const RUNTIME_CHECK_POLLS: u32 = 5;
 /// whatever it has as soon as it catches up with the file.
 const SEND_AT: usize = 32 * 1024;
 
+/// Bytes read from a log file per read: each read of a `tokio::fs::File` is a trip to the
+/// blocking pool, so a large buffer keeps a big backlog from costing thousands of them.
+const READ_BUFFER: usize = 256 * 1024;
+
 /// What every handler shares.
 struct Shared {
     lookup: Arc<dyn PodLookup>,
@@ -202,7 +206,7 @@ async fn container_logs(
     } else {
         len.saturating_sub(start)
     };
-    let reader = BufReader::new(tokio::fs::File::from_std(file).take(limit));
+    let reader = BufReader::with_capacity(READ_BUFFER, tokio::fs::File::from_std(file).take(limit));
     // A previous instance's log never grows, so following it ends at its end.
     let follow = (opts.follow && !opts.previous).then(|| Follow {
         shared: shared.clone(),
@@ -338,7 +342,7 @@ async fn pump(
                     if let Ok(m) = file.metadata().await {
                         f.ino = m.ino();
                     }
-                    reader = BufReader::new(file.take(u64::MAX));
+                    reader = BufReader::with_capacity(READ_BUFFER, file.take(u64::MAX));
                     record.clear();
                     after_eof = Next::Wait;
                     continue;

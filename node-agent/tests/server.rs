@@ -368,3 +368,42 @@ async fn stream_errors_before_the_runtime() {
         503
     );
 }
+
+/// A large log (tens of MB) streams whole and in order, and a tail of it is cheap.
+#[tokio::test]
+async fn large_logs() {
+    let s = Server::start().await;
+    let big = s.path("big.log");
+    let mut text = String::new();
+    let mut expected = 0usize;
+    for i in 0..300_000 {
+        let msg = format!("line {i:06} {}", "y".repeat(40));
+        expected += msg.len() + 1;
+        text.push_str(&record("09", "F", &msg));
+    }
+    write(&big, &text);
+    s.table.set(
+        "default",
+        "big",
+        "main",
+        ContainerRef {
+            log_path: Some(big),
+            ..ContainerRef::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let (code, body) = s.get("default/big/main").await;
+    let whole = started.elapsed();
+    assert_eq!(code, 200);
+    assert_eq!(body.len(), expected);
+    assert!(body.starts_with("line 000000 "));
+    assert!(body.ends_with(&format!("line 299999 {}\n", "y".repeat(40))));
+    let started = std::time::Instant::now();
+    let (_, tail) = s.get("default/big/main?tailLines=2").await;
+    let tailed = started.elapsed();
+    assert_eq!(tail.lines().count(), 2);
+    eprintln!(
+        "{} MB in {whole:?}; tail in {tailed:?}",
+        text.len() / 1_000_000
+    );
+}

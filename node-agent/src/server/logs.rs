@@ -27,12 +27,21 @@ pub struct Entry<'a> {
     /// The timestamp exactly as the runtime wrote it (RFC3339Nano, UTC); echoed verbatim with
     /// `timestamps=true`, which is what kubelet's re-formatting of the same instant produces.
     pub timestamp: &'a str,
-    pub time: Timestamp,
     pub stream: Stream,
     /// `P`: the container's line continues in the next record.
     pub partial: bool,
     /// The text, without the record's newline.
     pub message: &'a [u8],
+}
+
+impl Entry<'_> {
+    /// The record's time. Parsed only on demand (`since` filtering): it is the most expensive
+    /// part of a record and most reads never need it.
+    pub fn time(&self) -> Result<Timestamp, ParseError> {
+        self.timestamp
+            .parse::<Timestamp>()
+            .map_err(|_| ParseError("timestamp is not RFC3339"))
+    }
 }
 
 /// A record that is not in the CRI format.
@@ -51,9 +60,6 @@ pub fn parse(record: &[u8]) -> Result<Entry<'_>, ParseError> {
     let record = record.strip_suffix(b"\n").unwrap_or(record);
     let (ts, rest) = field(record).ok_or(ParseError("no timestamp"))?;
     let timestamp = std::str::from_utf8(ts).map_err(|_| ParseError("timestamp is not UTF-8"))?;
-    let time = timestamp
-        .parse::<Timestamp>()
-        .map_err(|_| ParseError("timestamp is not RFC3339"))?;
     let (stream, rest) = field(rest).ok_or(ParseError("no stream"))?;
     let stream = match stream {
         b"stdout" => Stream::Stdout,
@@ -70,7 +76,6 @@ pub fn parse(record: &[u8]) -> Result<Entry<'_>, ParseError> {
     };
     Ok(Entry {
         timestamp,
-        time,
         stream,
         partial,
         message,
@@ -211,8 +216,12 @@ impl Formatter {
         let Ok(entry) = parse(record) else {
             return true;
         };
-        if self.since.is_some_and(|since| entry.time < since) {
-            return true;
+        if let Some(since) = self.since {
+            // A record whose time does not parse cannot be placed: skipped, as kubelet skips
+            // records it cannot parse.
+            if entry.time().map_or(true, |t| t < since) {
+                return true;
+            }
         }
         let start = out.len();
         if self.timestamps && self.at_line_start {
@@ -368,7 +377,6 @@ mod tests {
         );
         for bad in [
             &b"garbage"[..],
-            b"notatime stdout F x",
             b"2026-11-29T03:40:24Z stdin F x",
             b"2026-11-29T03:40:24Z stdout X x",
             b"2026-11-29T03:40:24Z",
@@ -393,6 +401,18 @@ mod tests {
             render(&file, &mut Formatter::new(true, None, None)),
             "2026-11-29T03:40:01Z hello\n2026-11-29T03:40:03Z world\n"
         );
+    }
+
+    #[test]
+    fn a_record_without_a_valid_time_is_skipped_only_when_filtering_by_time() {
+        let file = "notatime stdout F x\n";
+        assert_eq!(render(file, &mut Formatter::new(false, None, None)), "x\n");
+        let since: Timestamp = "2026-11-29T03:40:03Z".parse().unwrap();
+        assert_eq!(
+            render(file, &mut Formatter::new(false, Some(since), None)),
+            ""
+        );
+        assert!(parse(b"notatime stdout F x").unwrap().time().is_err());
     }
 
     #[test]
