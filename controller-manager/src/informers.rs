@@ -5,6 +5,24 @@
 //! [`Informer::subscribe`]; nobody else opens a watch on these kinds. Subscriptions must be
 //! taken before [`Informers::tasks`] starts the watchers, so each subscriber also sees the
 //! initial list.
+//!
+//! The fan-out is ours rather than kube-runtime's `reflect_shared` + `ReflectHandle`: a
+//! `ReflectHandle` carries only object references and looks each one up in the store when
+//! polled; if the object was deleted in between (a pod deleted with grace period 0 right
+//! after its update), it returns `Pending` without registering a waker. Inside a
+//! `Controller` (whose triggers are a `SelectAll`) that stream is then never polled again:
+//! the controller silently stops hearing about that kind, e.g. a ReplicaSet no longer sees
+//! its pods become ready, and a rollout stalls. Subscribers here receive the object carried
+//! by the watch event itself, so there is nothing to look up and nothing to lose.
+//!
+//! [`Informers::synced`] waits for every started informer's initial list, and
+//! [`crate::run`] polls no controller before it returns (client-go's `WaitForCacheSync`).
+//! Besides keeping the first passes from acting on empty caches, this is what makes the
+//! controllers' own `Store::wait_until_ready` calls safe: kube-runtime's readiness signal keeps
+//! a single waker, so of several reconciles waiting on one store concurrently only the last to
+//! poll is woken and the others hang forever, holding back every later trigger of their key.
+//! Once [`Informers::synced`] has seen a store ready, the store remembers it and every later
+//! wait returns at once.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -12,15 +30,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::stream::BoxStream;
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
-use kube::runtime::reflector::{self, store::Writer, ReflectHandle, Store};
+use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use parking_lot::Mutex;
 use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
 
 /// How many events a subscriber may lag behind before the watcher waits for it. Controllers
 /// drain their subscriptions continuously; the buffer only absorbs bursts like an initial list.
@@ -35,8 +55,10 @@ where
 {
     store: Store<K>,
     writer: Mutex<Option<Writer<K>>>,
+    /// The senders of every subscription, handed to the watcher task when it starts.
+    subscribers: Mutex<Vec<mpsc::Sender<Arc<K>>>>,
     api: Api<K>,
-    deleted: tokio::sync::broadcast::Sender<Arc<K>>,
+    deleted: broadcast::Sender<Arc<K>>,
     /// Whether any controller asked for this kind; unused kinds are never watched.
     used: AtomicBool,
 }
@@ -52,29 +74,29 @@ where
         + 'static,
 {
     fn new(client: &Client) -> Self {
-        let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let writer = Writer::new(());
         Informer {
-            store,
+            store: writer.as_reader(),
             writer: Mutex::new(Some(writer)),
+            subscribers: Mutex::new(Vec::new()),
             api: Api::all(client.clone()),
-            deleted: tokio::sync::broadcast::channel(SUBSCRIBER_BUFFER).0,
+            deleted: broadcast::channel(SUBSCRIBER_BUFFER).0,
             used: AtomicBool::new(false),
         }
     }
 
-    /// A trigger stream of deleted objects. kube-runtime's shared subscriptions carry only
-    /// applied objects, but a controller must also act when something it counts disappears
-    /// (a pod deleted without grace, a `default` ServiceAccount removed). A subscriber that
-    /// lags drops deletions; the resync of the owner covers that.
-    pub fn deletions(&self) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
+    /// A trigger stream of deleted objects. Subscriptions carry only applied objects, but a
+    /// controller must also act when something it counts disappears (a pod deleted without
+    /// grace, a `default` ServiceAccount removed). A subscriber that lags drops deletions.
+    pub fn deletions(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         self.used.store(true, Ordering::Relaxed);
         let rx = self.deleted.subscribe();
         futures::stream::unfold(rx, |mut rx| async move {
             loop {
                 match rx.recv().await {
                     Ok(obj) => return Some((obj, rx)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
         })
@@ -86,11 +108,29 @@ where
         self.store.clone()
     }
 
-    /// A trigger stream of applied objects for one controller. Returns `None` once the
-    /// watcher has started, because a late subscriber would miss the initial list.
-    pub fn subscribe(&self) -> Option<ReflectHandle<K>> {
+    /// A trigger stream of applied objects for one controller: every added or modified
+    /// object as the watch event carried it, and every object of each (re)list once it is
+    /// complete. Returns `None` once the watcher has started, because a late subscriber
+    /// would miss the initial list.
+    pub fn subscribe(&self) -> Option<BoxStream<'static, Arc<K>>> {
         self.used.store(true, Ordering::Relaxed);
-        self.writer.lock().as_ref().and_then(Writer::subscribe)
+        // Held while registering, so the watcher task cannot start in between.
+        let writer = self.writer.lock();
+        writer.as_ref()?;
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        self.subscribers.lock().push(tx);
+        Some(subscription(rx))
+    }
+
+    /// Waits until this informer's store holds its initial list; returns at once if its
+    /// watcher was never started (nobody uses the kind). Must be the only waiter on the
+    /// store meanwhile (see the module docs).
+    async fn synced(&self) -> Result<(), crate::Error> {
+        if self.writer.lock().is_some() {
+            return Ok(());
+        }
+        self.store.wait_until_ready().await?;
+        Ok(())
     }
 
     /// The watcher task, or `None` if already taken.
@@ -99,27 +139,66 @@ where
             return None;
         }
         let writer = self.writer.lock().take()?;
-        let stream = watcher(self.api.clone(), watcher::Config::default())
-            .default_backoff()
-            .reflect_shared(writer);
-        let deleted = self.deleted.clone();
-        Some(
-            stream
-                .for_each(move |ev| {
-                    match ev {
-                        Ok(watcher::Event::Delete(obj)) => {
-                            // No receiver is not an error: nobody asked for deletions.
-                            let _ = deleted.send(Arc::new(obj));
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying");
-                        }
-                    }
-                    futures::future::ready(())
-                })
-                .boxed(),
-        )
+        let subscribers = std::mem::take(&mut *self.subscribers.lock());
+        let events = watcher(self.api.clone(), watcher::Config::default()).default_backoff();
+        Some(fan_out(events, writer, subscribers, self.deleted.clone()).boxed())
+    }
+}
+
+/// The receiving end of a subscription as a trigger stream.
+fn subscription<K: Send + Sync + 'static>(
+    rx: mpsc::Receiver<Arc<K>>,
+) -> BoxStream<'static, Arc<K>> {
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|obj| (obj, rx)) },
+    )
+    .boxed()
+}
+
+/// Applies watch events to the store, then hands each applied object to every subscriber
+/// (waiting for room: a slow subscriber slows the watcher rather than losing events) and
+/// each deleted one to the deletion subscribers.
+async fn fan_out<K, S>(
+    events: S,
+    writer: Writer<K>,
+    mut subscribers: Vec<mpsc::Sender<Arc<K>>>,
+    deleted: broadcast::Sender<Arc<K>>,
+) where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let store = writer.as_reader();
+    let mut events = std::pin::pin!(events.reflect(writer));
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(obj)) => notify(&mut subscribers, Arc::new(obj)).await,
+            // A (re)list is complete and now in the store: everything in it may have changed.
+            Ok(watcher::Event::InitDone) => {
+                for obj in store.state() {
+                    notify(&mut subscribers, obj).await;
+                }
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                // No receiver is not an error: nobody asked for deletions.
+                let _ = deleted.send(Arc::new(obj));
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(error) => {
+                tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying");
+            }
+        }
+    }
+}
+
+/// Sends `obj` to every subscriber; forgets subscribers that are gone.
+async fn notify<K>(subscribers: &mut Vec<mpsc::Sender<Arc<K>>>, obj: Arc<K>) {
+    let mut gone = false;
+    for tx in subscribers.iter() {
+        gone |= tx.send(obj.clone()).await.is_err();
+    }
+    if gone {
+        subscribers.retain(|tx| !tx.is_closed());
     }
 }
 
@@ -155,6 +234,21 @@ impl Informers {
         }
     }
 
+    /// Waits until the store of every started informer holds its initial list (client-go's
+    /// `WaitForCacheSync`). The watcher tasks must be running meanwhile, and nothing else may
+    /// wait on these stores until this returns: it waits on one store at a time, so each
+    /// store's single-waker readiness signal has exactly one waiter.
+    pub async fn synced(&self) -> Result<(), crate::Error> {
+        self.pods.synced().await?;
+        self.replicasets.synced().await?;
+        self.deployments.synced().await?;
+        self.namespaces.synced().await?;
+        self.serviceaccounts.synced().await?;
+        self.services.synced().await?;
+        self.jobs.synced().await?;
+        Ok(())
+    }
+
     /// The watcher tasks, one per kind some controller uses; each runs until dropped.
     pub fn tasks(&self) -> Vec<BoxFuture<'static, ()>> {
         [
@@ -175,4 +269,102 @@ impl Informers {
 /// Converts a typed object to JSON for patches that replace whole lists.
 pub fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream::{self, SelectAll};
+    use std::time::Duration;
+
+    fn pod(name: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("default".into());
+        p
+    }
+
+    fn names(pods: &[Arc<Pod>]) -> Vec<String> {
+        pods.iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// Every subscription sees the initial list, then each update in order, even an update
+    /// of an object deleted before the subscriber got to it, and keeps delivering after
+    /// that. (kube-runtime's `ReflectHandle` stalls for good inside a `Controller`'s
+    /// `SelectAll` there, which is why the fan-out is ours.)
+    #[tokio::test]
+    async fn subscribers_get_every_update_even_of_objects_already_deleted() {
+        let (tx, rx) = mpsc::channel(16);
+        let deleted = broadcast::channel(16).0;
+        let mut deletions = deleted.subscribe();
+        let events = stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(pod("listed"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(pod("a"))),
+            Ok(watcher::Event::Delete(pod("a"))),
+            Ok(watcher::Event::Apply(pod("b"))),
+        ]);
+        let writer = Writer::new(());
+        let store = writer.as_reader();
+        // The whole stream is applied before the subscriber reads anything: by then `a` is
+        // gone from the store.
+        fan_out(events, writer, vec![tx], deleted).await;
+        let mut stored = names(&store.state());
+        stored.sort();
+        assert_eq!(stored, ["b", "listed"]);
+        let mut triggers = SelectAll::new();
+        triggers.push(subscription(rx));
+        let got = tokio::time::timeout(Duration::from_secs(5), triggers.collect::<Vec<_>>())
+            .await
+            .expect("the subscription ends once the watcher is gone, without stalling");
+        assert_eq!(names(&got), ["listed", "a", "b"]);
+        let gone = deletions.recv().await.expect("deletion");
+        assert_eq!(gone.metadata.name.as_deref(), Some("a"));
+    }
+
+    /// [`Informer::synced`] returns once the initial list is in the store; from then on the
+    /// store's readiness is settled, so any number of reconciles may wait on it at once
+    /// (before that, kube-runtime would wake only the last of them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_synced_every_concurrent_waiter_proceeds() {
+        let url = "http://127.0.0.1:9".parse().expect("url");
+        let client = Client::try_from(kube::Config::new(url)).expect("client");
+        let informer: Informer<Pod> = Informer::new(&client);
+        let store = informer.store();
+        let writer = informer.writer.lock().take().expect("writer");
+        let events = stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(pod("x"))),
+            Ok(watcher::Event::InitDone),
+        ])
+        .chain(stream::pending());
+        let watch = tokio::spawn(fan_out(
+            events,
+            writer,
+            Vec::new(),
+            informer.deleted.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(5), informer.synced())
+            .await
+            .expect("synced in time")
+            .expect("store ready");
+        assert_eq!(names(&store.state()), ["x"]);
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.wait_until_ready().await.is_ok() })
+            })
+            .collect();
+        for w in waiters {
+            let ready = tokio::time::timeout(Duration::from_secs(1), w)
+                .await
+                .expect("woken")
+                .expect("joined");
+            assert!(ready);
+        }
+        watch.abort();
+    }
 }

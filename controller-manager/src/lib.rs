@@ -286,30 +286,38 @@ pub async fn run(
         metrics: &metrics,
         config: &config,
     };
-    let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
     for r in REGISTRY.iter().filter(|r| on(r.name)) {
         match (r.start)(&shared) {
-            Some(task) => tasks.push(task),
+            Some(task) => controllers.push(task),
             None => tracing::error!(
                 controller = r.name,
                 "informers already started; not running"
             ),
         }
     }
+    // The watchers and the HTTP server run from the start; the controllers only once every
+    // informer has listed (see `informers::Informers::synced` for why this matters).
+    let mut background = informers.tasks();
     if let Some(addr) = config.serve {
         let (bound, server) = metrics::serve(addr, metrics.clone()).await?;
         tracing::info!(%bound, "serving /healthz and /metrics");
         on_serving(bound);
-        tasks.push(server.boxed());
+        background.push(server.boxed());
     }
-    tasks.extend(informers.tasks());
     let running: Vec<&str> = controller_names().into_iter().filter(|c| on(c)).collect();
     tracing::info!(controllers = ?running, "controller manager started");
+    let controllers = async {
+        informers.synced().await?;
+        tracing::info!("caches synced; starting controllers");
+        futures::future::join_all(controllers).await;
+        Ok(())
+    };
     tokio::select! {
-        _ = futures::future::join_all(tasks) => {}
-        () = shutdown => {}
+        _ = futures::future::join_all(background) => Ok(()),
+        result = controllers => result,
+        () = shutdown => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
