@@ -407,3 +407,23 @@ async fn large_logs() {
         text.len() / 1_000_000
     );
 }
+
+/// Log rotation (the file at the container's log path replaced by a new one): the follower
+/// finishes the old file and continues with the new one from its start.
+#[tokio::test]
+async fn follow_continues_across_rotation() {
+    let s = Server::start().await;
+    let log = s.path("0.log");
+    let resp = reqwest::get(s.url("default/p1/main?follow=true&tailLines=1"))
+        .await
+        .expect("GET");
+    let mut body = resp.bytes_stream();
+    let mut got = String::new();
+    read_until(&mut body, &mut got, "line 5\n").await;
+    // What rotation does: rename the file, then the runtime reopens a fresh one at the path.
+    append(&log, &record("06", "F", "before rotation"));
+    std::fs::rename(&log, s.path("0.log.20261129-034006")).expect("rotate");
+    write(&log, &record("07", "F", "after rotation"));
+    read_until(&mut body, &mut got, "after rotation\n").await;
+    assert_eq!(got, "line 5\nbefore rotation\nafter rotation\n");
+}
