@@ -217,6 +217,38 @@ impl Cluster {
         run.stdout
     }
 
+    /// Starts kubectl in the background (`logs -f`, `port-forward`) with its stdout fed line
+    /// by line into a channel; kill the child to stop it.
+    pub fn kubectl_lines(
+        &self,
+        args: &[&str],
+    ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+        use std::io::BufRead;
+        let mut child = Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kubectl");
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        (child, rx)
+    }
+
     /// `kubectl apply -f -` with `yaml`; fails the test on error.
     pub fn apply(&self, yaml: &str, extra: &[&str]) -> String {
         let mut args = vec!["apply", "-f", "-"];

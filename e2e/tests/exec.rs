@@ -7,7 +7,7 @@
 //! kubectl must then fall back to SPDY — which these tests check it does.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,35 +217,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Starts kubectl with stdout piped into a channel of lines.
-fn spawn_lines(
-    c: &Cluster,
-    args: &[&str],
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(e2e::kubectl_path())
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env("HOME", c.dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run kubectl");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_exec_attach_port_forward_through_containerd() {
     let cxd = Containerd::start().await.expect("containerd fixture");
@@ -406,7 +377,7 @@ spec:
     );
 
     // attach: the running ticker's output.
-    let (mut child, lines) = spawn_lines(&c, &["attach", "p1", "-c", "ticker"]);
+    let (mut child, lines) = c.kubectl_lines(&["attach", "p1", "-c", "ticker"]);
     let line = lines
         .recv_timeout(Duration::from_secs(30))
         .expect("a line from kubectl attach within 30 s");
@@ -415,7 +386,7 @@ spec:
     let _ = child.wait();
 
     // port-forward to httpd in the pod.
-    let (mut child, lines) = spawn_lines(&c, &["port-forward", "pod/p1", ":8080"]);
+    let (mut child, lines) = c.kubectl_lines(&["port-forward", "pod/p1", ":8080"]);
     let line = lines
         .recv_timeout(Duration::from_secs(30))
         .expect("kubectl port-forward prints where it listens");
@@ -470,7 +441,7 @@ spec:
     );
 
     // `kubectl logs -f` of a container containerd runs follows it until it stops.
-    let (mut child, lines) = spawn_lines(&c, &["logs", "-f", "p1", "-c", "ticker", "--tail=1"]);
+    let (mut child, lines) = c.kubectl_lines(&["logs", "-f", "p1", "-c", "ticker", "--tail=1"]);
     let line = lines
         .recv_timeout(Duration::from_secs(30))
         .expect("a line from kubectl logs -f within 30 s");

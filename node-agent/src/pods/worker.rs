@@ -253,7 +253,7 @@ async fn start_container(
     volumes: &HashMap<String, inputs::Prepared>,
     sources: &mut Sources,
     ips: &PodIps,
-) -> Result<(), (String, String)> {
+) -> Result<String, (String, String)> {
     let image = spec::normalize_image(c.image.as_deref().unwrap_or(""));
     let envs = inputs::resolve_env(pod, c, sources, ips, &ctx.config.node_allocatable)
         .await
@@ -302,7 +302,7 @@ async fn start_container(
         .await
         .map_err(|e| ("RunContainerError".to_string(), e.message().to_string()))?;
     tracing::info!(container = %c.name, id = %created, restart_count, "container started");
-    Ok(())
+    Ok(created)
 }
 
 /// The decision for an exited container: restart now, wait (back-off), or leave it.
@@ -866,15 +866,22 @@ async fn step_container(
     )
     .await
     {
-        Ok(()) => {
+        Ok(id) => {
             ctx.writer
                 .metrics
                 .cri_duration("CreateAndStartContainer", started.elapsed());
             track.error = None;
             track.restart_count = restart_count;
             o.restart_count = restart_count;
-            // Observe the new instance at once so the status says Running without a relist.
-            Step::Wait(Duration::from_millis(50))
+            // Observe the new instance at once, so this sync's status already says Running
+            // (pod start latency is one status write after StartContainer, not a relist).
+            if let Ok(Some((i, _))) = instance(ctx, &id).await {
+                if o.current.as_ref().is_some_and(|c| c.exited) {
+                    o.previous = o.current.take();
+                }
+                o.current = Some(i);
+            }
+            Step::Ok
         }
         Err((reason, message)) => {
             tracing::warn!(container = %c.name, %reason, %message, "container did not start");
