@@ -55,6 +55,8 @@ stop() {
   rm -f "$run"/*.pid
 }
 trap stop EXIT
+# Ctrl-C and kill end the script, which runs `stop` on the way out.
+trap 'exit 130' INT TERM
 
 start() { # name, then the command; logs to $logs/<name>.log
   local name="$1"; shift

@@ -27,7 +27,8 @@ struct Args {
     /// This node's name (default: the hostname).
     #[arg(long)]
     node_name: Option<String>,
-    /// This node's InternalIP (default: the source address of the default route).
+    /// This node's InternalIP (default: --bind-address when that is loopback, otherwise the
+    /// source address of the default route).
     #[arg(long)]
     node_ip: Option<String>,
     /// Simulate N nodes in this process instead of running this machine's node.
@@ -174,7 +175,24 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("importing {}", tarball.display()))?;
         tracing::info!(image = ?names, "imported");
     }
-    let node = node_agent::host::host_node_config(&name, args.node_ip.clone());
+    // The API server reaches the streaming server at the node's InternalIP. That server has
+    // no authentication until the security issue lands, so it listens on loopback by default,
+    // and a node without an explicit --node-ip then advertises that loopback address (a
+    // one-machine cluster); with --node-ip elsewhere, logs/exec need --bind-address to match.
+    let node_ip = match (&args.node_ip, args.bind_address.is_loopback()) {
+        (None, true) => Some(args.bind_address.to_string()),
+        (Some(ip), true) if ip.parse::<IpAddr>().is_ok_and(|ip| !ip.is_loopback()) => {
+            tracing::warn!(
+                node_ip = %ip,
+                bind_address = %args.bind_address,
+                "the streaming server listens on loopback but the node advertises {ip}: the \
+                 API server cannot reach it for logs, exec, attach and port-forward"
+            );
+            Some(ip.clone())
+        }
+        (ip, _) => ip.clone(),
+    };
+    let node = node_agent::host::host_node_config(&name, node_ip);
     let mut config = AgentConfig::new(node, args.container_runtime_endpoint.clone());
     config.layout.root_dir = args.root_dir.clone();
     config.layout.log_dir = args.pod_log_dir.clone();
