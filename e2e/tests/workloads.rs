@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{Backend, Cluster};
-use node_agent::agent::AgentConfig;
 use node_agent::cri::api;
 use node_agent::images::BUSYBOX_IMAGE;
 use node_agent::testing::Containerd;
@@ -80,18 +79,7 @@ async fn a_deployment_runs_on_containerd_and_kubectl_reaches_its_pods() {
     let client = client(&c);
 
     let node = "worker-1";
-    let mut cfg = AgentConfig::new(
-        node_agent::host::host_node_config(node, Some("127.0.0.1".into())),
-        cd.socket().to_path_buf(),
-    );
-    cfg.layout.root_dir = cd.dir().join("agent");
-    cfg.layout.log_dir = cd.dir().join("logs");
-    cfg.layout.cgroup_root = cd.cgroup_root().to_string();
-    cfg.cni.conf_dir = cd.cni_conf_dir().to_path_buf();
-    cfg.cni.bridge = cd.bridge().to_string();
-    cfg.cni.ipam_dir = cd.dir().join("ipam");
-    cfg.default_pod_cidr = cd.pod_cidr().to_string();
-    cfg.server_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    let cfg = cd.agent_config(node);
     let metrics = Arc::new(node_agent::Metrics::new().expect("metrics"));
     let agent = node_agent::agent::start(client.clone(), cfg, metrics)
         .await

@@ -21,7 +21,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kube::Client;
-use node_agent::agent::AgentConfig;
 use node_agent::cri::api;
 use node_agent::images::{BUSYBOX_IMAGE, PAUSE_IMAGE};
 use node_agent::testing::Containerd;
@@ -232,16 +231,7 @@ async fn main() {
         Client::try_from(kube::Config::new(cluster.url().parse().expect("url"))).expect("client");
     let cd = Containerd::start().await.expect("containerd");
     let node_name = "bench-node";
-    let mut node = node_agent::host::host_node_config(node_name, Some("127.0.0.1".into()));
-    node.pod_cidr = None;
-    let mut cfg = AgentConfig::new(node, cd.socket().to_path_buf());
-    cfg.layout.root_dir = cd.dir().join("agent");
-    cfg.layout.log_dir = cd.dir().join("logs");
-    cfg.layout.cgroup_root = cd.cgroup_root().to_string();
-    cfg.cni.conf_dir = cd.cni_conf_dir().to_path_buf();
-    cfg.cni.bridge = cd.bridge().to_string();
-    cfg.cni.ipam_dir = cd.dir().join("ipam");
-    cfg.default_pod_cidr = cd.pod_cidr().to_string();
+    let mut cfg = cd.agent_config(node_name);
     cfg.server_addr = None;
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let agent = node_agent::agent::start(client.clone(), cfg, metrics)

@@ -163,6 +163,24 @@ impl Containerd {
         Ok(())
     }
 
+    /// A node agent configuration for node `name` that runs its pods on this containerd with
+    /// the fixture's bridge, pod CIDR, cgroup parent and scratch directories, advertising
+    /// 127.0.0.1 with its streaming server on a free loopback port.
+    pub fn agent_config(&self, name: &str) -> crate::agent::AgentConfig {
+        let mut node = crate::host::host_node_config(name, Some("127.0.0.1".into()));
+        node.pod_cidr = None;
+        let mut cfg = crate::agent::AgentConfig::new(node, self.socket.clone());
+        cfg.layout.root_dir = self.dir().join("agent");
+        cfg.layout.log_dir = self.dir().join("pod-logs");
+        cfg.layout.cgroup_root = self.cgroup_root().to_string();
+        cfg.cni.conf_dir = self.cni_conf_dir.clone();
+        cfg.cni.bridge = self.bridge().to_string();
+        cfg.cni.ipam_dir = self.dir().join("cni-ipam");
+        cfg.default_pod_cidr = self.pod_cidr.clone();
+        cfg.server_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        cfg
+    }
+
     /// containerd's gRPC (CRI) socket.
     pub fn socket(&self) -> &Path {
         &self.socket

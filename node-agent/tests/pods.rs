@@ -32,16 +32,7 @@ struct TestNode {
 }
 
 fn agent_config(cd: &Containerd, name: &str) -> AgentConfig {
-    let mut node = node_agent::host::host_node_config(name, Some("127.0.0.1".into()));
-    node.pod_cidr = None;
-    let mut cfg = AgentConfig::new(node, cd.socket().to_path_buf());
-    cfg.layout.root_dir = cd.dir().join("agent");
-    cfg.layout.log_dir = cd.dir().join("pods-logs");
-    cfg.layout.cgroup_root = cd.cgroup_root().to_string();
-    cfg.cni.conf_dir = cd.cni_conf_dir().to_path_buf();
-    cfg.cni.bridge = cd.bridge().to_string();
-    cfg.cni.ipam_dir = cd.dir().join("cni-ipam");
-    cfg.default_pod_cidr = cd.pod_cidr().to_string();
+    let mut cfg = cd.agent_config(name);
     cfg.timing = Timing {
         lease_duration_seconds: 40,
         renew_interval: Duration::from_secs(2),
@@ -49,7 +40,6 @@ fn agent_config(cd: &Containerd, name: &str) -> AgentConfig {
     };
     cfg.sync_period = Duration::from_millis(300);
     cfg.initial_backoff = Duration::from_secs(2);
-    cfg.server_addr = Some("127.0.0.1:0".parse().expect("addr"));
     cfg
 }
 
@@ -219,7 +209,7 @@ impl TestNode {
         })
         .await;
         let mut left = Vec::new();
-        let logs = self.containerd.dir().join("pods-logs");
+        let logs = self.containerd.dir().join("pod-logs");
         if let Ok(d) = std::fs::read_dir(&logs) {
             left.extend(
                 d.filter_map(Result::ok)
@@ -414,7 +404,7 @@ async fn a_busybox_pod_runs_with_env_volumes_and_a_pod_ip() {
         .await;
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     // The log file has the container's output in CRI format.
-    let logs = n.containerd.dir().join("pods-logs");
+    let logs = n.containerd.dir().join("pod-logs");
     let log = std::fs::read_dir(&logs)
         .expect("log dir")
         .filter_map(Result::ok)
