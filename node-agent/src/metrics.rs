@@ -21,8 +21,10 @@ pub struct Metrics {
     pub nodes: IntGauge,
     /// Simulated pods currently in phase Running.
     pub pods_running: IntGauge,
-    /// From the pod's `creationTimestamp` to the status write that made it Running: what a
-    /// scale test wants to know (scheduling + binding + this agent's queueing).
+    /// Pods a real node currently runs (one worker each).
+    pub pods: IntGauge,
+    /// From the pod's `creationTimestamp` to the status write that made it Running: scheduling,
+    /// binding and this agent's work (for a real node: sandbox, image, container start).
     pub pod_start_seconds: Histogram,
     /// CRI call durations by operation (RunPodSandbox, CreateAndStartContainer, ...).
     pub cri_seconds: HistogramVec,
@@ -46,6 +48,10 @@ impl Metrics {
             "cox_node_agent_simulated_pods_running",
             "Simulated pods currently in phase Running.",
         )?;
+        let pods = IntGauge::new(
+            "cox_node_agent_pods",
+            "Pods this (real) node agent currently runs.",
+        )?;
         let pod_start_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "cox_node_agent_pod_start_duration_seconds",
@@ -65,12 +71,14 @@ impl Metrics {
         registry.register(Box::new(api_writes.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
         registry.register(Box::new(pods_running.clone()))?;
+        registry.register(Box::new(pods.clone()))?;
         registry.register(Box::new(pod_start_seconds.clone()))?;
         Ok(Metrics {
             registry,
             api_writes,
             nodes,
             pods_running,
+            pods,
             pod_start_seconds,
             cri_seconds,
         })

@@ -446,6 +446,14 @@ async fn restarts_back_off_completion_and_missing_images() {
     }))
     .await;
 
+    // Stopped and Failed once activeDeadlineSeconds runs out.
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "deadline"},
+        "spec": {"activeDeadlineSeconds": 2, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": busybox(), "command": ["sleep", "3600"]}]}
+    }))
+    .await;
+
     n.pod_until("crasher", "CrashLoopBackOff after a restart", |p| {
         let cs = p
             .status
@@ -491,6 +499,15 @@ async fn restarts_back_off_completion_and_missing_images() {
         let term = cs.state.as_ref()?.terminated.as_ref()?;
         (st.phase.as_deref() == Some("Failed") && term.exit_code == 1 && cs.restart_count == 0)
             .then_some(())
+    })
+    .await;
+    n.pod_until("deadline", "phase Failed with DeadlineExceeded", |p| {
+        let st = p.status.as_ref()?;
+        let cs = st.container_statuses.as_ref()?.first()?;
+        (st.phase.as_deref() == Some("Failed")
+            && st.reason.as_deref() == Some("DeadlineExceeded")
+            && cs.state.as_ref()?.terminated.is_some())
+        .then_some(())
     })
     .await;
     let msg = n
@@ -546,6 +563,11 @@ async fn graceful_delete_sends_sigterm_and_agent_restart_readopts() {
         pod.status.and_then(|s| s.container_statuses).expect("cs")[0].restart_count,
         0
     );
+
+    // containerd restarts: nothing is lost, the agent carries on with the same container.
+    n.containerd.restart().await.expect("containerd restarts");
+    n.running("graceful").await;
+    assert_eq!(n.container_id("graceful", "c").await, before);
 
     n.delete("graceful", 30).await;
     let term = std::fs::read_to_string(marker_dir.join("term")).expect("the container saw SIGTERM");

@@ -161,6 +161,7 @@ pub async fn run(
             }
         };
         workers.retain(|_, tx| !tx.is_closed());
+        ctx.writer.metrics.pods.set(workers.len() as i64);
         match event {
             watcher::Event::Init => listing = Some(Vec::new()),
             watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {

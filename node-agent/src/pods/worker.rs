@@ -38,6 +38,10 @@ struct WorkerState {
     start_time: Option<String>,
     terminal: bool,
     prober: super::probe::Prober,
+    /// `activeDeadlineSeconds` ran out: the pod was stopped and is Failed for good.
+    deadline_exceeded: bool,
+    /// The pod start latency was recorded (once, at the first Running status).
+    start_recorded: bool,
     /// Instances being stopped after a failed liveness/startup probe.
     killing: std::collections::HashSet<String>,
 }
@@ -391,6 +395,29 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
         );
     }
     let mut next = ctx.config.sync_period;
+    if let (Some(limit), false) = (pspec.active_deadline_seconds, st.terminal) {
+        let started = st
+            .start_time
+            .as_deref()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        if let Some(started) = started {
+            let active = k8s_openapi::jiff::Timestamp::now().duration_since(started);
+            let left = limit as f64 - active.as_secs_f64();
+            if left <= 0.0 {
+                tracing::info!(limit, "activeDeadlineSeconds exceeded; stopping the pod");
+                stop_all(
+                    ctx,
+                    &uid,
+                    pspec.termination_grace_period_seconds.unwrap_or(30),
+                )
+                .await;
+                st.deadline_exceeded = true;
+                st.terminal = true;
+            } else {
+                next = next.min(Duration::from_secs_f64(left));
+            }
+        }
+    }
     let mut ips = PodIps {
         host_ip: ctx.config.node_ip.clone(),
         pod_ip: String::new(),
@@ -645,7 +672,11 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
 
     // Status.
     let only: Vec<Observed> = observed.iter().map(|(_, o)| o.clone()).collect();
-    let phase = status::phase(pod, init_done, init_failed, &only);
+    let phase = if st.deadline_exceeded {
+        "Failed"
+    } else {
+        status::phase(pod, init_done, init_failed, &only)
+    };
     let statuses: Vec<Value> = observed
         .iter()
         .map(|(c, o)| status::container_status(c, o, ""))
@@ -700,12 +731,25 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
         status["podIP"] = json!(prev);
         status["podIPs"] = json!([{"ip": prev}]);
     }
-    if let Some(m) = &sandbox_message {
+    if st.deadline_exceeded {
+        status["reason"] = json!("DeadlineExceeded");
+        status["message"] = json!("Pod was active on the node longer than the specified deadline");
+    } else if let Some(m) = &sandbox_message {
         status["message"] = json!(m);
     } else if let Err(m) = &volumes {
         status["message"] = json!(m);
     }
     write_status(ctx, pod, st, status).await?;
+    if phase == "Running" && !st.start_recorded {
+        st.start_recorded = true;
+        if let Some(created) = &pod.metadata.creation_timestamp {
+            let waited = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+            ctx.writer
+                .metrics
+                .pod_start_seconds
+                .observe(waited.as_secs_f64().max(0.0));
+        }
+    }
 
     if terminal && !st.terminal {
         // Upstream stops the sandbox of a finished pod (network and pause container go) and
@@ -958,6 +1002,37 @@ async fn write_status(
         // The pod went away meanwhile: the watch will tell the worker.
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Stops every running container of the pod and its sandbox (containers stay for logs).
+async fn stop_all(ctx: &Ctx, uid: &str, grace: i64) {
+    let all = containers(ctx, uid).await.unwrap_or_default();
+    let stops = all
+        .iter()
+        .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+        .map(|c| {
+            let mut runtime = ctx.cri.runtime.clone();
+            let id = c.id.clone();
+            async move {
+                let _ = runtime
+                    .stop_container(api::StopContainerRequest {
+                        container_id: id,
+                        timeout: grace,
+                    })
+                    .await;
+            }
+        });
+    futures::future::join_all(stops).await;
+    for sb in sandboxes(ctx, uid).await.unwrap_or_default() {
+        let _ = ctx
+            .cri
+            .runtime
+            .clone()
+            .stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: sb.id,
+            })
+            .await;
     }
 }
 
