@@ -103,6 +103,28 @@ pub async fn start(
 ) -> Result<Agent, Error> {
     let cri = Cri::connect(&config.runtime_endpoint).await?;
     config.node.node_info.container_runtime_version = cri.version().await?;
+    // `status.images` feeds the scheduler's ImageLocality; read once at start.
+    match cri
+        .images
+        .clone()
+        .list_images(crate::cri::api::ListImagesRequest { filter: None })
+        .await
+    {
+        Ok(r) => {
+            config.node.images = r
+                .into_inner()
+                .images
+                .into_iter()
+                .map(|i| {
+                    let names = i.repo_tags.into_iter().chain(i.repo_digests).collect();
+                    (names, i.size as i64)
+                })
+                .collect();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message(), "ListImages failed; node status lists no images")
+        }
+    }
     let state = Arc::new(RuntimeState::default());
     let mut tasks = Vec::new();
 

@@ -367,6 +367,19 @@ async fn a_busybox_pod_runs_with_env_volumes_and_a_pod_ip() {
         );
     }
 
+    // The node lists its images for the scheduler's ImageLocality.
+    let node: Node = Api::all(client.clone())
+        .get("cri-node-a")
+        .await
+        .expect("node");
+    let images = node.status.and_then(|s| s.images).unwrap_or_default();
+    assert!(
+        images
+            .iter()
+            .any(|i| i.names.iter().flatten().any(|n| n == busybox())),
+        "{images:?}"
+    );
+
     let (code, env, _) = n.exec("web", "main", &["env"]).await;
     assert_eq!(code, 0);
     let env: HashMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
