@@ -37,8 +37,13 @@ pub struct PodsConfig {
     pub layout: Layout,
     /// The node's InternalIP (`status.hostIP`).
     pub node_ip: String,
-    /// Relist period while a pod has something to watch for.
+    /// How often one node-wide relist (ListPodSandbox + ListContainers) looks for runtime
+    /// changes (a container exited, a sandbox died) and wakes the pods concerned — kubelet's
+    /// PLEG: two CRI calls per period for the whole node instead of several per pod.
     pub sync_period: Duration,
+    /// Every pod is also synced this often even when nothing seems to change (configMap
+    /// volume refresh, missed events).
+    pub resync_period: Duration,
     /// First restart back-off after the immediate restart (doubles to `max_backoff`).
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
@@ -53,6 +58,7 @@ impl PodsConfig {
             layout,
             node_ip,
             sync_period: Duration::from_secs(1),
+            resync_period: Duration::from_secs(10),
             initial_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             allow_privileged: false,
@@ -149,6 +155,10 @@ pub async fn run(
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut stream = watcher::watcher(pods, wc).boxed();
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let nudges: Nudges = Arc::new(parking_lot::Mutex::new(HashMap::new()));
+    let relister = tokio::spawn(relist(ctx.clone(), nudges.clone()));
+    // The relister lives as long as this loop.
+    let _relister = AbortOnDrop(relister);
     let mut listing: Option<Vec<String>> = None;
     let mut orphans_checked = false;
     while let Some(event) = stream.next().await {
@@ -161,6 +171,7 @@ pub async fn run(
             }
         };
         workers.retain(|_, tx| !tx.is_closed());
+        nudges.lock().retain(|uid, _| workers.contains_key(uid));
         ctx.writer.metrics.pods.set(workers.len() as i64);
         match event {
             watcher::Event::Init => listing = Some(Vec::new()),
@@ -177,7 +188,9 @@ pub async fn run(
                     }
                     None => {
                         let (tx, rx) = watch::channel(Some(pod));
-                        tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx));
+                        let nudge = Arc::new(tokio::sync::Notify::new());
+                        nudges.lock().insert(uid.clone(), nudge.clone());
+                        tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx, nudge));
                         workers.insert(uid, tx);
                     }
                 }
@@ -208,6 +221,89 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+type Nudges = Arc<parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>;
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The node-wide relist: every `sync_period`, one ListPodSandbox and one ListContainers of
+/// this node's runtime objects; a pod whose sandboxes' or containers' ids or states changed
+/// since the previous relist has its worker woken.
+async fn relist(ctx: Arc<Ctx>, nudges: Nudges) {
+    let selector = HashMap::from([(
+        spec::LABEL_MANAGED_BY.to_string(),
+        ctx.config.layout.node_name.clone(),
+    )]);
+    let mut last: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+    let mut tick = tokio::time::interval(ctx.config.sync_period.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sandboxes = ctx
+            .cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(api::ListPodSandboxRequest {
+                filter: Some(api::PodSandboxFilter {
+                    label_selector: selector.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        let containers = ctx
+            .cri
+            .runtime
+            .clone()
+            .list_containers(api::ListContainersRequest {
+                filter: Some(api::ContainerFilter {
+                    label_selector: selector.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        let (Ok(sandboxes), Ok(containers)) = (sandboxes, containers) else {
+            tracing::debug!("relist failed; retrying at the next period");
+            continue;
+        };
+        let mut now: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+        for sb in sandboxes.into_inner().items {
+            if let Some(uid) = sb.labels.get(spec::LABEL_POD_UID) {
+                now.entry(uid.clone())
+                    .or_default()
+                    .push((sb.id, 100 + sb.state));
+            }
+        }
+        for c in containers.into_inner().containers {
+            if let Some(uid) = c.labels.get(spec::LABEL_POD_UID) {
+                now.entry(uid.clone()).or_default().push((c.id, c.state));
+            }
+        }
+        for sig in now.values_mut() {
+            sig.sort();
+        }
+        let changed: Vec<&String> = now
+            .iter()
+            .filter(|(uid, sig)| last.get(*uid) != Some(sig))
+            .map(|(uid, _)| uid)
+            .chain(last.keys().filter(|uid| !now.contains_key(*uid)))
+            .collect();
+        if !changed.is_empty() {
+            let nudges = nudges.lock();
+            for uid in changed {
+                if let Some(n) = nudges.get(uid) {
+                    n.notify_one();
+                }
+            }
+        }
+        last = now;
+    }
 }
 
 /// Tears down sandboxes this node's agent created for pods that no longer exist (deleted

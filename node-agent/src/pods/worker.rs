@@ -18,6 +18,10 @@ use super::{Ctx, PodEntry};
 use crate::cri::{api, cri_err};
 use crate::Error;
 
+/// How soon a step that failed for a reason outside the runtime's state (a missing
+/// ConfigMap, a sandbox that could not start) is retried; the relist would not notice.
+const RETRY: Duration = Duration::from_secs(2);
+
 /// Per-container memory of the worker (what CRI does not keep).
 #[derive(Default)]
 struct Track {
@@ -46,7 +50,12 @@ struct WorkerState {
     killing: std::collections::HashSet<String>,
 }
 
-pub(crate) async fn run(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Option<Pod>>) {
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    uid: String,
+    mut rx: watch::Receiver<Option<Pod>>,
+    relisted: Arc<tokio::sync::Notify>,
+) {
     let mut st = WorkerState::default();
     loop {
         let pod = rx.borrow_and_update().clone();
@@ -73,6 +82,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Opti
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(next) => {}
             _ = nudge.notified() => {}
+            _ = relisted.notified() => {}
         }
     }
 }
@@ -394,7 +404,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
                 .unwrap_or_else(now_rfc3339),
         );
     }
-    let mut next = ctx.config.sync_period;
+    let mut next = ctx.config.resync_period;
     if let (Some(limit), false) = (pspec.active_deadline_seconds, st.terminal) {
         let started = st
             .start_time
@@ -876,13 +886,13 @@ async fn step_container(
     }
     let Some(sandbox_id) = sandbox_id else {
         o.waiting = Some(("ContainerCreating".into(), String::new()));
-        return Step::Ok;
+        return Step::Wait(RETRY);
     };
     let volumes = match volumes {
         Ok(v) => v,
         Err(_) => {
             o.waiting = Some(("ContainerCreating".into(), String::new()));
-            return Step::Ok;
+            return Step::Wait(RETRY);
         }
     };
     let image = spec::normalize_image(c.image.as_deref().unwrap_or(""));
@@ -931,7 +941,7 @@ async fn step_container(
             tracing::warn!(container = %c.name, %reason, %message, "container did not start");
             track.error = Some((reason.clone(), message.clone()));
             o.waiting = Some((reason, message));
-            Step::Ok
+            Step::Wait(RETRY)
         }
     }
 }
