@@ -187,6 +187,23 @@ async fn a_deployment_runs_on_containerd_and_kubectl_reaches_its_pods() {
         run.stderr
     );
 
+    // exec -it: a terminal end to end (`script`, from Debian's essential bsdutils, gives
+    // kubectl a pty of its own).
+    let cmd = format!(
+        "{} --kubeconfig {} exec -it {pod} -- tty",
+        e2e::kubectl_path().display(),
+        c.kubeconfig().display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("HOME", c.dir())
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let out = String::from_utf8_lossy(&tty.stdout);
+    assert!(out.contains("/dev/pts/"), "exec -it has no terminal: {out}");
+
     // port-forward, then an HTTP GET on 127.0.0.1
     let (mut pf, lines) = c.kubectl_lines(&["port-forward", &format!("pod/{pod}"), ":8080"]);
     let line = recv_until(&lines, "Forwarding from", |l| {
