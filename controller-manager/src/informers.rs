@@ -32,9 +32,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
 use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -218,6 +218,12 @@ pub struct Informers {
     pub services: Informer<Service>,
     /// Jobs.
     pub jobs: Informer<Job>,
+    /// Nodes.
+    pub nodes: Informer<Node>,
+    /// DaemonSets.
+    pub daemonsets: Informer<DaemonSet>,
+    /// StatefulSets.
+    pub statefulsets: Informer<StatefulSet>,
 }
 
 impl Informers {
@@ -231,6 +237,9 @@ impl Informers {
             serviceaccounts: Informer::new(client),
             services: Informer::new(client),
             jobs: Informer::new(client),
+            nodes: Informer::new(client),
+            daemonsets: Informer::new(client),
+            statefulsets: Informer::new(client),
         }
     }
 
@@ -246,6 +255,9 @@ impl Informers {
         self.serviceaccounts.synced().await?;
         self.services.synced().await?;
         self.jobs.synced().await?;
+        self.nodes.synced().await?;
+        self.daemonsets.synced().await?;
+        self.statefulsets.synced().await?;
         Ok(())
     }
 
@@ -259,6 +271,9 @@ impl Informers {
             self.serviceaccounts.task(),
             self.services.task(),
             self.jobs.task(),
+            self.nodes.task(),
+            self.daemonsets.task(),
+            self.statefulsets.task(),
         ]
         .into_iter()
         .flatten()

@@ -169,6 +169,18 @@ pub static REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        name: controllers::daemonset::NAME,
+        start: |s| {
+            controllers::daemonset::controller(s.client.clone(), s.informers, s.metrics.clone())
+        },
+    },
+    Registration {
+        name: controllers::statefulset::NAME,
+        start: |s| {
+            controllers::statefulset::controller(s.client.clone(), s.informers, s.metrics.clone())
+        },
+    },
+    Registration {
         name: controllers::podgc::NAME,
         start: |s| {
             controllers::podgc::controller(
