@@ -3,8 +3,9 @@
 #   - installs what it needs from Debian if missing (containerd, runc, CNI plugins,
 #     busybox-static, protoc, iproute2, iptables);
 #   - builds the release binaries and the local busybox/pause images (no registry needed);
-#   - starts a private containerd (deploy/containerd/config.toml), cox-apiserver (embedded
-#     store under $COX_DATA_DIR), cox-scheduler, cox-controller-manager and cox-node-agent;
+#   - starts a private containerd (deploy/containerd/config.toml) and `coxswain up`: the API
+#     server (embedded store under $COX_DATA_DIR), scheduler, controller manager and node agent
+#     in one process;
 #   - waits for the node to be Ready, applies deploy/examples/ and prints what to try.
 # It stays in the foreground; Ctrl-C stops every component (containers keep their state and a
 # second run re-adopts them; objects survive in the data directory). Running it twice is safe:
@@ -32,7 +33,7 @@ fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
 
 echo "==> building (release)"
-cargo build --release -q -p apiserver -p scheduler -p controller-manager -p node-agent
+cargo build --release -q -p coxswain
 bin="$root_dir/target/release"
 
 $sudo mkdir -p "$data" "$logs" "$run" /etc/coxswain/containerd /etc/coxswain/cni/net.d
@@ -58,36 +59,28 @@ trap stop EXIT
 # Ctrl-C and kill end the script, which runs `stop` on the way out.
 trap 'exit 130' INT TERM
 
-start() { # name, then the command; logs to $logs/<name>.log
-  local name="$1"; shift
-  "$@" >"$logs/$name.log" 2>&1 &
-  pids+=("$!")
-  echo "$!" >"$run/$name.pid"
-  echo "    $name (pid $!, log $logs/$name.log)"
-}
-
 echo "==> starting containerd"
 cp "$root_dir/deploy/containerd/config.toml" /etc/coxswain/containerd/config.toml
 sock="$run/containerd/containerd.sock"
 if ! ctr -a "$sock" version >/dev/null 2>&1; then
-  start containerd containerd --config /etc/coxswain/containerd/config.toml
+  containerd --config /etc/coxswain/containerd/config.toml >"$logs/containerd.log" 2>&1 &
+  pids+=("$!"); echo "$!" >"$run/containerd.pid"
   for _ in $(seq 100); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
-echo "==> starting the control plane on 127.0.0.1:$port (data in $data)"
+# The whole cluster in one process: API server (embedded store), scheduler, controller
+# manager and the node agent on that containerd.
 kubeconfig="$data/kubeconfig"
-start apiserver "$bin/cox-apiserver" --data-dir "$data" --port "$port" --write-kubeconfig "$kubeconfig"
-for _ in $(seq 300); do
+rm -f "$kubeconfig"
+"$bin/coxswain" up --data-dir "$data" --port "$port" --container-runtime-endpoint "$sock" \
+  --import-image "$data/images/pause.tar" --import-image "$data/images/busybox.tar" \
+  2> >(tee "$logs/coxswain.log" >&2) &
+pids+=("$!"); echo "$!" >"$run/coxswain.pid"
+for _ in $(seq 600); do
   [ -s "$kubeconfig" ] && kubectl --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1 && break
   sleep 0.1
 done
 export KUBECONFIG="$kubeconfig"
-start scheduler "$bin/cox-scheduler" --kubeconfig "$kubeconfig"
-start controller-manager "$bin/cox-controller-manager" --kubeconfig "$kubeconfig"
-echo "==> starting the node agent"
-start node-agent "$bin/cox-node-agent" --kubeconfig "$kubeconfig" \
-  --container-runtime-endpoint "$sock" \
-  --import-image "$data/images/pause.tar" --import-image "$data/images/busybox.tar"
 
 node="$(hostname)"
 echo "==> waiting for node $node to be Ready"

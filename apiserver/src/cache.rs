@@ -239,7 +239,11 @@ pub struct Subscription {
 
 impl WatchCache {
     /// Loads every object and starts following the store. Returns once the cache is ready.
-    pub async fn start(storage: Arc<dyn Storage>) -> Result<Arc<Self>, storage::Error> {
+    /// Loads the cache and starts following storage. The returned task ends once the cache
+    /// is dropped and its storage watch released (what a clean stop waits for).
+    pub async fn start(
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), storage::Error> {
         let (revision_tx, _) = watch::channel(0);
         let (epoch, _) = watch::channel(0);
         let cache = Arc::new(WatchCache {
@@ -257,13 +261,13 @@ impl WatchCache {
         let stream = cache.load().await?;
         let follower = Arc::downgrade(&cache);
         let dropped = cache.dropped.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             tokio::select! {
                 _ = follow(follower, stream) => {}
                 _ = dropped.cancelled() => {}
             }
         });
-        Ok(cache)
+        Ok((cache, task))
     }
 
     /// Lists everything into the cache and opens the storage watch after that list.

@@ -112,13 +112,25 @@ pub struct Running {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Gone once every request has finished with the server's state.
+    state: std::sync::Weak<State>,
+    /// The watch cache's storage follower: ends once the cache is dropped.
+    follower: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops accepting, ends open watches and waits for the server task.
+    /// Stops accepting, ends open watches, waits for the server task and for the storage to
+    /// be released (the embedded store's file can be opened again when this returns).
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        // Handlers still finishing hold the state (and through it the storage); the shutdown
+        // token has ended the long-running ones, so this is short.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.state.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let _ = self.follower.await;
     }
 
     /// Resolves when the server has stopped.
@@ -152,7 +164,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let storage = open_storage(&config.storage).await?;
     let (net, prefix) = config.service_cluster_ip_range;
-    let cache = cache::WatchCache::start(storage.clone()).await?;
+    let (cache, follower) = cache::WatchCache::start(storage.clone()).await?;
     events::spawn_sweeper(&cache, config.event_ttl);
     let registry = Registry::new(storage, Allocators::new(net, prefix), cache.clone());
     registry
@@ -184,6 +196,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
     }
+    let weak_state = Arc::downgrade(&state);
     let app = router(state);
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -197,6 +210,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr,
         shutdown,
         task,
+        state: weak_state,
+        follower,
     })
 }
 

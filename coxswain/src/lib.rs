@@ -1,0 +1,227 @@
+//! `coxswain`: every component in one process, as k3s does — the API server (embedded store or
+//! etcd), the scheduler, the controller manager and, when containerd answers, a node agent.
+//! The per-component binaries stay; all of them run the same library `start`/`run`
+//! functions, so this crate is only wiring.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+/// Why a component could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("API server: {0}")]
+    ApiServer(#[from] apiserver::StartError),
+    #[error("scheduler: {0}")]
+    Scheduler(#[from] scheduler::Error),
+    #[error("node agent: {0}")]
+    NodeAgent(#[from] node_agent::Error),
+    #[error("API client: {0}")]
+    Client(String),
+}
+
+/// What `coxswain up` / `coxswain server` run.
+#[derive(Clone, Debug)]
+pub struct UpConfig {
+    /// Embedded store and kubeconfig live here.
+    pub data_dir: PathBuf,
+    /// etcd endpoints; empty uses the embedded store.
+    pub etcd_servers: Vec<String>,
+    /// The API server's port on 127.0.0.1 (0 picks one).
+    pub port: u16,
+    pub service_cluster_ip_range: (Ipv4Addr, u8),
+    /// `None` runs the control plane only (`coxswain server`).
+    pub agent: Option<AgentOptions>,
+}
+
+/// The node agent part of `up` and `coxswain agent`.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub node_name: String,
+    pub container_runtime_endpoint: PathBuf,
+    /// OCI tarballs imported into containerd first (the local busybox and pause images).
+    pub import_images: Vec<PathBuf>,
+    /// The full agent configuration, when the defaults (production paths, loopback streaming
+    /// port 10250) do not fit: tests point it at a private containerd.
+    pub agent_config: Option<node_agent::agent::AgentConfig>,
+}
+
+/// A running cluster; dropping it stops every component (pods keep running).
+pub struct Up {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    /// Whether a node agent runs (containerd answered).
+    pub node: Option<String>,
+    apiserver: Option<apiserver::Running>,
+    _scheduler: scheduler::Running,
+    controller_manager: JoinHandle<()>,
+    _agent: Option<node_agent::agent::Agent>,
+}
+
+impl Up {
+    /// Stops every component; the API server last, after in-flight requests.
+    pub async fn stop(mut self) {
+        self.controller_manager.abort();
+        self._agent.take();
+        if let Some(a) = self.apiserver.take() {
+            a.stop().await;
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.controller_manager.abort();
+        if let Some(a) = &self.apiserver {
+            a.shutdown_token().cancel();
+        }
+    }
+}
+
+/// A progress line for the user (`coxswain up` prints them; tests ignore them).
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+fn client(url: &str) -> Result<kube::Client, Error> {
+    let uri = url
+        .parse()
+        .map_err(|e| Error::Client(format!("{url}: {e}")))?;
+    kube::Client::try_from(kube::Config::new(uri)).map_err(|e| Error::Client(e.to_string()))
+}
+
+/// Starts the API server, the scheduler, the controller manager and (if configured and
+/// containerd answers) a node agent, reporting each step through `progress`.
+pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
+    let storage = if config.etcd_servers.is_empty() {
+        apiserver::StorageConfig::Embedded {
+            data_dir: config.data_dir.clone(),
+        }
+    } else {
+        apiserver::StorageConfig::Etcd {
+            endpoints: config.etcd_servers.clone(),
+        }
+    };
+    let kubeconfig = config.data_dir.join("kubeconfig");
+    progress("starting the API server");
+    let running = apiserver::start(apiserver::Config {
+        storage,
+        bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: config.port,
+        service_cluster_ip_range: config.service_cluster_ip_range,
+        write_kubeconfig: Some(kubeconfig.clone()),
+        event_ttl: Duration::from_secs(3600),
+    })
+    .await?;
+    let url = format!("http://{}", running.addr);
+    progress(&format!("API server ready at {url}"));
+    let client = client(&url)?;
+
+    progress("starting the scheduler");
+    let sched = scheduler::start(scheduler::Config {
+        client: client.clone(),
+        scheduler_name: "default-scheduler".into(),
+        configuration: scheduler::SchedulerConfiguration::default(),
+        // One process holds every component: nothing to elect between.
+        leader_election: None,
+        health_addr: None,
+        identity: "coxswain".into(),
+        out_of_tree: Vec::new(),
+    })
+    .await?;
+    progress("starting the controller manager");
+    let cm_client = client.clone();
+    let controller_manager = tokio::spawn(async move {
+        let config = controller_manager::Config::new(cm_client);
+        if let Err(e) = controller_manager::run(config, std::future::pending(), |_| {}).await {
+            tracing::error!(error = %e, "the controller manager stopped");
+        }
+    });
+
+    let mut agent = None;
+    let mut node = None;
+    if let Some(opts) = config.agent {
+        match start_agent(client, &opts, &progress).await {
+            Ok(a) => {
+                node = Some(opts.node_name.clone());
+                agent = Some(a);
+            }
+            Err(AgentStart::Unreachable(e)) => progress(&format!(
+                "containerd is not reachable at {} ({e}): running the control plane without a \
+                 node. Start containerd with deploy/containerd/config.toml \
+                 (`containerd --config deploy/containerd/config.toml`) and run `coxswain up` again, \
+                 or join a node with `coxswain agent`.",
+                opts.container_runtime_endpoint.display()
+            )),
+            Err(AgentStart::Failed(e)) => return Err(e.into()),
+        }
+    }
+    Ok(Up {
+        url,
+        kubeconfig,
+        node,
+        apiserver: Some(running),
+        _scheduler: sched,
+        controller_manager,
+        _agent: agent,
+    })
+}
+
+enum AgentStart {
+    /// The runtime socket does not answer: `up` goes on without a node.
+    Unreachable(String),
+    Failed(node_agent::Error),
+}
+
+async fn start_agent(
+    client: kube::Client,
+    opts: &AgentOptions,
+    progress: &Progress,
+) -> Result<node_agent::agent::Agent, AgentStart> {
+    let socket = &opts.container_runtime_endpoint;
+    let cri = node_agent::cri::Cri::connect(socket)
+        .await
+        .map_err(|e| AgentStart::Unreachable(e.to_string()))?;
+    cri.version()
+        .await
+        .map_err(|e| AgentStart::Unreachable(e.to_string()))?;
+    for tarball in &opts.import_images {
+        progress(&format!("importing {}", tarball.display()));
+        node_agent::images::import(socket, tarball)
+            .await
+            .map_err(AgentStart::Failed)?;
+    }
+    progress(&format!(
+        "starting the node agent for node {}",
+        opts.node_name
+    ));
+    let config = opts.agent_config.clone().unwrap_or_else(|| {
+        let node = node_agent::host::host_node_config(&opts.node_name, Some("127.0.0.1".into()));
+        node_agent::agent::AgentConfig::new(node, socket.clone())
+    });
+    let metrics = Arc::new(node_agent::Metrics::new().map_err(AgentStart::Failed)?);
+    node_agent::agent::start(client, config, metrics)
+        .await
+        .map_err(AgentStart::Failed)
+}
+
+/// `coxswain agent`: a node agent joining the API server at `server`.
+pub async fn agent(
+    server: &str,
+    opts: AgentOptions,
+    progress: Progress,
+) -> Result<node_agent::agent::Agent, Error> {
+    let client = client(server)?;
+    match start_agent(client, &opts, &progress).await {
+        Ok(a) => Ok(a),
+        Err(AgentStart::Unreachable(e)) => {
+            Err(Error::NodeAgent(node_agent::Error::Config(format!(
+                "containerd is not reachable at {}: {e}",
+                opts.container_runtime_endpoint.display()
+            ))))
+        }
+        Err(AgentStart::Failed(e)) => Err(e.into()),
+    }
+}
