@@ -82,10 +82,12 @@ async fn agent_on(client: &Client, nodes: &[&str]) -> BTreeMap<String, Vec<Pod>>
             let client = client.clone();
             let dss = dss.clone();
             async move {
+                // Status first: once it is settled nothing changes, so the pods read after
+                // it show the state it describes.
+                let ds = dss.get("agent").await.ok()?;
                 let pods = agent_pods(&client).await;
                 let names: Vec<&str> = pods.keys().map(String::as_str).collect();
                 let one_each = names == nodes && pods.values().all(|p| p.len() == 1);
-                let ds = dss.get("agent").await.ok()?;
                 let st = ds.status.clone()?;
                 let settled = st.desired_number_scheduled == n
                     && st.current_number_scheduled == n
@@ -106,7 +108,7 @@ async fn daemonset_follows_nodes_respects_taints_and_rolls_out() {
     let c = Cluster::start(Backend::Embedded).await;
     let client = client(&c);
     let _kubelets = start_kubelets(&c, "n1");
-    let _cm = start_manager(&c, &["daemonset"]);
+    let _cm = start_manager(&c, &["daemonset", "garbagecollector"]);
     create_node(&client, "n1", json!({}), json!([])).await;
     // Cordoned: daemons tolerate `unschedulable`, as upstream.
     let cordon = json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]);
@@ -189,6 +191,54 @@ async fn daemonset_follows_nodes_respects_taints_and_rolls_out() {
     let history = kubectl(&c, &["rollout", "history", "daemonset/agent"]);
     assert!(history.lines().any(|l| l.starts_with('2')), "{history}");
 
+    // Rolling back reuses the first revision (renumbered 3) rather than adding one.
+    kubectl(&c, &["rollout", "undo", "daemonset/agent"]);
+    let out = kubectl(
+        &c,
+        &["rollout", "status", "daemonset/agent", "--timeout=90s"],
+    );
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pods = agent_on(&client, &["n1", "n2"]).await;
+    assert!(
+        pods.values().flatten().all(|p| image(p) == "busybox:1.36"),
+        "{pods:?}"
+    );
+    let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), "default");
+    let revs = revisions
+        .list(&ListParams::default().labels("app=agent"))
+        .await
+        .expect("revisions");
+    let mut numbers: Vec<i64> = revs.items.iter().map(|r| r.revision).collect();
+    numbers.sort();
+    assert_eq!(numbers, [2, 3]);
+
+    // Orphaned and re-created, the DaemonSet adopts its pods and history instead of
+    // replacing them.
+    let names = |pods: &BTreeMap<String, Vec<Pod>>| -> Vec<String> {
+        pods.values().flatten().map(|p| p.name_any()).collect()
+    };
+    let before = names(&pods);
+    kubectl(&c, &["delete", "daemonset", "agent", "--cascade=orphan"]);
+    eventually("the DaemonSet gone and its pods orphaned", || {
+        let client = client.clone();
+        let ds = ds.clone();
+        async move {
+            let gone = matches!(ds.get("agent").await, Err(kube::Error::Api(s)) if s.code == 404);
+            let pods = live_pods(&client, "agent").await;
+            (gone && pods.len() == 2 && pods.iter().all(|p| p.owner_references().is_empty()))
+                .then_some(())
+        }
+    })
+    .await;
+    apply(&c, AGENT);
+    let pods = agent_on(&client, &["n1", "n2"]).await;
+    assert_eq!(names(&pods), before);
+    let agent = ds.get("agent").await.expect("ds");
+    for p in pods.values().flatten() {
+        let owner = controller_uid(p);
+        assert_eq!(owner, agent.uid(), "{:?}", p.metadata);
+    }
+
     // Nodes join and leave.
     create_node(&client, "n4", json!({}), json!([])).await;
     agent_on(&client, &["n1", "n2", "n4"]).await;
@@ -221,6 +271,13 @@ async fn daemonset_follows_nodes_respects_taints_and_rolls_out() {
     let described = kubectl(&c, &["describe", "daemonset", "agent"]);
     assert!(described.contains("SuccessfulCreate"), "{described}");
     assert!(described.contains("SuccessfulDelete"), "{described}");
+}
+
+fn controller_uid(pod: &Pod) -> Option<String> {
+    pod.owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
 }
 
 /// What the pod watch showed about one pod, in watch order.

@@ -37,6 +37,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::controllers::history::{self, CONTROLLER_REVISION_HASH};
+use crate::controllers::ownership;
 use crate::controllers::replicaset::{controller_ref, Expectations};
 use crate::informers::{to_value, Informers};
 use crate::metrics::Metrics;
@@ -73,6 +74,7 @@ pub fn controller(
     use futures::FutureExt;
     let ds_trigger = informers.daemonsets.subscribe()?;
     let pod_trigger = informers.pods.subscribe()?;
+    let orphan_trigger = informers.pods.subscribe()?;
     let node_trigger = informers.nodes.subscribe()?;
     let ds_store = informers.daemonsets.store();
     let ctx = Arc::new(Context {
@@ -97,11 +99,19 @@ pub fn controller(
                 .collect::<Vec<_>>()
         }
     };
+    let orphan_store = ds_store.clone();
     Some(
         Controller::for_shared_stream(ds_trigger, ds_store)
             .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
             .owns_shared_stream(pod_trigger)
             .owns_shared_stream(informers.pods.deletions())
+            // A pod nobody controls may be adopted by any DaemonSet whose selector matches.
+            .watches_shared_stream(
+                orphan_trigger,
+                ownership::orphan_owners(orphan_store, |ds: &DaemonSet| {
+                    ds.spec.as_ref().map(|s| &s.selector)
+                }),
+            )
             .watches_shared_stream(node_trigger, every_ds.clone())
             .watches_shared_stream(informers.nodes.deletions(), every_ds)
             .run(reconcile, error_policy, ctx)
@@ -404,12 +414,13 @@ async fn sync(ds: &DaemonSet, ctx: &Context, key: &str) -> Result<Action, Error>
     }
     let status = ds.status.clone().unwrap_or_default();
     let collision = status.collision_count.unwrap_or(0);
-    let Some(revisions) = history::sync(&ctx.client, ds, &spec.template, collision).await? else {
+    let Some(revisions) =
+        history::sync(&ctx.client, ds, &spec.selector, &spec.template, collision).await?
+    else {
         patch_status(ctx, ds, json!({ "collisionCount": collision + 1 })).await?;
         return Ok(Action::requeue(Duration::from_millis(10)));
     };
     let hash = history::hash_of(&revisions.current);
-    let uid = ds.uid().unwrap_or_default();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let now = util::now();
     let available = |p: &Pod| util::pod_available(p, min_ready, &now);
@@ -418,13 +429,8 @@ async fn sync(ds: &DaemonSet, ctx: &Context, key: &str) -> Result<Action, Error>
     // gone for every purpose (upstream's `includeDeletedTerminal=false`).
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     let mut plan = Plan::default();
-    for pod in ctx.pods.state() {
-        if pod.namespace().as_deref() != Some(ns.as_str())
-            || util::controller_of(pod.as_ref()).is_none_or(|r| r.uid != uid)
-            || !util::selector_matches(&spec.selector, pod.labels())
-        {
-            continue;
-        }
+    let pods = ctx.pods.state();
+    for pod in ownership::claim_pods(&ctx.client, ds, &spec.selector, pods, |_| true).await? {
         let finished = matches!(phase(&pod), Some("Succeeded" | "Failed"));
         if pod.metadata.deletion_timestamp.is_some() && finished {
             continue;
@@ -537,21 +543,31 @@ async fn sync(ds: &DaemonSet, ctx: &Context, key: &str) -> Result<Action, Error>
 
     // Status, from what the store showed at the start of this pass: every write above
     // changes the store, which triggers the next pass and the next status.
+    // Optional counts start at `Some(0)`: the status is written as a merge patch, where an
+    // absent field would leave the previous count in place (e.g. a stale "all updated").
     let mut st = DaemonSetStatus {
         observed_generation: ds.metadata.generation,
         collision_count: status.collision_count,
         conditions: status.conditions.clone(),
+        number_available: Some(0),
+        updated_number_scheduled: Some(0),
         ..Default::default()
     };
     let mut requeue: Option<Duration> = None;
     for (run, pods) in &status_pods {
+        // The oldest pod speaks for the node (upstream), but one that is going away never
+        // counts as ready, available or updated: right after a rollback its hash may match
+        // the template again, and `rollout status` would finish before the new pod runs.
         let mut pods: Vec<&Arc<Pod>> = pods.iter().collect();
-        pods.sort_by_key(|p| created(p));
+        pods.sort_by_key(|p| (p.metadata.deletion_timestamp.is_some(), created(p)));
         match (run, pods.first()) {
             (true, first) => {
                 st.desired_number_scheduled += 1;
                 if let Some(p) = first {
                     st.current_number_scheduled += 1;
+                    if p.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
                     if util::pod_is_ready(p) {
                         st.number_ready += 1;
                     }
@@ -572,7 +588,7 @@ async fn sync(ds: &DaemonSet, ctx: &Context, key: &str) -> Result<Action, Error>
         }
     }
     let unavailable = st.desired_number_scheduled - st.number_available.unwrap_or(0);
-    st.number_unavailable = (unavailable > 0).then_some(unavailable);
+    st.number_unavailable = Some(unavailable.max(0));
     if !same_status(ds.status.as_ref(), &st) {
         patch_status(ctx, ds, to_value(&st)).await?;
     }

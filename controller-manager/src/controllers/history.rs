@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -74,12 +74,15 @@ pub fn hash_of(rev: &ControllerRevision) -> String {
         .unwrap_or_default()
 }
 
-/// Finds or creates the revision of `template` for `owner`. Returns `None` on a hash
-/// collision with a revision that is not the owner's (or holds another template): the caller
-/// bumps `status.collisionCount` and retries, exactly as upstream.
+/// Finds or creates the revision of `template` for `owner`, first adopting orphaned
+/// revisions its `selector` matches (left by `kubectl delete --cascade=orphan`; upstream's
+/// `ClaimControllerRevisions`), so a re-created owner keeps its history and its pods' hashes.
+/// Returns `None` on a hash collision with a revision that is not the owner's (or holds
+/// another template): the caller bumps `status.collisionCount` and retries, as upstream.
 pub async fn sync<K>(
     client: &Client,
     owner: &K,
+    selector: &LabelSelector,
     template: &PodTemplateSpec,
     collision_count: i32,
 ) -> Result<Option<Revisions>, Error>
@@ -89,13 +92,40 @@ where
     let ns = owner.meta().namespace.clone().unwrap_or_default();
     let uid = owner.meta().uid.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
-    let mut all: Vec<ControllerRevision> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| util::controller_of(r).is_some_and(|o| o.uid == uid))
-        .collect();
+    let mut all: Vec<ControllerRevision> = Vec::new();
+    for rev in api.list(&ListParams::default()).await?.items {
+        match util::controller_of(&rev) {
+            Some(o) if o.uid == uid => all.push(rev),
+            Some(_) => {}
+            None if owner.meta().deletion_timestamp.is_none()
+                && !util::selector_is_empty(selector)
+                && util::selector_matches(selector, rev.labels()) =>
+            {
+                let mut refs = rev.owner_references().to_vec();
+                refs.push(controller_ref(owner));
+                let patch = json!({"metadata": {
+                    "ownerReferences": to_value(&refs),
+                    "resourceVersion": rev.resource_version(),
+                }});
+                match api
+                    .patch(
+                        &rev.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(patch),
+                    )
+                    .await
+                {
+                    Ok(adopted) => {
+                        tracing::info!(revision = %adopted.name_any(), "adopted controller revision");
+                        all.push(adopted);
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {}
+        }
+    }
     all.sort_by_key(|r| r.revision);
     let data = patch_of(template);
     let max = all.last().map_or(0, |r| r.revision);

@@ -7,6 +7,7 @@ pub mod garbagecollector;
 pub mod history;
 pub mod job;
 pub mod namespace;
+pub mod ownership;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;

@@ -34,6 +34,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::controllers::history::{self, CONTROLLER_REVISION_HASH};
+use crate::controllers::ownership;
 use crate::controllers::replicaset::controller_ref;
 use crate::informers::{to_value, Informers};
 use crate::metrics::Metrics;
@@ -70,6 +71,7 @@ pub fn controller(
     use futures::FutureExt;
     let sts_trigger = informers.statefulsets.subscribe()?;
     let pod_trigger = informers.pods.subscribe()?;
+    let orphan_trigger = informers.pods.subscribe()?;
     let sts_store = informers.statefulsets.store();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(&client, "statefulset-controller"),
@@ -79,11 +81,19 @@ pub fn controller(
         backoff: Backoff::default(),
         metrics,
     });
+    let orphan_store = sts_store.clone();
     Some(
         Controller::for_shared_stream(sts_trigger, sts_store)
             .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
             .owns_shared_stream(pod_trigger)
             .owns_shared_stream(informers.pods.deletions())
+            // A pod nobody controls may be adopted by any StatefulSet whose selector matches.
+            .watches_shared_stream(
+                orphan_trigger,
+                ownership::orphan_owners(orphan_store, |s: &StatefulSet| {
+                    s.spec.as_ref().map(|s| &s.selector)
+                }),
+            )
             .run(reconcile, error_policy, ctx)
             .for_each(|_| futures::future::ready(()))
             .boxed(),
@@ -210,10 +220,11 @@ async fn sync(set: &StatefulSet, ctx: &Context, key: &str) -> Result<Action, Err
     }
     let ns = set.namespace().unwrap_or_default();
     let name = set.name_any();
-    let uid = set.uid().unwrap_or_default();
     let old_status = set.status.clone().unwrap_or_default();
     let collision = old_status.collision_count.unwrap_or(0);
-    let Some(revisions) = history::sync(&ctx.client, set, &spec.template, collision).await? else {
+    let Some(revisions) =
+        history::sync(&ctx.client, set, &spec.selector, &spec.template, collision).await?
+    else {
         patch_status(ctx, set, json!({ "collisionCount": collision + 1 })).await?;
         return Ok(Action::requeue(Duration::from_millis(10)));
     };
@@ -228,12 +239,9 @@ async fn sync(set: &StatefulSet, ctx: &Context, key: &str) -> Result<Action, Err
     let current_template = history::template_of(&current).unwrap_or_else(|| spec.template.clone());
 
     let mut pods: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
-    for pod in ctx.pods.state() {
-        if pod.namespace().as_deref() != Some(ns.as_str())
-            || util::controller_of(pod.as_ref()).is_none_or(|r| r.uid != uid)
-        {
-            continue;
-        }
+    let member = |p: &Pod| ordinal_of(&name, &p.name_any()).is_some();
+    let all = ctx.pods.state();
+    for pod in ownership::claim_pods(&ctx.client, set, &spec.selector, all, member).await? {
         if let Some(ord) = ordinal_of(&name, &pod.name_any()) {
             pods.insert(ord, pod);
         }
@@ -260,6 +268,12 @@ async fn sync(set: &StatefulSet, ctx: &Context, key: &str) -> Result<Action, Err
         conditions: old_status.conditions.clone(),
         current_revision: Some(current_rev.clone()),
         update_revision: Some(update_rev.clone()),
+        // `Some(0)`, not absent: the status is written as a merge patch, where an absent
+        // count would leave the previous one in place (e.g. a stale "all updated").
+        ready_replicas: Some(0),
+        available_replicas: Some(0),
+        current_replicas: Some(0),
+        updated_replicas: Some(0),
         ..Default::default()
     };
     let mut requeue: Option<Duration> = None;
