@@ -33,7 +33,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
 use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -218,6 +219,10 @@ pub struct Informers {
     pub services: Informer<Service>,
     /// Jobs.
     pub jobs: Informer<Job>,
+    /// CronJobs.
+    pub cronjobs: Informer<CronJob>,
+    /// Leases (the node lifecycle controller reads the `kube-node-lease` ones).
+    pub leases: Informer<Lease>,
     /// Nodes.
     pub nodes: Informer<Node>,
     /// DaemonSets.
@@ -237,6 +242,8 @@ impl Informers {
             serviceaccounts: Informer::new(client),
             services: Informer::new(client),
             jobs: Informer::new(client),
+            cronjobs: Informer::new(client),
+            leases: Informer::new(client),
             nodes: Informer::new(client),
             daemonsets: Informer::new(client),
             statefulsets: Informer::new(client),
@@ -255,6 +262,8 @@ impl Informers {
         self.serviceaccounts.synced().await?;
         self.services.synced().await?;
         self.jobs.synced().await?;
+        self.cronjobs.synced().await?;
+        self.leases.synced().await?;
         self.nodes.synced().await?;
         self.daemonsets.synced().await?;
         self.statefulsets.synced().await?;
@@ -271,6 +280,8 @@ impl Informers {
             self.serviceaccounts.task(),
             self.services.task(),
             self.jobs.task(),
+            self.cronjobs.task(),
+            self.leases.task(),
             self.nodes.task(),
             self.daemonsets.task(),
             self.statefulsets.task(),

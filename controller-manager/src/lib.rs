@@ -8,11 +8,13 @@
 //! restart the manager by aborting its task.
 //!
 //! Each typed controller ([`controllers`]: `replicaset`, `deployment`, `namespace`,
-//! `serviceaccount`, `endpoint`/`endpointslice`, `job`) is a kube-runtime
+//! `serviceaccount`, `endpoint`/`endpointslice`, `job`, `cronjob`) is a kube-runtime
 //! [`kube::runtime::Controller`] fed from the shared streams: it deduplicates keys and never
 //! reconciles one key concurrently (client-go's workqueue guarantees); [`util::Backoff`] adds
 //! the per-key exponential retry delay. The `garbagecollector` (every kind in the resource
-//! table, through dynamic watchers) and `podgc` are level-based loops of their own.
+//! table, through dynamic watchers), `podgc` and the node controllers (`nodelifecycle`,
+//! `taint-eviction-controller`, `nodeipam`: whole-cluster passes, as upstream's are) are
+//! level-based loops of their own.
 //!
 //! Not here yet: leader election (`--leader-elect` is parsed and ignored; run one instance).
 
@@ -191,6 +193,52 @@ pub static REGISTRY: &[Registration] = &[
             )
         },
     },
+    Registration {
+        name: controllers::nodelifecycle::NAME,
+        start: |s| {
+            controllers::nodelifecycle::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.nodes.clone(),
+            )
+        },
+    },
+    Registration {
+        name: controllers::tainteviction::NAME,
+        start: |s| {
+            controllers::tainteviction::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.nodes.clone(),
+            )
+        },
+    },
+    Registration {
+        name: controllers::nodeipam::NAME,
+        // `run` has already refused an invalid --cluster-cidr.
+        start: |s| match controllers::nodeipam::cidr_set(&s.config.nodes) {
+            Ok(Some(cidrs)) => controllers::nodeipam::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                cidrs,
+            ),
+            _ => Some(futures::future::ready(()).boxed()),
+        },
+    },
+    Registration {
+        name: controllers::cronjob::NAME,
+        start: |s| {
+            controllers::cronjob::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.clock.clone(),
+            )
+        },
+    },
 ];
 
 /// The names of every registered controller.
@@ -225,6 +273,46 @@ impl Default for Concurrency {
     }
 }
 
+/// Node health, taint eviction and pod CIDR settings (kube-controller-manager's flags).
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// `--node-monitor-period`: how often node health is checked (upstream 5 s).
+    pub monitor_period: std::time::Duration,
+    /// `--node-monitor-grace-period`: how long a node may go without renewing its Lease or
+    /// posting status before it is marked Unknown (upstream 40 s).
+    pub monitor_grace_period: std::time::Duration,
+    /// `--node-startup-grace-period`: the same for a node that never posted `Ready`
+    /// (upstream 60 s).
+    pub startup_grace_period: std::time::Duration,
+    /// `--default-not-ready-toleration-seconds` (upstream's API server flag, 300): see
+    /// [`controllers::tainteviction`] for why the controller applies it.
+    pub default_not_ready_toleration_seconds: i64,
+    /// `--default-unreachable-toleration-seconds` (300), likewise.
+    pub default_unreachable_toleration_seconds: i64,
+    /// `--allocate-node-cidrs`: give nodes a `spec.podCIDR` (upstream default false; on here,
+    /// as in k3s, because the node agent's CNI needs one).
+    pub allocate_node_cidrs: bool,
+    /// `--cluster-cidr`: the pod network (one IPv4 CIDR).
+    pub cluster_cidr: String,
+    /// `--node-cidr-mask-size`: the prefix length of each node's block.
+    pub node_cidr_mask_size: u8,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            monitor_period: std::time::Duration::from_secs(5),
+            monitor_grace_period: std::time::Duration::from_secs(40),
+            startup_grace_period: std::time::Duration::from_secs(60),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
+            allocate_node_cidrs: true,
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_cidr_mask_size: 24,
+        }
+    }
+}
+
 /// How to run the controller manager.
 #[derive(Clone)]
 pub struct Config {
@@ -239,6 +327,11 @@ pub struct Config {
     /// `--terminated-pod-gc-threshold`: finished pods kept before the oldest are deleted
     /// (0 keeps all).
     pub terminated_pod_gc_threshold: usize,
+    /// Node lifecycle, taint eviction and node IPAM settings.
+    pub nodes: NodeSettings,
+    /// The time the CronJob controller schedules by (a [`controllers::cronjob::ManualClock`]
+    /// in tests).
+    pub clock: Arc<dyn controllers::cronjob::Clock>,
 }
 
 impl Config {
@@ -250,6 +343,8 @@ impl Config {
             concurrency: Concurrency::default(),
             serve: None,
             terminated_pod_gc_threshold: 12500,
+            nodes: NodeSettings::default(),
+            clock: Arc::new(controllers::cronjob::SystemClock),
         }
     }
 }
@@ -289,6 +384,9 @@ pub async fn run(
     on_serving: impl FnOnce(SocketAddr) + Send,
 ) -> Result<(), Error> {
     validate_controllers(&config.controllers)?;
+    if controller_enabled(&config.controllers, controllers::nodeipam::NAME) {
+        controllers::nodeipam::cidr_set(&config.nodes)?;
+    }
     let metrics = Arc::new(metrics::Metrics::new()?);
     let informers = informers::Informers::new(&config.client);
     let on = |name: &str| controller_enabled(&config.controllers, name);

@@ -2,10 +2,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use controller_manager::{Concurrency, Config};
+use controller_manager::{Concurrency, Config, NodeSettings};
 
 /// The controller manager of Coxswain (kube-controller-manager's flag names).
 #[derive(Parser, Debug)]
@@ -42,12 +43,53 @@ struct Args {
     /// Finished pods kept before the oldest are deleted (0 keeps all).
     #[arg(long, default_value_t = 12500)]
     terminated_pod_gc_threshold: usize,
+    /// How often node health is checked (a Go duration: `5s`, `1m`).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    node_monitor_period: Duration,
+    /// How long a node may go without heartbeats before it is marked Unknown.
+    #[arg(long, default_value = "40s", value_parser = duration)]
+    node_monitor_grace_period: Duration,
+    /// The same for a node that never posted a Ready condition.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    node_startup_grace_period: Duration,
+    /// Seconds a pod without a not-ready toleration stays on a not-ready node (upstream sets
+    /// this on the API server's DefaultTolerationSeconds admission; applied here instead).
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// Seconds a pod without an unreachable toleration stays on an unreachable node.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
+    /// Give each node a pod CIDR out of --cluster-cidr.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allocate_node_cidrs: bool,
+    /// The pod network nodes' CIDRs are cut from (one IPv4 CIDR).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// Address for /healthz and /metrics.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
     /// Port for /healthz and /metrics (upstream's secure port is 10257; this is plain HTTP).
     #[arg(long, default_value_t = 10257)]
     port: u16,
+}
+
+/// Parses a Go-style duration as kube-controller-manager's flags take them: a whole number
+/// with `ms`, `s`, `m` or `h` (`40s`, `5m`), or bare seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("bad duration {s:?} (use ms, s, m or h)")),
+    }
 }
 
 #[tokio::main]
@@ -88,6 +130,17 @@ async fn main() -> anyhow::Result<()> {
         },
         serve: Some(SocketAddr::new(args.bind_address, args.port)),
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+        nodes: NodeSettings {
+            monitor_period: args.node_monitor_period,
+            monitor_grace_period: args.node_monitor_grace_period,
+            startup_grace_period: args.node_startup_grace_period,
+            default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
+            allocate_node_cidrs: args.allocate_node_cidrs,
+            cluster_cidr: args.cluster_cidr,
+            node_cidr_mask_size: args.node_cidr_mask_size,
+        },
+        clock: std::sync::Arc::new(controller_manager::controllers::cronjob::SystemClock),
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

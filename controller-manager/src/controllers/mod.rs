@@ -1,5 +1,6 @@
 //! The controllers, one module each, registered by name in [`crate::REGISTRY`].
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -7,8 +8,11 @@ pub mod garbagecollector;
 pub mod history;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod ownership;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod tainteviction;
