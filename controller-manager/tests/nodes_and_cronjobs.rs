@@ -363,6 +363,37 @@ async fn a_silent_node_goes_unknown_is_tainted_and_its_pods_move() {
             Some(format!("Marking for deletion Pod default/{name}").as_str())
         );
     }
+    // The evicted pods stay Terminating (no kubelet finishes them) and are marked not
+    // ready, so Services stop routing to them.
+    eventually("the pods of node-a marked Ready=False", || {
+        let pods = pods.clone();
+        let old = old.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?;
+            let not_ready = list
+                .items
+                .iter()
+                .filter(|p| old.contains(&p.name_any()))
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "False")
+                        })
+                })
+                .count();
+            (not_ready == old.len()).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        !events(&client, "NodeNotReady", "node-a").await.is_empty(),
+        "NodeNotReady event"
+    );
     let b = nodes.get("node-b").await.expect("node-b");
     assert!(
         b.spec.and_then(|s| s.taints).unwrap_or_default().is_empty(),

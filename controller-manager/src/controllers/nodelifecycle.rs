@@ -16,9 +16,13 @@
 //! taint is left alone. Evicting pods from NoExecute taints is the
 //! [`super::tainteviction`] controller's job.
 //!
+//! Pods, as upstream's `MarkPodsNotReady`: while a node's `Ready` is not `True`, the pods
+//! bound to it that still say `Ready=True` are set `Ready=False`, so Services stop sending
+//! them traffic long before they are evicted (300 s by default). The transition gets a
+//! `NodeNotReady` event on the Node.
+//!
 //! Not here: upstream's per-zone eviction rate limiting and "full disruption" mode (every
-//! node is tainted as it goes silent, even if the whole zone does), and marking the pods of
-//! an unreachable node NotReady.
+//! node is tainted as it goes silent, even if the whole zone does).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -38,6 +42,7 @@ use tracing::Instrument;
 
 use crate::informers::{to_value, Informers};
 use crate::metrics::Metrics;
+use crate::util::Recorder;
 use crate::{util, Error, NodeSettings};
 
 /// The controller's name in `--controllers` and metrics.
@@ -86,6 +91,8 @@ pub fn controller(
 ) -> Option<BoxFuture<'static, ()>> {
     let mut changes = informers.nodes.subscribe()?;
     let mut lc = Lifecycle {
+        recorder: Recorder::new(&client, "node-controller"),
+        pods: informers.pods.store(),
         client,
         nodes: informers.nodes.store(),
         leases: informers.leases.store(),
@@ -123,6 +130,8 @@ struct Health {
 
 struct Lifecycle {
     client: Client,
+    recorder: Recorder,
+    pods: Store<Pod>,
     nodes: Store<Node>,
     leases: Store<Lease>,
     settings: NodeSettings,
@@ -171,6 +180,7 @@ impl Lifecycle {
             health.probe = now;
         }
         let posted = ready.is_some();
+        let was_ready = ready.is_some_and(|c| c.status == "True");
         let grace = if posted {
             self.settings.monitor_grace_period
         } else {
@@ -178,6 +188,15 @@ impl Lifecycle {
         };
         let mut conditions = conditions;
         if now.duration_since(health.probe) > grace && mark_unknown(&mut conditions, posted) {
+            if was_ready {
+                self.recorder
+                    .normal(
+                        node,
+                        "NodeNotReady",
+                        format!("Node {name} status is now: NodeNotReady"),
+                    )
+                    .await;
+            }
             tracing::info!(
                 controller = NAME,
                 node = %name,
@@ -225,6 +244,56 @@ impl Lifecycle {
                 })),
             )
             .await?;
+        }
+        let ready_now = conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.as_str());
+        if ready_now.is_some_and(|s| s != "True") {
+            self.mark_pods_not_ready(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets `Ready=False` on the pods of a node that is not ready (upstream
+    /// `MarkPodsNotReady`). Conflicts and vanished pods are left for the next pass.
+    async fn mark_pods_not_ready(&self, node: &str) -> Result<(), Error> {
+        let now = util::now();
+        for pod in self.pods.state() {
+            if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+                continue;
+            }
+            let mut conditions = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let Some(ready) = conditions
+                .iter_mut()
+                .find(|c| c.type_ == "Ready" && c.status == "True")
+            else {
+                continue;
+            };
+            ready.status = "False".into();
+            ready.last_transition_time = Some(now.clone());
+            tracing::info!(controller = NAME, pod = %util::key_of(pod.as_ref()), node, "marking pod not ready");
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            match api
+                .patch_status(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({
+                        "metadata": {"resourceVersion": pod.resource_version()},
+                        "status": {"conditions": to_value(&conditions)},
+                    })),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
