@@ -16,15 +16,15 @@
 //! taint is left alone. Evicting pods from NoExecute taints is the
 //! [`super::tainteviction`] controller's job.
 //!
-//! Pods, as upstream's `MarkPodsNotReady`: while a node's `Ready` is not `True`, the pods
-//! bound to it that still say `Ready=True` are set `Ready=False`, so Services stop sending
-//! them traffic long before they are evicted (300 s by default). The transition gets a
-//! `NodeNotReady` event on the Node.
+//! Pods, as upstream's `MarkPodsNotReady`: when this controller turns a node's `Ready` from
+//! `True` to `Unknown`, the pods bound to it that still say `Ready=True` are set
+//! `Ready=False`, so Services stop sending them traffic long before they are evicted (300 s
+//! by default), and the Node gets a `NodeNotReady` event.
 //!
 //! Not here: upstream's per-zone eviction rate limiting and "full disruption" mode (every
 //! node is tainted as it goes silent, even if the whole zone does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,6 +93,7 @@ pub fn controller(
     let mut lc = Lifecycle {
         recorder: Recorder::new(&client, "node-controller"),
         pods: informers.pods.store(),
+        retry_pods: HashSet::new(),
         client,
         nodes: informers.nodes.store(),
         leases: informers.leases.store(),
@@ -132,6 +133,9 @@ struct Lifecycle {
     client: Client,
     recorder: Recorder,
     pods: Store<Pod>,
+    /// Nodes whose pods still have to be marked not ready (the transition happened, but a
+    /// write failed).
+    retry_pods: HashSet<String>,
     nodes: Store<Node>,
     leases: Store<Lease>,
     settings: NodeSettings,
@@ -143,6 +147,8 @@ impl Lifecycle {
         let nodes = self.nodes.state();
         self.health
             .retain(|name, _| nodes.iter().any(|n| &n.name_any() == name));
+        self.retry_pods
+            .retain(|name| nodes.iter().any(|n| &n.name_any() == name));
         let mut first_error = None;
         for node in nodes {
             let name = node.name_any();
@@ -188,15 +194,6 @@ impl Lifecycle {
         };
         let mut conditions = conditions;
         if now.duration_since(health.probe) > grace && mark_unknown(&mut conditions, posted) {
-            if was_ready {
-                self.recorder
-                    .normal(
-                        node,
-                        "NodeNotReady",
-                        format!("Node {name} status is now: NodeNotReady"),
-                    )
-                    .await;
-            }
             tracing::info!(
                 controller = NAME,
                 node = %name,
@@ -212,6 +209,19 @@ impl Lifecycle {
                 })),
             )
             .await?;
+            if was_ready {
+                self.recorder
+                    .normal(
+                        node,
+                        "NodeNotReady",
+                        format!("Node {name} status is now: NodeNotReady"),
+                    )
+                    .await;
+                self.retry_pods.insert(name.clone());
+            }
+            if self.retry_pods.contains(&name) && self.mark_pods_not_ready(&name).await? {
+                self.retry_pods.remove(&name);
+            }
             // The taint update below must not race our own status write with a stale
             // resourceVersion: the next pass (triggered by this write) does it.
             return Ok(());
@@ -245,19 +255,21 @@ impl Lifecycle {
             )
             .await?;
         }
-        let ready_now = conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .map(|c| c.status.as_str());
-        if ready_now.is_some_and(|s| s != "True") {
-            self.mark_pods_not_ready(&name).await?;
+        if self.retry_pods.contains(&name) {
+            // Ready again: the node agent owns its pods' readiness from here.
+            if was_ready || self.mark_pods_not_ready(&name).await? {
+                self.retry_pods.remove(&name);
+            }
         }
         Ok(())
     }
 
-    /// Sets `Ready=False` on the pods of a node that is not ready (upstream
-    /// `MarkPodsNotReady`). Conflicts and vanished pods are left for the next pass.
-    async fn mark_pods_not_ready(&self, node: &str) -> Result<(), Error> {
+    /// Sets `Ready=False` on the pods of a node this controller just found silent (upstream
+    /// `MarkPodsNotReady`, which also runs only on that transition: a node agent that posts
+    /// `Ready=False` itself still owns its pods' readiness). Returns whether every pod was
+    /// updated; the caller retries on a later pass if not (a conflict).
+    async fn mark_pods_not_ready(&self, node: &str) -> Result<bool, Error> {
+        let mut all = true;
         let now = util::now();
         for pod in self.pods.state() {
             if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
@@ -291,11 +303,12 @@ impl Lifecycle {
                 .await
             {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => all = false,
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        Ok(all)
     }
 }
 
