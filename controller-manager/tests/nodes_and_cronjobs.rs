@@ -477,7 +477,9 @@ async fn nodes_get_distinct_pod_cidrs_released_on_delete_and_kept_across_restart
     assert_eq!(pod_cidr(&nodes, "z").await, Some(z));
 }
 
-fn cronjob(name: &str, policy: &str, exit: Option<&str>) -> String {
+/// A `* * * * *` CronJob whose pods run forever, or exit with `exit`; `extra` is more
+/// CronJob spec (indented two spaces).
+fn cronjob(name: &str, policy: &str, exit: Option<&str>, extra: &str) -> String {
     let label = exit.map_or(String::new(), |e| {
         format!("            sim-exit: \"{e}\"\n")
     });
@@ -492,11 +494,12 @@ spec:
   timeZone: "Etc/UTC"
   concurrencyPolicy: {policy}
   successfulJobsHistoryLimit: 2
-  jobTemplate:
+{extra}  jobTemplate:
     metadata:
       labels:
         cron: {name}
     spec:
+      backoffLimit: 0
       template:
         metadata:
           labels:
@@ -521,14 +524,24 @@ async fn jobs_of(jobs: &Api<Job>, cron: &str) -> Vec<Job> {
         .collect()
 }
 
-fn complete(j: &Job) -> bool {
+fn has_condition(j: &Job, type_: &str) -> bool {
     j.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "Complete" && c.status == "True")
-        })
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+fn complete(j: &Job) -> bool {
+    has_condition(j, "Complete")
+}
+
+/// A manual clock one second past a minute boundary well after the test's CronJobs are
+/// created: they all fire for that minute at once, and each later 60 s step crosses exactly
+/// one more boundary.
+fn test_clock() -> Arc<ManualClock> {
+    let boundary = (Timestamp::now().as_second() / 60 + 2) * 60;
+    let start = Timestamp::from_second(boundary + 1).expect("timestamp");
+    Arc::new(ManualClock::new(start))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,16 +552,12 @@ async fn cronjobs_fire_on_schedule_forbid_overlap_and_prune_history() {
     let target = Arc::new(Mutex::new("node-a".to_string()));
     create_node(&client, "node-a").await;
     let _sim = pod_simulator(&client, target, alive);
-    // One second past a minute boundary well after the CronJobs' creation: both fire for
-    // that minute at once, and each later 60 s step crosses exactly one more boundary.
-    let boundary = (Timestamp::now().as_second() / 60 + 2) * 60;
-    let start = Timestamp::from_second(boundary + 1).expect("timestamp");
-    let clock = Arc::new(ManualClock::new(start));
+    let clock = test_clock();
     let mut config = controller_manager::Config::new(client.clone());
     config.clock = clock.clone();
     let _cm = start_manager(config);
-    apply(&c, &cronjob("forbid", "Forbid", None));
-    apply(&c, &cronjob("done", "Allow", Some("0")));
+    apply(&c, &cronjob("forbid", "Forbid", None, ""));
+    apply(&c, &cronjob("done", "Allow", Some("0"), ""));
     let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
     let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), "default");
 
@@ -635,6 +644,78 @@ async fn cronjobs_fire_on_schedule_forbid_overlap_and_prune_history() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjobs_replace_active_runs_stay_suspended_and_keep_one_failed_job() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let client = client(&c);
+    let alive = Arc::new(Mutex::new(HashSet::from(["node-a".to_string()])));
+    let target = Arc::new(Mutex::new("node-a".to_string()));
+    create_node(&client, "node-a").await;
+    let _sim = pod_simulator(&client, target, alive);
+    let clock = test_clock();
+    let mut config = controller_manager::Config::new(client.clone());
+    config.clock = clock.clone();
+    let _cm = start_manager(config);
+    apply(&c, &cronjob("replace", "Replace", None, ""));
+    apply(&c, &cronjob("fail", "Allow", Some("1"), ""));
+    apply(
+        &c,
+        &cronjob("paused", "Allow", Some("0"), "  suspend: true\n"),
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), "default");
+    let mut failed_names = Vec::new();
+    for minute in 0..2 {
+        if minute > 0 {
+            clock.advance(SignedDuration::from_secs(60));
+        }
+        let m = clock.now_minute();
+        let (replace, fail) = (format!("replace-{m}"), format!("fail-{m}"));
+        eventually(&format!("{replace} is the only replace job"), || {
+            let jobs = jobs.clone();
+            let replace = replace.clone();
+            async move {
+                let names: Vec<String> = jobs_of(&jobs, "replace")
+                    .await
+                    .iter()
+                    .map(|j| j.name_any())
+                    .collect();
+                (names == [replace]).then_some(())
+            }
+        })
+        .await;
+        eventually(&format!("{fail} failed"), || {
+            let jobs = jobs.clone();
+            let fail = fail.clone();
+            async move { has_condition(&jobs.get(&fail).await.ok()?, "Failed").then_some(()) }
+        })
+        .await;
+        failed_names.push(fail);
+    }
+    assert!(
+        !events(&client, "SuccessfulDelete", "replace")
+            .await
+            .is_empty(),
+        "Replace deletes the running job"
+    );
+    let kept = eventually("only the newest failed job kept", || {
+        let jobs = jobs.clone();
+        async move {
+            let names: Vec<String> = jobs_of(&jobs, "fail")
+                .await
+                .iter()
+                .map(|j| j.name_any())
+                .collect();
+            (names.len() == 1).then_some(names)
+        }
+    })
+    .await;
+    assert_eq!(kept, failed_names[1..]);
+    assert!(jobs_of(&jobs, "paused").await.is_empty(), "suspended");
+    let paused = cronjobs.get("paused").await.expect("paused");
+    assert!(paused.status.and_then(|s| s.last_schedule_time).is_none());
 }
 
 /// The test's view of [`ManualClock`]: the current minute since the epoch, which is the
