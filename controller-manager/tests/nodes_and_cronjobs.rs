@@ -270,7 +270,28 @@ async fn a_silent_node_goes_unknown_is_tainted_and_its_pods_move() {
     config.nodes.default_unreachable_toleration_seconds = 0;
     let _cm = start_manager(config);
     apply(&c, RS);
+    // Two bare pods: one tolerates the unreachable taint for good, one for 2 s.
+    for (name, seconds) in [("tolerant", ""), ("patient", "\n    tolerationSeconds: 2")] {
+        apply(
+            &c,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  tolerations:\n  \
+                 - key: node.kubernetes.io/unreachable\n    operator: Exists\n    effect: \
+                 NoExecute{seconds}\n  containers:\n  - name: c\n    image: busybox:1.36\n"
+            ),
+        );
+    }
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for name in ["tolerant", "patient"] {
+        eventually(&format!("{name} running on node-a"), || {
+            let pods = pods.clone();
+            async move {
+                let p = pods.get(name).await.ok()?;
+                (node_of(&p) == "node-a" && running(&p)).then_some(())
+            }
+        })
+        .await;
+    }
     let old: Vec<String> = eventually("2 pods running on node-a", || {
         let pods = pods.clone();
         async move {
@@ -393,6 +414,19 @@ async fn a_silent_node_goes_unknown_is_tainted_and_its_pods_move() {
     assert!(
         !events(&client, "NodeNotReady", "node-a").await.is_empty(),
         "NodeNotReady event"
+    );
+    eventually("patient evicted once its tolerationSeconds ran out", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("patient").await.ok()?;
+            p.metadata.deletion_timestamp.is_some().then_some(())
+        }
+    })
+    .await;
+    let tolerant = pods.get("tolerant").await.expect("tolerant");
+    assert!(
+        tolerant.metadata.deletion_timestamp.is_none(),
+        "a pod that tolerates the taint without tolerationSeconds stays"
     );
     let b = nodes.get("node-b").await.expect("node-b");
     assert!(
