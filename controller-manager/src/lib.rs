@@ -236,6 +236,7 @@ pub static REGISTRY: &[Registration] = &[
                 s.informers,
                 s.metrics.clone(),
                 s.config.clock.clone(),
+                s.config.concurrency.cronjob,
             )
         },
     },
@@ -259,6 +260,8 @@ pub struct Concurrency {
     pub serviceaccount: u16,
     /// `--concurrent-job-syncs` (upstream default 5).
     pub job: u16,
+    /// `--concurrent-cron-job-syncs` (upstream default 5).
+    pub cronjob: u16,
 }
 
 impl Default for Concurrency {
@@ -269,6 +272,7 @@ impl Default for Concurrency {
             namespace: 10,
             serviceaccount: 5,
             job: 5,
+            cronjob: 5,
         }
     }
 }

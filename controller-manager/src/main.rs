@@ -40,6 +40,9 @@ struct Args {
     /// Jobs reconciled at once.
     #[arg(long, default_value_t = 5)]
     concurrent_job_syncs: u16,
+    /// CronJobs reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_cron_job_syncs: u16,
     /// Finished pods kept before the oldest are deleted (0 keeps all).
     #[arg(long, default_value_t = 12500)]
     terminated_pod_gc_threshold: usize,
@@ -127,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
             namespace: args.concurrent_namespace_syncs,
             serviceaccount: args.concurrent_serviceaccount_syncs,
             job: args.concurrent_job_syncs,
+            cronjob: args.concurrent_cron_job_syncs,
         },
         serve: Some(SocketAddr::new(args.bind_address, args.port)),
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,

@@ -211,6 +211,7 @@ pub fn controller(
     informers: &Informers,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    concurrency: u16,
 ) -> Option<futures::future::BoxFuture<'static, ()>> {
     use futures::FutureExt;
     let trigger = informers.cronjobs.subscribe()?;
@@ -226,7 +227,7 @@ pub fn controller(
     });
     Some(
         Controller::for_shared_stream(trigger, informers.cronjobs.store())
-            .with_config(ControllerConfig::default().concurrency(5))
+            .with_config(ControllerConfig::default().concurrency(concurrency))
             .owns_shared_stream(job_trigger)
             .owns_shared_stream(informers.jobs.deletions())
             .reconcile_all_on(jumps)
