@@ -121,7 +121,11 @@ pub fn controller(
     metrics: Arc<Metrics>,
     cidrs: CidrSet,
 ) -> Option<BoxFuture<'static, ()>> {
-    let mut changes = informers.nodes.subscribe()?;
+    // Deletions too: a deleted Node's block should go to a waiting node right away.
+    let mut changes = futures::stream::select(
+        informers.nodes.subscribe()?,
+        informers.nodes.deletions().boxed(),
+    );
     let mut ipam = Ipam {
         recorder: Recorder::new(&client, "node-controller"),
         client,
