@@ -537,7 +537,15 @@ async fn run_schedule(
         status: None,
     };
     let created = match jobs_api.create(&PostParams::default(), &job).await {
-        Ok(j) => j,
+        Ok(j) => {
+            tracing::info!(controller = NAME, job = %job_name, "created job");
+            ctx.recorder
+                .normal(cj, "SuccessfulCreate", format!("Created job {job_name}"))
+                .await;
+            j
+        }
+        // Created by an earlier reconcile that this one's (stale) CronJob and Job stores do
+        // not show yet: the deterministic name is what makes this safe.
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let existing = jobs_api.get(&job_name).await?;
             let ours = util::controller_of(&existing)
@@ -551,10 +559,6 @@ async fn run_schedule(
         }
         Err(e) => return Err(e.into()),
     };
-    tracing::info!(controller = NAME, job = %job_name, "created job");
-    ctx.recorder
-        .normal(cj, "SuccessfulCreate", format!("Created job {job_name}"))
-        .await;
     if finished(created.status.as_ref()).is_none()
         && !active.iter().any(|r| r.uid == created.metadata.uid)
     {
