@@ -446,6 +446,43 @@ async fn a_silent_node_goes_unknown_is_tainted_and_its_pods_move() {
         }
     })
     .await;
+
+    // A node that reports Ready=False itself (heartbeats still coming) gets the not-ready
+    // taints, and loses them when it is Ready again.
+    let not_ready = json!({"status": {"conditions": [{
+        "type": "Ready", "status": "False", "reason": "KubeletNotReady",
+        "message": "container runtime network not ready",
+        "lastHeartbeatTime": Timestamp::now().to_string(),
+        "lastTransitionTime": Timestamp::now().to_string(),
+    }]}});
+    nodes
+        .patch_status("node-b", &PatchParams::default(), &Patch::Merge(not_ready))
+        .await
+        .expect("node-b not ready");
+    eventually("node-b tainted not-ready", || {
+        let nodes = nodes.clone();
+        async move {
+            let node = nodes.get("node-b").await.ok()?;
+            let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            let has = |effect: &str| {
+                taints
+                    .iter()
+                    .any(|t| t.key == "node.kubernetes.io/not-ready" && t.effect == effect)
+            };
+            (has("NoSchedule") && has("NoExecute") && taints.len() == 2).then_some(())
+        }
+    })
+    .await;
+    post_ready(&client, "node-b").await;
+    eventually("node-b untainted once Ready", || {
+        let nodes = nodes.clone();
+        async move {
+            let node = nodes.get("node-b").await.ok()?;
+            let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            taints.is_empty().then_some(())
+        }
+    })
+    .await;
 }
 
 async fn pod_cidr(nodes: &Api<Node>, name: &str) -> Option<String> {
