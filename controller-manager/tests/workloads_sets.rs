@@ -535,7 +535,7 @@ async fn statefulset_rolling_update_honours_the_partition_and_parallel_creates_a
     let c = Cluster::start(Backend::Embedded).await;
     let client = client(&c);
     let _kubelets = start_kubelets(&c, "n1");
-    let _cm = start_manager(&c, &["statefulset"]);
+    let _cm = start_manager(&c, &["statefulset", "garbagecollector"]);
     create_node(&client, "n1", json!({}), json!([])).await;
     apply(&c, WEB);
     sts_settles(&client, "web", 3).await;
@@ -631,7 +631,8 @@ async fn statefulset_rolling_update_honours_the_partition_and_parallel_creates_a
         .all(|p| image(p) == "nginx:1.28"));
 
     // Parallel: every pod is created at once, without waiting for readiness (the simulator
-    // keeps these unready).
+    // keeps these unready), from ordinal `ordinals.start`; with the Delete retention policy
+    // claims go with scaled-away pods and with the set.
     let db = r#"
 apiVersion: apps/v1
 kind: StatefulSet
@@ -641,6 +642,19 @@ spec:
   serviceName: db
   replicas: 3
   podManagementPolicy: Parallel
+  ordinals:
+    start: 1
+  persistentVolumeClaimRetentionPolicy:
+    whenDeleted: Delete
+    whenScaled: Delete
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: ["ReadWriteOnce"]
+      resources:
+        requests:
+          storage: 1Gi
   selector:
     matchLabels:
       app: db
@@ -670,4 +684,35 @@ spec:
     let dbs: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
     let st = dbs.get("db").await.expect("db").status.unwrap_or_default();
     assert_eq!(st.ready_replicas.unwrap_or(0), 0);
+    let mut names: Vec<String> = live_pods(&client, "db")
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db-1", "db-2", "db-3"]);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let db_claims = || {
+        let pvcs = pvcs.clone();
+        async move {
+            let mut names: Vec<String> = pvcs
+                .list(&ListParams::default().labels("app=db"))
+                .await
+                .map(|l| l.items.iter().map(|c| c.name_any()).collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(db_claims().await, ["data-db-1", "data-db-2", "data-db-3"]);
+    kubectl(&c, &["scale", "statefulset", "db", "--replicas=1"]);
+    eventually("claims of scaled-away db pods to be deleted", || async {
+        (db_claims().await == ["data-db-1"]).then_some(())
+    })
+    .await;
+    kubectl(&c, &["delete", "statefulset", "db"]);
+    eventually("the remaining claim to go with the set", || async {
+        db_claims().await.is_empty().then_some(())
+    })
+    .await;
 }

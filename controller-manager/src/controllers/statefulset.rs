@@ -25,7 +25,7 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::Store;
@@ -256,8 +256,14 @@ async fn sync(set: &StatefulSet, ctx: &Context, key: &str) -> Result<Action, Err
         .update_strategy
         .as_ref()
         .and_then(|s| s.rolling_update.as_ref())
-        .and_then(|r| r.partition)
-        .unwrap_or(0);
+        .map(|r| r.partition.unwrap_or(0));
+    // `spec.ordinals.start`: the set's ordinals are `start..start + replicas`.
+    let start = spec
+        .ordinals
+        .as_ref()
+        .and_then(|o| o.start)
+        .unwrap_or(0)
+        .max(0);
 
     // Status from the pods as this pass found them; every change below triggers another.
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
@@ -321,6 +327,7 @@ async fn sync(set: &StatefulSet, ctx: &Context, key: &str) -> Result<Action, Err
         target
             .update(
                 &pods,
+                start,
                 replicas,
                 strategy,
                 partition,
@@ -362,9 +369,10 @@ impl Target<'_> {
     async fn update(
         &self,
         pods: &BTreeMap<i32, Arc<Pod>>,
+        start: i32,
         replicas: i32,
         strategy: &str,
-        partition: i32,
+        partition: Option<i32>,
         rolling: bool,
     ) -> Result<(), Error> {
         let spec = self.set.spec.as_ref();
@@ -377,13 +385,22 @@ impl Target<'_> {
             .and_then(|s| s.current_replicas)
             .unwrap_or(0);
         let mut first_unhealthy: Option<i32> = None;
-        for ord in 0..replicas {
+        let end = start.saturating_add(replicas);
+        for ord in start..end {
             match pods.get(&ord) {
                 None => {
-                    // Ordinals below the partition keep the current revision (upstream).
+                    // Mid-update, ordinals below the partition (or, without rollingUpdate
+                    // parameters, below the current count) are recreated at the current
+                    // revision, as upstream's `newVersionedStatefulSetPod`; OnDelete sets
+                    // create new pods at the update revision.
                     let old = rolling
-                        && ((strategy == "RollingUpdate" && ord < partition)
-                            || (strategy == "OnDelete" && ord < current_replicas));
+                        && match partition {
+                            Some(p) => ord < start.saturating_add(p),
+                            None => {
+                                strategy == "RollingUpdate"
+                                    && ord < start.saturating_add(current_replicas)
+                            }
+                        };
                     let (template, rev) = if old {
                         (self.current_template, self.current_rev)
                     } else {
@@ -413,7 +430,17 @@ impl Target<'_> {
                 Some(_) => {}
             }
         }
-        for (ord, pod) in pods.range(replicas..).rev() {
+        // Condemned: every ordinal outside the window, highest first. Upstream's first
+        // unhealthy pod spans the replicas, then the condemned in this order.
+        let condemned = pods.iter().filter(|(o, _)| **o < start || **o >= end);
+        if first_unhealthy.is_none() {
+            first_unhealthy = condemned
+                .clone()
+                .rev()
+                .find(|(_, p)| !healthy(p))
+                .map(|(o, _)| *o);
+        }
+        for (ord, pod) in condemned.rev() {
             if terminating(pod) {
                 if monotonic {
                     return Ok(());
@@ -423,6 +450,7 @@ impl Target<'_> {
             if monotonic && first_unhealthy.is_some_and(|u| u != *ord) {
                 return Ok(());
             }
+            self.condemn_claims(pod, *ord).await?;
             self.delete(pod).await?;
             if monotonic {
                 return Ok(());
@@ -431,7 +459,8 @@ impl Target<'_> {
         if strategy != "RollingUpdate" {
             return Ok(());
         }
-        for ord in (partition.max(0)..replicas).rev() {
+        let update_min = start.saturating_add(partition.unwrap_or(0).max(0));
+        for ord in (update_min..end).rev() {
             let Some(pod) = pods.get(&ord) else {
                 return Ok(());
             };
@@ -466,7 +495,8 @@ impl Target<'_> {
             .unwrap_or_default();
         for claim in templates {
             let cname = claim_name(&claim.name_any(), &set.name_any(), ordinal);
-            if claims_api.get_opt(&cname).await?.is_some() {
+            if let Some(existing) = claims_api.get_opt(&cname).await? {
+                self.reclaim(&claims_api, &existing).await?;
                 continue;
             }
             let mut labels = claim.metadata.labels.clone().unwrap_or_default();
@@ -475,12 +505,22 @@ impl Target<'_> {
                 .as_ref()
                 .and_then(|s| s.selector.match_labels.clone());
             labels.extend(selector.unwrap_or_default());
+            // `whenDeleted: Delete`: the set owns its claims, so the garbage collector
+            // removes them with it.
+            let owners = (self.retention().0 == "Delete").then(|| {
+                vec![OwnerReference {
+                    controller: None,
+                    block_owner_deletion: None,
+                    ..controller_ref(set)
+                }]
+            });
             let pvc = PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some(cname.clone()),
                     namespace: Some(self.ns.to_string()),
                     labels: Some(labels),
                     annotations: claim.metadata.annotations.clone(),
+                    owner_references: owners,
                     ..Default::default()
                 },
                 spec: claim.spec.clone(),
@@ -513,6 +553,105 @@ impl Target<'_> {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// `persistentVolumeClaimRetentionPolicy` as `(whenDeleted, whenScaled)`; both default to
+    /// Retain.
+    fn retention(&self) -> (&str, &str) {
+        let policy = self
+            .set
+            .spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+        (
+            policy
+                .and_then(|p| p.when_deleted.as_deref())
+                .unwrap_or("Retain"),
+            policy
+                .and_then(|p| p.when_scaled.as_deref())
+                .unwrap_or("Retain"),
+        )
+    }
+
+    /// A claim reused by a new pod of its ordinal (scaled down, then up again) must not keep
+    /// the reference to the pod it was condemned with, or the garbage collector would delete
+    /// it under the new pod; with `whenDeleted: Delete` it goes back to the set.
+    async fn reclaim(
+        &self,
+        api: &Api<PersistentVolumeClaim>,
+        claim: &PersistentVolumeClaim,
+    ) -> Result<(), Error> {
+        let set_uid = self.set.uid().unwrap_or_default();
+        let old = claim.owner_references();
+        let mut refs: Vec<OwnerReference> =
+            old.iter().filter(|r| r.kind != "Pod").cloned().collect();
+        if self.retention().0 == "Delete" && !refs.iter().any(|r| r.uid == set_uid) {
+            refs.push(OwnerReference {
+                controller: None,
+                block_owner_deletion: None,
+                ..controller_ref(self.set)
+            });
+        }
+        if refs.as_slice() == old {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {
+            "ownerReferences": to_value(&refs),
+            "resourceVersion": claim.resource_version(),
+        }});
+        api.patch(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `whenScaled: Delete`: before a condemned pod goes, its claims are handed from the set
+    /// to the pod, so the garbage collector deletes them once the pod is gone (upstream's
+    /// `updateClaimOwnerRefForSetAndPod`; a claim still owned by the live set would only lose
+    /// the dangling pod reference).
+    async fn condemn_claims(&self, pod: &Pod, ordinal: i32) -> Result<(), Error> {
+        if self.retention().1 != "Delete" {
+            return Ok(());
+        }
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let uid = pod.uid().unwrap_or_default();
+        let templates = self
+            .set
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.clone())
+            .unwrap_or_default();
+        for claim in templates {
+            let cname = claim_name(&claim.name_any(), &self.set.name_any(), ordinal);
+            let Some(existing) = api.get_opt(&cname).await? else {
+                continue;
+            };
+            if existing.owner_references().iter().any(|r| r.uid == uid) {
+                continue;
+            }
+            let set_uid = self.set.uid().unwrap_or_default();
+            let mut refs: Vec<OwnerReference> = existing
+                .owner_references()
+                .iter()
+                .filter(|r| r.uid != set_uid)
+                .cloned()
+                .collect();
+            refs.push(OwnerReference {
+                controller: None,
+                block_owner_deletion: None,
+                ..controller_ref(pod)
+            });
+            let patch = json!({"metadata": {
+                "ownerReferences": to_value(&refs),
+                "resourceVersion": existing.resource_version(),
+            }});
+            api.patch(&cname, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn delete(&self, pod: &Pod) -> Result<(), Error> {
