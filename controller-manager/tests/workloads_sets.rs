@@ -352,6 +352,50 @@ fn first(events: &[(String, Seen)], pod: &str, pred: impl Fn(&Seen) -> bool) -> 
     events.iter().position(|(n, s)| n == pod && pred(s))
 }
 
+/// With `maxSurge`, each node's new pod starts next to the old one, and the old one goes
+/// only once the new one is Ready: no node is ever without a ready daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_surge_update_replaces_pods_only_once_the_new_ones_are_ready() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let client = client(&c);
+    let _kubelets = start_kubelets(&c, "n1");
+    let _cm = start_manager(&c, &["daemonset"]);
+    create_node(&client, "n1", json!({}), json!([])).await;
+    create_node(&client, "n2", json!({}), json!([])).await;
+    let surge = AGENT.replace(
+        "spec:\n  selector:",
+        "spec:\n  updateStrategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n  selector:",
+    );
+    apply(&c, &surge);
+    let before = agent_on(&client, &["n1", "n2"]).await;
+    let (_watch, mut rx) = record_pods(&client, "agent").await;
+    kubectl(
+        &c,
+        &["set", "image", "daemonset/agent", "agent=busybox:1.37"],
+    );
+    let out = kubectl(
+        &c,
+        &["rollout", "status", "daemonset/agent", "--timeout=90s"],
+    );
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let after = agent_on(&client, &["n1", "n2"]).await;
+    assert!(
+        after.values().flatten().all(|p| image(p) == "busybox:1.37"),
+        "{after:?}"
+    );
+    let events = drain(&mut rx);
+    for (node, old) in &before {
+        let old = old[0].name_any();
+        let new = after[node][0].name_any();
+        let ready = first(&events, &new, |s| *s == Seen::Exists(true));
+        let deleting = first(&events, &old, |s| matches!(s, Seen::Deleting | Seen::Gone));
+        assert!(
+            ready.is_some() && ready < deleting,
+            "{old} went before {new} was ready: {events:?}"
+        );
+    }
+}
+
 const WEB: &str = r#"
 apiVersion: v1
 kind: Service
