@@ -423,11 +423,24 @@ impl NodeHeartbeat {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut readiness_open = true;
+            let mut renew_failed = false;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if let Err(e) = self.renew_lease().await {
-                            tracing::warn!(error = %e, "lease renewal failed");
+                        match self.renew_lease().await {
+                            Err(e) => {
+                                renew_failed = true;
+                                tracing::warn!(error = %e, "lease renewal failed");
+                            }
+                            // Cut off long enough, the node lifecycle controller has marked
+                            // the node Unknown: say Ready again now, not at the next minute.
+                            Ok(()) if renew_failed => {
+                                renew_failed = false;
+                                if let Err(e) = self.write_status().await {
+                                    tracing::warn!(error = %e, "node status write failed");
+                                }
+                            }
+                            Ok(()) => {}
                         }
                     }
                     changed = self.readiness.changed(), if readiness_open => {
