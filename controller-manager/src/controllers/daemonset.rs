@@ -17,7 +17,7 @@
 //! [`Expectations`] hold a pass back until the previous pass's creates and deletes are in
 //! the pod store; otherwise a lagging store would make it create a second pod on a node.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
+use parking_lot::Mutex;
 use serde_json::json;
 use tracing::Instrument;
 
@@ -87,16 +88,33 @@ pub fn controller(
         backoff: Backoff::default(),
         metrics,
     });
-    // Any node change (joining, leaving, labels, taints) may change where every DaemonSet
-    // should run.
-    let every_ds = {
+    // A node joining or leaving, or changing labels or taints, may change where every
+    // DaemonSet should run; its status heartbeats never do. Remembering what each node looked
+    // like keeps thousands of heartbeating nodes from resyncing every DaemonSet each minute.
+    let seen: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let every_ds = |store: &Store<DaemonSet>| {
+        store
+            .state()
+            .iter()
+            .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let on_node = {
         let store = ds_store.clone();
-        move |_: Arc<Node>| {
-            store
-                .state()
-                .iter()
-                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-                .collect::<Vec<_>>()
+        let seen = seen.clone();
+        move |node: Arc<Node>| {
+            let print = placement_fingerprint(&node);
+            if seen.lock().insert(node.name_any(), print.clone()) == Some(print) {
+                return Vec::new();
+            }
+            every_ds(&store)
+        }
+    };
+    let on_node_gone = {
+        let store = ds_store.clone();
+        move |node: Arc<Node>| {
+            seen.lock().remove(&node.name_any());
+            every_ds(&store)
         }
     };
     let orphan_store = ds_store.clone();
@@ -112,8 +130,8 @@ pub fn controller(
                     ds.spec.as_ref().map(|s| &s.selector)
                 }),
             )
-            .watches_shared_stream(node_trigger, every_ds.clone())
-            .watches_shared_stream(informers.nodes.deletions(), every_ds)
+            .watches_shared_stream(node_trigger, on_node)
+            .watches_shared_stream(informers.nodes.deletions(), on_node_gone)
             .run(reconcile, error_policy, ctx)
             .for_each(|_| futures::future::ready(()))
             .boxed(),
@@ -137,6 +155,17 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         ctx.backoff.succeeded(&key);
     }
     result
+}
+
+/// What of a node decides whether daemons run on it: labels, taints and `unschedulable`.
+fn placement_fingerprint(node: &Node) -> String {
+    let spec = node.spec.as_ref();
+    json!([
+        node.labels(),
+        spec.and_then(|s| s.taints.as_ref()),
+        spec.and_then(|s| s.unschedulable),
+    ])
+    .to_string()
 }
 
 /// The tolerations upstream adds to every DaemonSet pod (`AddOrUpdateDaemonPodTolerations`),

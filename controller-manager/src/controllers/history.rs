@@ -93,7 +93,16 @@ where
     let uid = owner.meta().uid.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     let mut all: Vec<ControllerRevision> = Vec::new();
-    for rev in api.list(&ListParams::default()).await?.items {
+    // Revisions carry the template's labels, which the selector's matchLabels must match:
+    // listing by them keeps the server from sending every revision of the namespace.
+    let labels: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let lp = ListParams::default().labels(&labels.join(","));
+    for rev in api.list(&lp).await?.items {
         match util::controller_of(&rev) {
             Some(o) if o.uid == uid => all.push(rev),
             Some(_) => {}
