@@ -760,3 +760,46 @@ spec:
     })
     .await;
 }
+
+/// OnDelete: a template change replaces nothing by itself; a pod the user deletes comes back
+/// at the update revision, the others stay at the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_on_delete_updates_only_deleted_pods() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let client = client(&c);
+    let _kubelets = start_kubelets(&c, "n1");
+    let _cm = start_manager(&c, &["statefulset"]);
+    create_node(&client, "n1", json!({}), json!([])).await;
+    let on_delete = WEB.replace(
+        "  replicas: 3\n",
+        "  replicas: 3\n  updateStrategy:\n    type: OnDelete\n",
+    );
+    apply(&c, &on_delete);
+    sts_settles(&client, "web", 3).await;
+    kubectl(&c, &["set", "image", "statefulset/web", "nginx=nginx:1.28"]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let old = pods.get("web-1").await.expect("web-1");
+    pods.delete("web-1", &DeleteParams::default())
+        .await
+        .expect("delete web-1");
+    eventually("web-1 to come back at the new image", || {
+        let pods = pods.clone();
+        let uid = old.uid();
+        async move {
+            let p = pods.get("web-1").await.ok()?;
+            (p.uid() != uid && image(&p) == "nginx:1.28").then_some(())
+        }
+    })
+    .await;
+    let web = sts_settles(&client, "web", 3).await;
+    let st = web.status.unwrap_or_default();
+    assert_eq!(st.updated_replicas, Some(1), "{st:?}");
+    assert_eq!(st.current_replicas, Some(2), "{st:?}");
+    let images: BTreeMap<String, String> = live_pods(&client, "web")
+        .await
+        .iter()
+        .map(|p| (p.name_any(), image(p)))
+        .collect();
+    assert_eq!(images["web-0"], "nginx:1.27", "{images:?}");
+    assert_eq!(images["web-2"], "nginx:1.27", "{images:?}");
+}
