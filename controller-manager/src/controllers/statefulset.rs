@@ -377,6 +377,8 @@ impl Target<'_> {
     ) -> Result<(), Error> {
         let spec = self.set.spec.as_ref();
         let monotonic = spec.and_then(|s| s.pod_management_policy.as_deref()) != Some("Parallel");
+        let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
+        let now = util::now();
         let update_template = spec.map(|s| s.template.clone()).unwrap_or_default();
         let current_replicas = self
             .set
@@ -426,6 +428,11 @@ impl Target<'_> {
                         return Ok(());
                     }
                     first_unhealthy.get_or_insert(ord);
+                }
+                // Upstream's `isRunningAndAvailable`: a successor waits out `minReadySeconds`
+                // too (the status pass requeues for the moment the pod becomes available).
+                Some(pod) if monotonic && !util::pod_available(pod, min_ready, &now).0 => {
+                    return Ok(());
                 }
                 Some(_) => {}
             }
