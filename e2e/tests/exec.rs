@@ -3,8 +3,11 @@
 //! CRI streaming server, with a real pod in a private containerd
 //! (`node_agent::testing::Containerd`). Everything on 127.0.0.1, free ports.
 //!
-//! kubectl 1.32 first asks for WebSocket `v5.channel.k8s.io`; containerd 1.6 refuses it, and
-//! kubectl must then fall back to SPDY — which these tests check it does.
+//! kubectl 1.32 first asks for WebSocket `v5.channel.k8s.io` (exec/attach) and the KEP-4006
+//! tunnel `SPDY/3.1+portforward.k8s.io` (port-forward). containerd 1.6 speaks neither; the node
+//! agent serves both itself on top of containerd's SPDY, and these tests check kubectl uses them
+//! without falling back, that forcing kubectl onto SPDY still works, and that the Python
+//! client's WebSocket v4 (relayed to containerd as is) still works.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -191,13 +194,24 @@ sock.close()
 print("portforward", b"hello-pf" in data)
 "#;
 
+/// kubectl's switches for its WebSocket streaming clients; `false` makes it go straight to SPDY.
+const SPDY_ONLY: &[(&str, &str)] = &[
+    ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false"),
+    ("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false"),
+];
+
 fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_env(c, args, stdin, &[])
+}
+
+fn kubectl_env(c: &Cluster, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(e2e::kubectl_path())
         .arg("--kubeconfig")
         .arg(c.kubeconfig())
         .args(args)
         .env_remove("KUBECONFIG")
         .env("HOME", c.dir())
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -215,6 +229,72 @@ fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// `kubectl -v=4 port-forward pod/p1 :8080` with `env`: checks a GET of httpd through it and
+/// returns kubectl's log (stderr) once it has been stopped.
+async fn port_forward_get(c: &Cluster, env: &[(&str, &str)]) -> String {
+    let mut child = Command::new(e2e::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["-v=4", "port-forward", "pod/p1", ":8080"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", c.dir())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl port-forward");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    let line = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("kubectl port-forward prints where it listens");
+    // "Forwarding from 127.0.0.1:40123 -> 8080"
+    let port: u16 = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
+    let body = eventually(
+        Duration::from_secs(30),
+        "httpd through port-forward",
+        || async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+                conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                conn.write_all(b"GET /index.html HTTP/1.0\r\nHost: p1\r\n\r\n")
+                    .ok()?;
+                let mut answer = String::new();
+                conn.read_to_string(&mut answer).ok()?;
+                answer.contains("hello-pf").then_some(answer)
+            })
+            .await
+            .ok()
+            .flatten()
+        },
+    )
+    .await;
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+    log.join().expect("stderr reader")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -283,7 +363,7 @@ spec:
         "{\"status\":{\"phase\":\"Running\"}}",
     ]);
 
-    // exec, with kubectl's WebSocket attempt refused by containerd and the SPDY fallback.
+    // exec over WebSocket v5, served by the node agent: kubectl must not fall back to SPDY.
     let out = kubectl(
         &c,
         &["-v=4", "exec", "p1", "-c", "main", "--", "echo", "hi"],
@@ -292,35 +372,71 @@ spec:
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hi\n");
     assert!(
-        text(&out.stderr).contains("RemoteCommand fallback"),
-        "kubectl did not fall back from WebSocket to SPDY:\n{}",
+        !text(&out.stderr).contains("fallback"),
+        "kubectl fell back from WebSocket to SPDY:\n{}",
         text(&out.stderr)
     );
-    // stderr and the exit code come through.
-    let out = kubectl(
-        &c,
-        &[
-            "exec",
-            "p1",
-            "-c",
-            "main",
-            "--",
-            "sh",
-            "-c",
-            "echo oops >&2; exit 3",
-        ],
-        None,
+    assert!(
+        text(&out.stderr).contains("The subprotocol is v5.channel.k8s.io"),
+        "kubectl did not negotiate WebSocket v5:\n{}",
+        text(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
-    // stdin.
-    let out = kubectl(
-        &c,
-        &["exec", "-i", "p1", "-c", "main", "--", "cat"],
-        Some("via stdin\n"),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "via stdin\n");
+    // The same with kubectl forced onto SPDY (relayed to containerd unchanged), and then over
+    // WebSocket v5: stdout, stderr, the exit code (channel 3's status), and stdin ending in EOF
+    // (v5's close of stdin, which `cat` must see to exit, while its output still comes back).
+    for (env, how) in [(SPDY_ONLY, "SPDY"), (&[][..], "WebSocket v5")] {
+        let out = kubectl_env(
+            &c,
+            &[
+                "-v=4",
+                "exec",
+                "p1",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo oops >&2; exit 3",
+            ],
+            None,
+            env,
+        );
+        let log = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{how}: {log}");
+        assert_eq!(text(&out.stdout), "out\n", "{how}: {log}");
+        assert!(log.contains("oops"), "{how}: {log}");
+        assert!(!log.contains("RemoteCommand fallback"), "{how}: {log}");
+        // kubectl logs the WebSocket subprotocol only when it speaks WebSocket.
+        assert_eq!(
+            log.contains("The subprotocol is v5.channel.k8s.io"),
+            env.is_empty(),
+            "{how}: {log}"
+        );
+        let input: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+        let out = kubectl_env(
+            &c,
+            &[
+                "exec",
+                "-i",
+                "p1",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "cat; echo after-eof",
+            ],
+            Some(&input),
+            env,
+        );
+        assert!(out.status.success(), "{how}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            format!("{input}after-eof\n"),
+            "{how}: {}",
+            text(&out.stderr)
+        );
+    }
     // kubectl defaults to the first container itself.
     let out = kubectl(&c, &["exec", "p1", "--", "hostname"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -376,7 +492,7 @@ spec:
         text(&out.stderr)
     );
 
-    // attach: the running ticker's output.
+    // attach (WebSocket v5, served by the node agent): the running ticker's output.
     let (mut child, lines) = c.kubectl_lines(&["attach", "p1", "-c", "ticker"]);
     let line = lines
         .recv_timeout(Duration::from_secs(30))
@@ -385,39 +501,20 @@ spec:
     let _ = child.kill();
     let _ = child.wait();
 
-    // port-forward to httpd in the pod.
-    let (mut child, lines) = c.kubectl_lines(&["port-forward", "pod/p1", ":8080"]);
-    let line = lines
-        .recv_timeout(Duration::from_secs(30))
-        .expect("kubectl port-forward prints where it listens");
-    // "Forwarding from 127.0.0.1:40123 -> 8080"
-    let port: u16 = line
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|r| r.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
-    let body = eventually(
-        Duration::from_secs(30),
-        "httpd through port-forward",
-        || async move {
-            tokio::task::spawn_blocking(move || {
-                let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-                conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-                conn.write_all(b"GET /index.html HTTP/1.0\r\nHost: p1\r\n\r\n")
-                    .ok()?;
-                let mut answer = String::new();
-                conn.read_to_string(&mut answer).ok()?;
-                answer.contains("hello-pf").then_some(answer)
-            })
-            .await
-            .ok()
-            .flatten()
-        },
-    )
-    .await;
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    let _ = child.kill();
-    let _ = child.wait();
+    // port-forward through the KEP-4006 tunnel the node agent serves: kubectl negotiates it and
+    // does not fall back to plain SPDY.
+    let log = port_forward_get(&c, &[]).await;
+    assert!(
+        log.contains("negotiated protocol: portforward.k8s.io"),
+        "kubectl did not use the WebSocket tunnel:\n{log}"
+    );
+    assert!(
+        !log.contains("fallback"),
+        "kubectl fell back to SPDY:\n{log}"
+    );
+    // And plain SPDY, relayed to containerd unchanged.
+    let log = port_forward_get(&c, SPDY_ONLY).await;
+    assert!(!log.contains("negotiated protocol"), "{log}");
 
     // The Python client speaks pure WebSocket (`v4.channel.k8s.io`), which containerd accepts:
     // the relays splice a WebSocket session, not only SPDY.

@@ -10,6 +10,7 @@
 
 pub mod logs;
 mod stream;
+mod ws;
 
 use std::io::{Seek, SeekFrom};
 use std::net::SocketAddr;

@@ -3,13 +3,14 @@
 //!
 //! containerd's CRI plugin runs its own streaming server (on 127.0.0.1 in our configuration)
 //! that already speaks every Kubernetes streaming protocol it supports (SPDY/3.1 with
-//! `channel.k8s.io` v1–v4 and `portforward.k8s.io`, WebSocket `channel.k8s.io` up to v4), so the
-//! agent does not implement any of them: it forwards the client's upgrade request (method,
+//! `channel.k8s.io` v1–v4 and `portforward.k8s.io`, WebSocket `channel.k8s.io` up to v4), so for
+//! those the agent implements no protocol: it forwards the client's upgrade request (method,
 //! `Connection`/`Upgrade`/`Sec-WebSocket-*`/`X-Stream-Protocol-Version` headers) to the
 //! runtime's URL, relays the answer, and after a `101 Switching Protocols` copies bytes both
-//! ways until either side closes. A handshake the runtime refuses (kubectl 1.32's WebSocket
-//! `v5.channel.k8s.io`, which containerd 1.6 does not offer) comes back as its non-101 answer,
-//! which is what makes kubectl fall back to SPDY.
+//! ways until either side closes. The two WebSocket protocols kubectl 1.31+ tries first and
+//! containerd 1.6 lacks, exec/attach `v5.channel.k8s.io` and the port-forward tunnel
+//! `SPDY/3.1+portforward.k8s.io`, are served by the agent itself on top of containerd's SPDY
+//! ([`ws`]), so kubectl does not have to fall back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
+use super::ws::{self, Streams};
 use super::{not_found, text, Shared};
 use crate::cri::api;
 
 /// How long to wait for the runtime's streaming server to accept a connection.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Request headers that describe the client's connection to *this* server, not the request:
 /// never forwarded (the body is never forwarded either; upgrade requests have none).
@@ -71,6 +73,16 @@ impl StreamOptions {
             return Err("you must specify at least 1 of stdin, stdout, stderr".into());
         }
         Ok(o)
+    }
+
+    /// The streams the runtime is told to expect, for the agent's own protocol bridges.
+    fn streams(&self) -> Streams {
+        Streams {
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            tty: self.tty,
+        }
     }
 }
 
@@ -129,6 +141,7 @@ pub(super) async fn exec(
     let Some(cri) = &shared.cri else {
         return no_runtime();
     };
+    let streams = opts.streams();
     let url = match cri
         .runtime
         .clone()
@@ -145,6 +158,9 @@ pub(super) async fn exec(
         Ok(r) => r.into_inner().url,
         Err(s) => return cri_error("failed to exec in container", &s),
     };
+    if ws::wants_v5(req.headers()) {
+        return ws::exec_v5(req, &url, streams).await;
+    }
     relay(req, &url).await
 }
 
@@ -166,6 +182,7 @@ pub(super) async fn attach(
     let Some(cri) = &shared.cri else {
         return no_runtime();
     };
+    let streams = opts.streams();
     let url = match cri
         .runtime
         .clone()
@@ -181,6 +198,9 @@ pub(super) async fn attach(
         Ok(r) => r.into_inner().url,
         Err(s) => return cri_error("failed to attach to container", &s),
     };
+    if ws::wants_v5(req.headers()) {
+        return ws::exec_v5(req, &url, streams).await;
+    }
     relay(req, &url).await
 }
 
@@ -227,6 +247,9 @@ pub(super) async fn port_forward(
         Ok(r) => r.into_inner().url,
         Err(s) => return cri_error("failed to port-forward", &s),
     };
+    if ws::wants_tunnel(req.headers()) {
+        return ws::port_forward_tunnel(req, &url).await;
+    }
     relay(req, &url).await
 }
 
