@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
@@ -61,6 +61,7 @@ pub struct Context {
     nodes: Store<Node>,
     daemonsets: Store<DaemonSet>,
     expectations: Expectations,
+    failed: FailedBackoff,
     backoff: Backoff,
     metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -85,6 +86,7 @@ pub fn controller(
         nodes: informers.nodes.store(),
         daemonsets: ds_store.clone(),
         expectations: Expectations::default(),
+        failed: FailedBackoff::default(),
         backoff: Backoff::default(),
         metrics,
     });
@@ -413,6 +415,36 @@ struct Plan {
     /// Pods to delete, and whether without grace (their node is gone: no kubelet will
     /// ever confirm a graceful deletion).
     delete: Vec<(Arc<Pod>, bool)>,
+    /// When to look again for a failed pod held back by its back-off.
+    requeue: Option<Duration>,
+}
+
+/// The back-off before killing a node's failed daemon pod again (upstream's
+/// `failedPodsBackoff`: 1 s doubling to 15 min per DaemonSet and node, forgotten after
+/// twice the maximum without failures).
+#[derive(Default)]
+struct FailedBackoff {
+    entries: Mutex<HashMap<String, (Instant, Duration)>>,
+}
+
+impl FailedBackoff {
+    const INITIAL: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(15 * 60);
+
+    /// `Ok` if the failed pod may be killed now (and the back-off grows), else how long
+    /// until it may.
+    fn attempt(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let mut entries = self.entries.lock();
+        let next = match entries.get(key) {
+            Some((last, delay)) if now < *last + *delay => return Err(*last + *delay - now),
+            Some((last, delay)) if now.duration_since(*last) < 2 * Self::MAX => {
+                (*delay * 2).min(Self::MAX)
+            }
+            _ => Self::INITIAL,
+        };
+        entries.insert(key.to_string(), (now, next));
+        Ok(())
+    }
 }
 
 /// A node that should run the daemon, with the pods kept on it after this pass.
@@ -479,6 +511,7 @@ async fn sync(ds: &DaemonSet, ctx: &Context, key: &str) -> Result<Action, Error>
         .as_ref()
         .and_then(|s| s.rolling_update.as_ref());
 
+    let uid = ds.uid().unwrap_or_default();
     let nodes = ctx.nodes.state();
     let mut eligible: Vec<Eligible> = Vec::new();
     let mut status_pods: Vec<(bool, Vec<Arc<Pod>>)> = Vec::new();
@@ -495,16 +528,29 @@ async fn sync(ds: &DaemonSet, ctx: &Context, key: &str) -> Result<Action, Error>
             );
             continue;
         }
+        // Upstream creates only on a node with no daemon pod at all: a replacement waits
+        // until the pod it replaces (terminating, or failed and being deleted) is gone, so
+        // the two never compete for host ports or host paths.
+        let exists = !pods.is_empty();
         let mut running = Vec::new();
         for pod in pods {
             if pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            if matches!(phase(&pod), Some("Succeeded" | "Failed")) {
-                // Upstream kills failed daemon pods so they are recreated.
-                plan.delete.push((pod, false));
-            } else {
-                running.push(pod);
+            match phase(&pod) {
+                Some("Failed") => {
+                    // Killed so it is recreated, but with a back-off per node: a kubelet that
+                    // keeps rejecting the pod must not be hot-looped.
+                    let key = format!("{uid}/{name}");
+                    match ctx.failed.attempt(&key, Instant::now()) {
+                        Ok(()) => plan.delete.push((pod, false)),
+                        Err(wait) => {
+                            plan.requeue = Some(plan.requeue.map_or(wait, |r| r.min(wait)))
+                        }
+                    }
+                }
+                Some("Succeeded") => plan.delete.push((pod, false)),
+                _ => running.push(pod),
             }
         }
         if !run {
@@ -512,7 +558,9 @@ async fn sync(ds: &DaemonSet, ctx: &Context, key: &str) -> Result<Action, Error>
             continue;
         }
         if running.is_empty() {
-            plan.create.push(name.clone());
+            if !exists {
+                plan.create.push(name.clone());
+            }
             eligible.push(Eligible {
                 name,
                 kept: Vec::new(),
@@ -582,7 +630,7 @@ async fn sync(ds: &DaemonSet, ctx: &Context, key: &str) -> Result<Action, Error>
         updated_number_scheduled: Some(0),
         ..Default::default()
     };
-    let mut requeue: Option<Duration> = None;
+    let mut requeue: Option<Duration> = plan.requeue;
     for (run, pods) in &status_pods {
         // The oldest pod speaks for the node (upstream), but one that is going away never
         // counts as ready, available or updated: right after a rollback its hash may match
@@ -883,6 +931,29 @@ mod tests {
         assert_eq!(
             util::controller_of(&pod).map(|r| r.kind.as_str()),
             Some("DaemonSet")
+        );
+    }
+
+    #[test]
+    fn failed_pods_back_off_per_node() {
+        let b = FailedBackoff::default();
+        let t0 = Instant::now();
+        assert_eq!(b.attempt("ds/n1", t0), Ok(()));
+        assert_eq!(b.attempt("ds/n1", t0), Err(Duration::from_secs(1)));
+        assert_eq!(b.attempt("ds/n2", t0), Ok(()), "per node");
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(b.attempt("ds/n1", t1), Ok(()));
+        assert_eq!(
+            b.attempt("ds/n1", t1),
+            Err(Duration::from_secs(2)),
+            "doubles"
+        );
+        let later = t1 + 2 * FailedBackoff::MAX + Duration::from_secs(1);
+        assert_eq!(b.attempt("ds/n1", later), Ok(()));
+        assert_eq!(
+            b.attempt("ds/n1", later),
+            Err(FailedBackoff::INITIAL),
+            "forgotten"
         );
     }
 
