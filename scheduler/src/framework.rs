@@ -134,6 +134,16 @@ impl Resources {
             *self.scalar.entry(k.clone()).or_default() += v;
         }
     }
+    /// The inverse of [`Resources::add`] (a pod leaving a node).
+    pub fn sub(&mut self, o: &Resources) {
+        self.milli_cpu -= o.milli_cpu;
+        self.memory -= o.memory;
+        self.ephemeral_storage -= o.ephemeral_storage;
+        self.pods -= o.pods;
+        for (k, v) in &o.scalar {
+            *self.scalar.entry(k.clone()).or_default() -= v;
+        }
+    }
     /// Component-wise maximum (init containers run one at a time).
     pub fn max_with(&mut self, o: &Resources) {
         self.milli_cpu = self.milli_cpu.max(o.milli_cpu);
@@ -219,17 +229,40 @@ pub fn pod_host_ports(pod: &Pod) -> Vec<HostPort> {
 }
 
 /// A node with what is placed on it: bound pods plus pods assumed by this scheduler.
+///
+/// The node and the pod list are shared (`Arc`) with the cache, which keeps one `NodeInfo`
+/// per node up to date as pods come and go: a snapshot of every node copies pointers, not
+/// objects, and a change to one node copies only that node's list (copy on write).
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
-    pub node: Node,
-    pub pods: Vec<Pod>,
+    pub node: Arc<Node>,
+    pub pods: Arc<Vec<Arc<Pod>>>,
     pub requested: Resources,
     pub allocatable: Resources,
     pub used_ports: Vec<HostPort>,
+    /// How many of `pods` have required pod anti-affinity (upstream's
+    /// `PodsWithRequiredAntiAffinity`), so InterPodAffinity skips the other nodes.
+    pub required_anti_affinity_pods: usize,
+}
+
+/// Whether a pod has required pod anti-affinity terms.
+pub fn has_required_anti_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_some_and(|t| !t.is_empty())
 }
 
 impl NodeInfo {
     pub fn new(node: Node) -> NodeInfo {
+        NodeInfo::from_arc(Arc::new(node))
+    }
+    pub fn from_arc(node: Arc<Node>) -> NodeInfo {
         let allocatable = node
             .status
             .as_ref()
@@ -238,28 +271,65 @@ impl NodeInfo {
             .unwrap_or_default();
         NodeInfo {
             node,
-            pods: Vec::new(),
+            pods: Arc::new(Vec::new()),
             requested: Resources::default(),
             allocatable,
             used_ports: Vec::new(),
+            required_anti_affinity_pods: 0,
         }
     }
     pub fn name(&self) -> &str {
         self.node.metadata.name.as_deref().unwrap_or("")
     }
+    /// Replaces the node object (a watch update), keeping its pods.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        let fresh = NodeInfo::from_arc(node);
+        self.allocatable = fresh.allocatable;
+        self.node = fresh.node;
+    }
     pub fn add_pod(&mut self, pod: Pod) {
+        self.add_pod_arc(Arc::new(pod));
+    }
+    pub fn add_pod_arc(&mut self, pod: Arc<Pod>) {
         let mut r = pod_requests(&pod);
         r.pods = 1;
         self.requested.add(&r);
         self.used_ports.extend(pod_host_ports(&pod));
-        self.pods.push(pod);
+        if has_required_anti_affinity(&pod) {
+            self.required_anti_affinity_pods += 1;
+        }
+        Arc::make_mut(&mut self.pods).push(pod);
+    }
+    /// Takes the pod with this namespace/name off the node; returns whether it was there.
+    pub fn remove_pod(&mut self, key: &str) -> bool {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        let is = |p: &Pod| {
+            p.metadata.name.as_deref().unwrap_or("") == name
+                && p.metadata.namespace.as_deref().unwrap_or("default") == ns
+        };
+        let Some(i) = self.pods.iter().position(|p| is(p)) else {
+            return false;
+        };
+        let pod = Arc::make_mut(&mut self.pods).remove(i);
+        let mut r = pod_requests(&pod);
+        r.pods = 1;
+        self.requested.sub(&r);
+        if has_required_anti_affinity(&pod) {
+            self.required_anti_affinity_pods -= 1;
+        }
+        for hp in pod_host_ports(&pod) {
+            if let Some(j) = self.used_ports.iter().position(|u| *u == hp) {
+                self.used_ports.remove(j);
+            }
+        }
+        true
     }
     /// A copy without `victims` (by namespace/name), for preemption's what-if.
     pub fn without(&self, victims: &[String]) -> NodeInfo {
-        let mut n = NodeInfo::new(self.node.clone());
-        for p in &self.pods {
+        let mut n = NodeInfo::from_arc(self.node.clone());
+        for p in self.pods.iter() {
             if !victims.contains(&pod_key(p)) {
-                n.add_pod(p.clone());
+                n.add_pod_arc(p.clone());
             }
         }
         n
@@ -368,6 +438,12 @@ pub struct PluginSet {
     pub bind: Option<Arc<dyn BindPlugin>>,
 }
 
+/// Filter rounds look at no fewer nodes than this.
+const MIN_ROUND: usize = 64;
+/// Filtering runs on several threads only when each gets at least this many nodes (a
+/// thread costs more than filtering a few hundred nodes of the usual kind).
+const MIN_CHUNK: usize = 256;
+
 /// The plugins of one profile, in order, with score weights.
 #[derive(Default, Clone)]
 pub struct Framework {
@@ -416,16 +492,16 @@ impl Framework {
     /// All filters on one node; the first failure decides (as upstream without
     /// `runAllFilters`).
     pub fn run_filters(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        for p in &self.filter {
-            if state.skip_filter.contains(p.name()) {
-                continue;
-            }
-            let s = p.filter(state, pod, node);
-            if !s.is_success() {
-                return s.with_plugin(p.name());
-            }
-        }
-        Status::success()
+        run_filters(&self.active_filters(state), state, pod, node)
+    }
+
+    /// The Filter plugins whose PreFilter did not Skip, looked up once per cycle rather than
+    /// once per node.
+    fn active_filters(&self, state: &CycleState) -> Vec<&Arc<dyn FilterPlugin>> {
+        self.filter
+            .iter()
+            .filter(|p| !state.skip_filter.contains(p.name()))
+            .collect()
     }
 
     /// How many feasible nodes are enough (upstream's `numFeasibleNodesToFind`): all nodes
@@ -466,15 +542,20 @@ impl Framework {
             .map(|p| p.get())
             .unwrap_or(1)
             .clamp(1, 16);
-        let chunk = 64.max(n.div_ceil(threads)).min(n);
+        let filters = &self.active_filters(state)[..];
         let mut offset = 0;
         while offset < n && feasible.len() < want {
-            let end = (offset + chunk * threads).min(n);
+            // Each round looks at about as many nodes as are still wanted (upstream checks
+            // nodes until it has found enough): with 5,000 nodes that all fit, 500 nodes
+            // rather than all of them.
+            let round = (want - feasible.len()).max(MIN_ROUND).min(n - offset);
+            let end = offset + round;
             let order: Vec<usize> = (offset..end).map(|i| (start + i) % n).collect();
+            let chunk = order.len().div_ceil(threads).max(MIN_CHUNK);
             let results: Vec<(usize, Status)> = if order.len() <= chunk {
                 order
                     .iter()
-                    .map(|&i| (i, self.run_filters(state, pod, &nodes[i])))
+                    .map(|&i| (i, run_filters(filters, state, pod, &nodes[i])))
                     .collect()
             } else {
                 std::thread::scope(|s| {
@@ -483,7 +564,7 @@ impl Framework {
                         .map(|part| {
                             s.spawn(move || {
                                 part.iter()
-                                    .map(|&i| (i, self.run_filters(state, pod, &nodes[i])))
+                                    .map(|&i| (i, run_filters(filters, state, pod, &nodes[i])))
                                     .collect::<Vec<_>>()
                             })
                         })
@@ -537,19 +618,20 @@ impl Framework {
         nodes: &[&NodeInfo],
     ) -> Result<Vec<i64>, Status> {
         let mut total = vec![0i64; nodes.len()];
+        // One (name, score) list reused by every plugin: the names are copied once per cycle.
+        let mut scores: Vec<(String, i64)> =
+            nodes.iter().map(|n| (n.name().to_string(), 0)).collect();
         for (p, weight) in &self.score {
             if state.skip_score.contains(p.name()) {
                 continue;
             }
-            let mut scores = Vec::with_capacity(nodes.len());
-            for n in nodes {
-                let s = p
+            for (slot, n) in scores.iter_mut().zip(nodes) {
+                slot.1 = p
                     .score(state, pod, n)
                     .map_err(|s| s.with_plugin(p.name()))?;
-                scores.push((n.name().to_string(), s));
             }
             p.normalize_score(state, pod, &mut scores);
-            for (t, (_, s)) in total.iter_mut().zip(scores) {
+            for (t, (_, s)) in total.iter_mut().zip(&scores) {
                 *t += s * weight;
             }
         }
@@ -604,6 +686,22 @@ impl Framework {
         }
         Status::error("no bind plugin bound the pod")
     }
+}
+
+/// `filters` on one node; the first failure decides.
+fn run_filters(
+    filters: &[&Arc<dyn FilterPlugin>],
+    state: &CycleState,
+    pod: &Pod,
+    node: &NodeInfo,
+) -> Status {
+    for p in filters {
+        let s = p.filter(state, pod, node);
+        if !s.is_success() {
+            return s.with_plugin(p.name());
+        }
+    }
+    Status::success()
 }
 
 /// Upstream's `FitError` message: `0/N nodes are available: <count reason, ...>.` with the

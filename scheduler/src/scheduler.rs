@@ -14,7 +14,7 @@ use kube::runtime::watcher::{self, Event as WEvent};
 use kube::runtime::WatchStreamExt;
 use tracing::Instrument;
 
-use crate::cache::{is_terminal, node_name, Cache};
+use crate::cache::{is_terminal, node_name, Cache, Snapshot};
 use crate::framework::{
     fit_error_message, pod_key, CycleState, Framework, NodeInfo, PostFilterContext,
     PostFilterResult, Status,
@@ -131,6 +131,13 @@ pub struct Scheduler {
     pub identity: String,
     next_start: AtomicUsize,
     rng: AtomicU64,
+    /// The scheduling loop's copy of the nodes, refreshed incrementally each cycle.
+    snapshot: parking_lot::Mutex<Snapshot>,
+    /// One permit per watch that has delivered its initial list: the loop starts after both
+    /// (upstream's `WaitForCacheSync`), so a pod is never judged against a half-known cluster.
+    synced: tokio::sync::Semaphore,
+    nodes_synced: std::sync::atomic::AtomicBool,
+    pods_synced: std::sync::atomic::AtomicBool,
     /// Events already written, by (pod uid, reason, message) → (event name, count): a
     /// repeat bumps `count` and `lastTimestamp` instead of creating another object, as
     /// client-go's event correlator does.
@@ -168,6 +175,10 @@ impl Scheduler {
             identity,
             next_start: AtomicUsize::new(0),
             rng: AtomicU64::new(seed),
+            snapshot: parking_lot::Mutex::new(Snapshot::default()),
+            synced: tokio::sync::Semaphore::new(0),
+            nodes_synced: std::sync::atomic::AtomicBool::new(false),
+            pods_synced: std::sync::atomic::AtomicBool::new(false),
             recent_events: parking_lot::Mutex::new(HashMap::new()),
         }
     }
@@ -229,7 +240,12 @@ impl Scheduler {
                     buffer.push(n);
                     continue;
                 }
-                Ok(WEvent::InitDone) => self.cache.replace_nodes(std::mem::take(&mut buffer)),
+                Ok(WEvent::InitDone) => {
+                    self.cache.replace_nodes(std::mem::take(&mut buffer));
+                    if !self.nodes_synced.swap(true, Ordering::SeqCst) {
+                        self.synced.add_permits(1);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "node watch error");
                     continue;
@@ -264,6 +280,9 @@ impl Scheduler {
                             self.queue.add(p, Instant::now());
                         }
                     }
+                    if !self.pods_synced.swap(true, Ordering::SeqCst) {
+                        self.synced.add_permits(1);
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "pod watch error"),
             }
@@ -283,8 +302,12 @@ impl Scheduler {
         }
     }
 
-    /// The scheduling loop: one pod at a time, forever.
+    /// The scheduling loop: once both watches have listed, one pod at a time, forever.
     pub async fn run_loop(self: Arc<Self>) {
+        // Both watches have listed once (the semaphore is never closed).
+        if let Ok(permits) = self.synced.acquire_many(2).await {
+            permits.forget();
+        }
         loop {
             let qp = self.queue.pop().await;
             let span = tracing::info_span!("schedule", pod = %qp.key);
@@ -318,7 +341,10 @@ impl Scheduler {
             self.queue.done(&qp.key);
             return;
         }
-        let nodes = self.cache.snapshot_for(Some(&pod));
+        // Only the loop uses the snapshot: take it, refresh what changed, give it back.
+        let mut snap = std::mem::take(&mut *self.snapshot.lock());
+        self.cache.update_snapshot(&mut snap);
+        let with_nominated = self.cache.with_nominated(&pod, &snap.nodes);
         let start = self.next_start.load(Ordering::Relaxed);
         let tie = self.tie_breaker();
         let fw2 = fw.clone();
@@ -326,12 +352,17 @@ impl Scheduler {
         // Filtering may use several threads; keep it off the async workers.
         let computed = tokio::task::spawn_blocking(move || {
             let mut state = CycleState::default();
-            let r = schedule_pod(&fw2, &mut state, &pod2, &nodes, start, tie);
-            (state, r, nodes.len())
+            let nodes = with_nominated.as_deref().unwrap_or(&snap.nodes);
+            let r = schedule_pod(&fw2, &mut state, &pod2, nodes, start, tie);
+            let n = nodes.len();
+            (state, r, n, snap)
         })
         .await;
         let (mut state, result, n_nodes) = match computed {
-            Ok(v) => v,
+            Ok((state, result, n_nodes, snap)) => {
+                *self.snapshot.lock() = snap;
+                (state, result, n_nodes)
+            }
             Err(e) => {
                 let f = Failure::Error(format!("scheduling task failed: {e}"));
                 self.fail(qp, &fw, f, started).await;

@@ -48,8 +48,9 @@ fn node_images(n: &NodeInfo) -> HashMap<String, i64> {
     out
 }
 
-/// Image → how many of the scored nodes have it, and how many nodes there are.
-struct Spread(HashMap<String, usize>, usize);
+/// Image → how many of the scored nodes have it, how many nodes there are, and the pod's
+/// images (normalised once per cycle rather than once per node).
+struct Spread(HashMap<String, usize>, usize, Vec<String>);
 
 fn images(pod: &Pod) -> Vec<String> {
     pod.spec
@@ -75,20 +76,19 @@ impl PreScorePlugin for ImageLocality {
                 }
             }
         }
-        state.write("ImageLocality", Spread(spread, nodes.len()));
+        state.write("ImageLocality", Spread(spread, nodes.len(), wanted));
         Status::success()
     }
 }
 
 impl ScorePlugin for ImageLocality {
-    fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
-        let Some(Spread(spread, total)) = state.read::<Spread>("ImageLocality") else {
+    fn score(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> Result<i64, Status> {
+        let Some(Spread(spread, total, wanted)) = state.read::<Spread>("ImageLocality") else {
             return Ok(0);
         };
         let have = node_images(node);
-        let wanted = images(pod);
         let mut sum = 0i64;
-        for w in &wanted {
+        for w in wanted {
             if let Some(size) = have.get(w) {
                 let n = spread.get(w).copied().unwrap_or(0) as i64;
                 sum += size * n / (*total).max(1) as i64;

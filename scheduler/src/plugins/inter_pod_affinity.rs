@@ -116,10 +116,16 @@ impl PreFilterPlugin for InterPodAffinity {
                 .iter()
                 .all(|(t, _)| term_selects(t, ns(pod), pod));
         for n in nodes {
-            let nl = labels(n);
-            for existing in &n.pods {
+            // Most pods have no required anti-affinity: read the node's labels only for
+            // those that do.
+            if n.required_anti_affinity_pods == 0 {
+                continue;
+            }
+            let mut nl = None;
+            for existing in n.pods.iter() {
                 for t in required(existing).1 {
                     if term_selects(&t, ns(existing), pod) {
+                        let nl = nl.get_or_insert_with(|| labels(n));
                         if let Some(v) = nl.get(&t.topology_key) {
                             pre.existing_anti
                                 .insert((t.topology_key.clone(), v.clone()));

@@ -48,6 +48,7 @@ impl Plugin for Fit {
 impl PreFilterPlugin for Fit {
     fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _: &[NodeInfo]) -> Status {
         state.write(STATE_KEY, pod_requests(pod));
+        state.write(NON_ZERO_KEY, NonZero(non_zero_requests(pod)));
         Status::success()
     }
 }
@@ -129,8 +130,16 @@ fn non_zero_requests(pod: &Pod) -> (i64, i64) {
 }
 
 /// (requested including the pod, allocatable) for cpu and memory.
-fn usage(pod: &Pod, node: &NodeInfo) -> [(i64, i64); 2] {
-    let (cpu, mem) = non_zero_requests(pod);
+/// The pod's non-zero requests, computed once per cycle for every node's score.
+struct NonZero((i64, i64));
+
+const NON_ZERO_KEY: &str = "NodeResourcesNonZeroRequests";
+
+fn usage(state: &CycleState, pod: &Pod, node: &NodeInfo) -> [(i64, i64); 2] {
+    let (cpu, mem) = match state.read::<NonZero>(NON_ZERO_KEY) {
+        Some(NonZero(r)) => *r,
+        None => non_zero_requests(pod),
+    };
     [
         (node.requested.milli_cpu + cpu, node.allocatable.milli_cpu),
         (node.requested.memory + mem, node.allocatable.memory),
@@ -154,12 +163,12 @@ pub fn most_allocated(requested: i64, capacity: i64) -> i64 {
 }
 
 impl ScorePlugin for Fit {
-    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
+    fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
         let f = match self.strategy {
             Strategy::LeastAllocated => least_allocated,
             Strategy::MostAllocated => most_allocated,
         };
-        let u = usage(pod, node);
+        let u = usage(state, pod, node);
         Ok(u.iter().map(|(r, c)| f(*r, *c)).sum::<i64>() / u.len() as i64)
     }
 }
@@ -175,8 +184,8 @@ impl Plugin for BalancedAllocation {
 
 impl ScorePlugin for BalancedAllocation {
     /// `(1 - stddev(fractions)) * 100`, as upstream's `balancedResourceScorer`.
-    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
-        let fractions: Vec<f64> = usage(pod, node)
+    fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
+        let fractions: Vec<f64> = usage(state, pod, node)
             .iter()
             .filter(|(_, c)| *c > 0)
             .map(|(r, c)| (*r as f64 / *c as f64).min(1.0))

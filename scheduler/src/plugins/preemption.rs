@@ -28,6 +28,7 @@ pub fn select_victims(ctx: &PostFilterContext<'_>, pod: &Pod, node: &NodeInfo) -
     let mut candidates: Vec<&Pod> = node
         .pods
         .iter()
+        .map(|p| &**p)
         .filter(|p| pod_priority(p) < prio)
         .collect();
     if candidates.is_empty() {
