@@ -57,16 +57,31 @@ pub struct Up {
     /// Whether a node agent runs (containerd answered).
     pub node: Option<String>,
     apiserver: Option<apiserver::Running>,
-    _scheduler: scheduler::Running,
+    scheduler: Option<scheduler::Running>,
     controller_manager: JoinHandle<()>,
+    /// Ends the controller manager's `run` (its shutdown future).
+    cm_shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _agent: Option<node_agent::agent::Agent>,
 }
 
 impl Up {
     /// Stops every component; the API server last, after in-flight requests.
     pub async fn stop(mut self) {
-        self.controller_manager.abort();
+        if let Some(tx) = self.cm_shutdown.take() {
+            let _ = tx.send(());
+        }
+        let cm = &mut self.controller_manager;
+        if tokio::time::timeout(Duration::from_secs(10), cm)
+            .await
+            .is_err()
+        {
+            self.controller_manager.abort();
+        }
         self._agent.take();
+        // Clients first, so none is left retrying against a closed API server.
+        if let Some(s) = self.scheduler.take() {
+            s.stop().await;
+        }
         if let Some(a) = self.apiserver.take() {
             a.stop().await;
         }
@@ -133,9 +148,13 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
     .await?;
     progress("starting the controller manager");
     let cm_client = client.clone();
+    let (cm_shutdown, cm_stop) = tokio::sync::oneshot::channel::<()>();
     let controller_manager = tokio::spawn(async move {
         let config = controller_manager::Config::new(cm_client);
-        if let Err(e) = controller_manager::run(config, std::future::pending(), |_| {}).await {
+        let stop = async {
+            let _ = cm_stop.await;
+        };
+        if let Err(e) = controller_manager::run(config, stop, |_| {}).await {
             tracing::error!(error = %e, "the controller manager stopped");
         }
     });
@@ -163,8 +182,9 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
         kubeconfig,
         node,
         apiserver: Some(running),
-        _scheduler: sched,
+        scheduler: Some(sched),
         controller_manager,
+        cm_shutdown: Some(cm_shutdown),
         _agent: agent,
     })
 }
