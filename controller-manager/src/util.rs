@@ -241,3 +241,41 @@ mod tests {
         assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(5)));
     }
 }
+
+/// Every controller's `error_policy`: log with the key, count the retry, and requeue after
+/// the key's exponential back-off.
+pub fn retry_after_error<K: kube::Resource>(
+    controller: &'static str,
+    obj: &K,
+    error: &crate::Error,
+    metrics: &crate::metrics::Metrics,
+    backoff: &Backoff,
+) -> kube::runtime::controller::Action {
+    let key = key_of(obj);
+    tracing::warn!(controller, %key, %error, "reconcile failed; retrying");
+    metrics.retry(controller);
+    backoff.failed(&key)
+}
+
+/// Every controller's `reconcile` around its `sync`: a span carrying the key, the duration
+/// metric, and the key's back-off reset on success.
+pub async fn reconciled<F>(
+    controller: &'static str,
+    key: &str,
+    metrics: &crate::metrics::Metrics,
+    backoff: &Backoff,
+    sync: F,
+) -> Result<kube::runtime::controller::Action, crate::Error>
+where
+    F: std::future::Future<Output = Result<kube::runtime::controller::Action, crate::Error>>,
+{
+    use tracing::Instrument;
+    let span = tracing::info_span!("reconcile", controller, key = %key);
+    let timer = metrics.start(controller);
+    let result = sync.instrument(span).await;
+    timer.finish(result.is_ok());
+    if result.is_ok() {
+        backoff.succeeded(key);
+    }
+    result
+}

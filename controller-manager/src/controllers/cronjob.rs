@@ -35,7 +35,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use crate::controllers::replicaset::controller_ref;
 use crate::informers::Informers;
@@ -238,22 +237,12 @@ pub fn controller(
 }
 
 fn error_policy(cj: Arc<CronJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = util::key_of(cj.as_ref());
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, cj.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = util::key_of(cj.as_ref());
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&cj, &ctx).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(NAME, &key, &ctx.metrics, &ctx.backoff, sync(&cj, &ctx)).await
 }
 
 /// `Complete` or `Failed`, if the Job has finished.

@@ -35,7 +35,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
-use tracing::Instrument;
 
 use crate::controllers::history::{self, CONTROLLER_REVISION_HASH};
 use crate::controllers::ownership;
@@ -141,22 +140,19 @@ pub fn controller(
 }
 
 fn error_policy(ds: Arc<DaemonSet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = util::key_of(ds.as_ref());
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, ds.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = util::key_of(ds.as_ref());
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&ds, &ctx, &key).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(
+        NAME,
+        &key,
+        &ctx.metrics,
+        &ctx.backoff,
+        sync(&ds, &ctx, &key),
+    )
+    .await
 }
 
 /// What of a node decides whether daemons run on it: labels, taints and `unschedulable`.

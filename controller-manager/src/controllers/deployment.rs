@@ -22,7 +22,6 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
-use tracing::Instrument;
 
 use crate::controllers::replicaset::controller_ref;
 use crate::informers::{to_value, Informers};
@@ -76,22 +75,12 @@ pub fn controller(
 }
 
 fn error_policy(d: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = util::key_of(d.as_ref());
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, d.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = util::key_of(d.as_ref());
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&d, &ctx).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(NAME, &key, &ctx.metrics, &ctx.backoff, sync(&d, &ctx)).await
 }
 
 /// Upstream's `ComputeHash`: FNV-32a over the template, then the collision count (4 bytes,

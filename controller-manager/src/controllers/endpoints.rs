@@ -23,7 +23,6 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use tracing::Instrument;
 
 use crate::controllers::deployment::compute_hash;
 use crate::controllers::replicaset::controller_ref;
@@ -97,22 +96,12 @@ pub fn controller(
 }
 
 fn error_policy(svc: Arc<Service>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = util::key_of(svc.as_ref());
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, svc.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = util::key_of(svc.as_ref());
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&svc, &ctx).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(NAME, &key, &ctx.metrics, &ctx.backoff, sync(&svc, &ctx)).await
 }
 
 /// A resolved port: (name, port, protocol).

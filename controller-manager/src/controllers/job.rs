@@ -18,7 +18,6 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tracing::Instrument;
 
 use crate::controllers::replicaset::{controller_ref, Expectations};
 use crate::informers::{to_value, Informers};
@@ -69,22 +68,19 @@ pub fn controller(
 }
 
 fn error_policy(job: Arc<Job>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = util::key_of(job.as_ref());
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, job.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = util::key_of(job.as_ref());
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&job, &ctx, &key).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(
+        NAME,
+        &key,
+        &ctx.metrics,
+        &ctx.backoff,
+        sync(&job, &ctx, &key),
+    )
+    .await
 }
 
 fn finished(status: Option<&JobStatus>) -> bool {

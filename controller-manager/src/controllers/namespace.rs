@@ -14,12 +14,11 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::{Api, Client, ResourceExt};
-use tracing::Instrument;
 
 use crate::controllers::garbagecollector::dynamic_api;
 use crate::informers::Informers;
 use crate::metrics::Metrics;
-use crate::util::Backoff;
+use crate::util::{self, Backoff};
 use crate::Error;
 
 /// The controller's name in `--controllers` and metrics.
@@ -62,22 +61,12 @@ pub fn controller(
 }
 
 fn error_policy(ns: Arc<Namespace>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = ns.name_any();
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, ns.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ns.name_any();
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&ns, &ctx).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(NAME, &key, &ctx.metrics, &ctx.backoff, sync(&ns, &ctx)).await
 }
 
 async fn sync(ns: &Namespace, ctx: &Context) -> Result<Action, Error> {

@@ -22,7 +22,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
-use tracing::Instrument;
 
 use crate::informers::{to_value, Informers};
 use crate::metrics::Metrics;
@@ -153,22 +152,19 @@ pub fn controller(
 }
 
 fn error_policy(rs: Arc<ReplicaSet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = util::key_of(rs.as_ref());
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, rs.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = util::key_of(rs.as_ref());
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&rs, &ctx, &key).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(
+        NAME,
+        &key,
+        &ctx.metrics,
+        &ctx.backoff,
+        sync(&rs, &ctx, &key),
+    )
+    .await
 }
 
 /// The `OwnerReference` a controller of `owner` puts on what it creates.

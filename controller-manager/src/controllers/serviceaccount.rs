@@ -10,11 +10,10 @@ use kube::api::PostParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use tracing::Instrument;
 
 use crate::informers::Informers;
 use crate::metrics::Metrics;
-use crate::util::Backoff;
+use crate::util::{self, Backoff};
 use crate::Error;
 
 /// The controller's name in `--controllers` and metrics.
@@ -65,22 +64,12 @@ fn namespace_of_default(sa: Arc<ServiceAccount>) -> Option<ObjectRef<Namespace>>
 }
 
 fn error_policy(ns: Arc<Namespace>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = ns.name_any();
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, ns.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ns.name_any();
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&ns, &ctx).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(NAME, &key, &ctx.metrics, &ctx.backoff, sync(&ns, &ctx)).await
 }
 
 async fn sync(ns: &Namespace, ctx: &Context) -> Result<Action, Error> {

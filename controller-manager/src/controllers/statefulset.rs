@@ -31,7 +31,6 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tracing::Instrument;
 
 use crate::controllers::history::{self, CONTROLLER_REVISION_HASH};
 use crate::controllers::ownership;
@@ -101,22 +100,19 @@ pub fn controller(
 }
 
 fn error_policy(set: Arc<StatefulSet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = util::key_of(set.as_ref());
-    tracing::warn!(controller = NAME, %key, %error, "reconcile failed; retrying");
-    ctx.metrics.retry(NAME);
-    ctx.backoff.failed(&key)
+    util::retry_after_error(NAME, set.as_ref(), error, &ctx.metrics, &ctx.backoff)
 }
 
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = util::key_of(set.as_ref());
-    let span = tracing::info_span!("reconcile", controller = NAME, key = %key);
-    let timer = ctx.metrics.start(NAME);
-    let result = sync(&set, &ctx, &key).instrument(span).await;
-    timer.finish(result.is_ok());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    util::reconciled(
+        NAME,
+        &key,
+        &ctx.metrics,
+        &ctx.backoff,
+        sync(&set, &ctx, &key),
+    )
+    .await
 }
 
 /// The ordinal of `pod` if it is named `<set>-<ordinal>`.
