@@ -210,38 +210,6 @@ pub fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    #[test]
-    fn selectors() {
-        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
-        let mut sel = LabelSelector {
-            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
-            ..Default::default()
-        };
-        assert!(selector_matches(&sel, &labels));
-        sel.match_expressions = Some(vec![LabelSelectorRequirement {
-            key: "tier".into(),
-            operator: "Exists".into(),
-            values: None,
-        }]);
-        assert!(!selector_matches(&sel, &labels));
-        assert!(selector_is_empty(&LabelSelector::default()));
-    }
-
-    #[test]
-    fn backoff_doubles_and_resets() {
-        let b = Backoff::default();
-        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(5)));
-        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(10)));
-        b.succeeded("a");
-        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(5)));
-    }
-}
-
 /// Every controller's `error_policy`: log with the key, count the retry, and requeue after
 /// the key's exponential back-off.
 pub fn retry_after_error<K: kube::Resource>(
@@ -278,4 +246,36 @@ where
         backoff.succeeded(key);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn selectors() {
+        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        let mut sel = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+            ..Default::default()
+        };
+        assert!(selector_matches(&sel, &labels));
+        sel.match_expressions = Some(vec![LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: "Exists".into(),
+            values: None,
+        }]);
+        assert!(!selector_matches(&sel, &labels));
+        assert!(selector_is_empty(&LabelSelector::default()));
+    }
+
+    #[test]
+    fn backoff_doubles_and_resets() {
+        let b = Backoff::default();
+        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(5)));
+        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(10)));
+        b.succeeded("a");
+        assert_eq!(b.failed("a"), Action::requeue(Duration::from_millis(5)));
+    }
 }
