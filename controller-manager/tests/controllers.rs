@@ -42,6 +42,47 @@ fn start_manager(c: &Cluster) -> Task {
     }))
 }
 
+/// A controller manager serving `/metrics` on a free port, with `controllers` enabled; the
+/// reconcile counters tell a test when a controller has acted on what it did.
+async fn start_serving_manager(c: &Cluster, controllers: &[&str]) -> (Task, std::net::SocketAddr) {
+    let mut config = controller_manager::Config::new(client(c));
+    config.serve = Some("127.0.0.1:0".parse().expect("addr"));
+    config.controllers = controllers.iter().map(|s| s.to_string()).collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = Task(tokio::spawn(async move {
+        let on_serving = move |a| {
+            let _ = tx.send(a);
+        };
+        if let Err(e) = controller_manager::run(config, std::future::pending(), on_serving).await {
+            panic!("controller manager failed: {e}");
+        }
+    }));
+    let addr = tokio::time::timeout(HANG, rx)
+        .await
+        .expect("serving")
+        .expect("address");
+    (task, addr)
+}
+
+/// Reconciles `controller` has finished so far (`controller_reconcile_total`, all results).
+async fn reconciles(addr: std::net::SocketAddr, controller: &str) -> u64 {
+    let label = format!("controller=\"{controller}\"");
+    http_get(addr, "/metrics")
+        .await
+        .lines()
+        .filter(|l| l.starts_with("controller_reconcile_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits until `controller` has finished more than `above` reconciles.
+async fn reconciled_beyond(addr: std::net::SocketAddr, controller: &str, above: u64) {
+    eventually(&format!("a {controller} reconcile"), || async move {
+        (reconciles(addr, controller).await > above).then_some(())
+    })
+    .await;
+}
+
 /// A node simulator: binds every unbound pod to `sim-node`, marks bound pods Running and
 /// Ready with a pod IP, and finishes graceful deletions (what a kubelet would do).
 fn start_node(c: &Cluster) -> Task {
@@ -439,7 +480,7 @@ async fn deleting_a_deployment_cascades_background_foreground_and_orphan() {
     let c = Cluster::start(Backend::Embedded).await;
     let client = client(&c);
     let _node = start_node(&c);
-    let _cm = start_manager(&c);
+    let (_cm, metrics) = start_serving_manager(&c, &["*"]).await;
 
     // Background (kubectl's default).
     apply(&c, WEB);
@@ -458,6 +499,7 @@ async fn deleting_a_deployment_cascades_background_foreground_and_orphan() {
     // Orphan: ReplicaSets and pods stay, without the Deployment's reference.
     apply(&c, WEB);
     rollout_status(&c);
+    let gc_before = reconciles(metrics, "garbagecollector").await;
     kubectl(&c, &["delete", "deployment", "web", "--cascade=orphan"]);
     deployment_gone(&client).await;
     let api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
@@ -471,8 +513,8 @@ async fn deleting_a_deployment_cascades_background_foreground_and_orphan() {
         "{:?}",
         rss.items[0].metadata
     );
-    // Give the collector a chance to (wrongly) act, then check the pods are still there.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the collector has processed the deletion, the pods must still be there.
+    reconciled_beyond(metrics, "garbagecollector", gc_before).await;
     assert_eq!(live_pods(&client, "default", "web").await.len(), 3);
     assert_eq!(web_replicasets(&client).await.len(), 1);
 }
@@ -580,9 +622,11 @@ async fn restarting_the_manager_mid_rollout_converges_without_extra_pods() {
     })
     .await;
     drop(cm);
-    let _cm = start_manager(&c);
-    // Give the new manager time to act on its fresh caches; it must not add pods.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_cm, metrics) = start_serving_manager(&c, &["*"]).await;
+    // Once the new manager has reconciled the Deployment and both ReplicaSets from its fresh
+    // caches, it must not have added pods.
+    reconciled_beyond(metrics, "deployment", 0).await;
+    reconciled_beyond(metrics, "replicaset", 1).await;
     assert_eq!(live_pods(&client, "default", "web").await.len(), 4);
     let _node = start_node(&c);
     let out = rollout_status(&c);
@@ -619,22 +663,7 @@ async fn replaced_pods_healthz_metrics_and_disabled_controllers() {
     let c = Cluster::start(Backend::Embedded).await;
     let client = client(&c);
     let _node = start_node(&c);
-    let mut config = controller_manager::Config::new(client.clone());
-    config.serve = Some("127.0.0.1:0".parse().expect("addr"));
-    config.controllers = vec!["*".into(), "-serviceaccount".into()];
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let _cm = Task(tokio::spawn(async move {
-        let on_serving = move |a| {
-            let _ = tx.send(a);
-        };
-        if let Err(e) = controller_manager::run(config, std::future::pending(), on_serving).await {
-            panic!("controller manager failed: {e}");
-        }
-    }));
-    let addr = tokio::time::timeout(HANG, rx)
-        .await
-        .expect("serving")
-        .expect("address");
+    let (_cm, addr) = start_serving_manager(&c, &["*", "-serviceaccount"]).await;
 
     apply(&c, &RS.replace("replicas: 3", "replicas: 2"));
     rs_settles(&client, "frontend", 2).await;
@@ -671,8 +700,11 @@ async fn replaced_pods_healthz_metrics_and_disabled_controllers() {
     );
 
     // The disabled serviceaccount controller leaves a new namespace alone.
+    let seen = reconciles(addr, "namespace").await;
     kubectl(&c, &["create", "namespace", "quiet"]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The namespace informer (the one the serviceaccount controller would share) has
+    // delivered "quiet" once the namespace controller reconciled it.
+    reconciled_beyond(addr, "namespace", seen).await;
     let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(client.clone(), "quiet");
     assert!(sas
