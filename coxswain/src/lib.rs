@@ -33,6 +33,10 @@ pub struct UpConfig {
     /// The API server's port on 127.0.0.1 (0 picks one).
     pub port: u16,
     pub service_cluster_ip_range: (Ipv4Addr, u8),
+    /// Whether the controller manager hands each Node a podCIDR (node IPAM). Tests that give
+    /// each private containerd its own CIDR turn it off, or every test node would get the
+    /// same first block and their bridges would share a subnet on the host.
+    pub allocate_node_cidrs: bool,
     /// `None` runs the control plane only (`coxswain server`).
     pub agent: Option<AgentOptions>,
 }
@@ -149,8 +153,10 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
     progress("starting the controller manager");
     let cm_client = client.clone();
     let (cm_shutdown, cm_stop) = tokio::sync::oneshot::channel::<()>();
+    let allocate_node_cidrs = config.allocate_node_cidrs;
     let controller_manager = tokio::spawn(async move {
-        let config = controller_manager::Config::new(cm_client);
+        let mut config = controller_manager::Config::new(cm_client);
+        config.nodes.allocate_node_cidrs = allocate_node_cidrs;
         let stop = async {
             let _ = cm_stop.await;
         };

@@ -100,6 +100,7 @@ fn up_config(
         port: server.port,
         service_cluster_ip_range: parse_cidr(&server.service_cluster_ip_range)
             .context("--service-cluster-ip-range")?,
+        allocate_node_cidrs: true,
         agent,
     })
 }

@@ -22,6 +22,8 @@ fn config(data: &Path, cd: Option<&Containerd>, socket: &Path) -> coxswain::UpCo
         etcd_servers: Vec::new(),
         port: 0,
         service_cluster_ip_range: ("10.0.0.0".parse().expect("ip"), 24),
+        // The fixture hands out a podCIDR no other test uses.
+        allocate_node_cidrs: false,
         agent: Some(coxswain::AgentOptions {
             node_name: "up-node".into(),
             container_runtime_endpoint: socket.to_path_buf(),

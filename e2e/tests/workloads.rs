@@ -97,7 +97,10 @@ async fn a_deployment_runs_on_containerd_and_kubectl_reaches_its_pods() {
     .expect("scheduler");
     let cm_client = client.clone();
     let cm = tokio::spawn(async move {
-        let config = controller_manager::Config::new(cm_client);
+        let mut config = controller_manager::Config::new(cm_client);
+        // The fixture's podCIDR is unique among concurrent tests; node IPAM would give every
+        // test node the same first block.
+        config.nodes.allocate_node_cidrs = false;
         let _ = controller_manager::run(config, std::future::pending(), |_| {}).await;
     });
 
