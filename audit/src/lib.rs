@@ -1,0 +1,1 @@
+//! Audit policy and events (placeholder).

@@ -1,0 +1,1 @@
+//! Cluster PKI (placeholder; filled by issue 7 work).
