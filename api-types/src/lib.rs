@@ -13,6 +13,7 @@ pub use k8s_openapi;
 /// Re-exported so every crate builds against the same kube-core version.
 pub use kube_core;
 
+pub mod quantity;
 pub mod resources;
 pub mod status;
 
