@@ -1,1 +1,8 @@
-//! Admission policy (placeholder).
+//! Admission policy as pure functions: Pod Security Admission, LimitRanger and ResourceQuota
+//! arithmetic.
+//!
+//! Nothing here does I/O or awaits: the API server looks up namespaces, LimitRanges and quotas
+//! and applies the outcome (rejection, mutation, status update), so these rules can be tested
+//! exhaustively against upstream's exact messages without a cluster.
+
+pub mod pod_security;
