@@ -26,6 +26,7 @@
 
 mod continue_token;
 pub mod embedded;
+pub mod encryption;
 pub mod etcd;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
