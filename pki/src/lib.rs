@@ -1,1 +1,17 @@
-//! Cluster PKI (placeholder; filled by issue 7 work).
+//! Cluster PKI for Coxswain: the cluster CA and the certificates kube-apiserver's peers use,
+//! rustls configurations that authenticate clients the way kube-apiserver does (request a
+//! client certificate, verify it after the handshake so a bad one yields 401 rather than a
+//! TLS alert), kubeconfig rendering, and ServiceAccount token signing.
+//!
+//! One crypto provider everywhere: ring, passed explicitly, never the process default.
+
+mod ca;
+mod cluster;
+mod der;
+mod error;
+mod tls;
+
+pub use ca::{Ca, CertKey, CA_VALIDITY};
+pub use cluster::{ensure, ClusterPki, PkiOptions, LEAF_VALIDITY};
+pub use error::Error;
+pub use tls::{client_config, server_config, CertIdentity, ClientCertVerifier};
