@@ -9,9 +9,11 @@ mod ca;
 mod cluster;
 mod der;
 mod error;
+mod kubeconfig;
 mod tls;
 
 pub use ca::{Ca, CertKey, CA_VALIDITY};
 pub use cluster::{ensure, ClusterPki, PkiOptions, LEAF_VALIDITY};
 pub use error::Error;
+pub use kubeconfig::{kubeconfig, Credentials, KUBECONFIG_NAME};
 pub use tls::{client_config, server_config, CertIdentity, ClientCertVerifier};
