@@ -5,4 +5,6 @@
 //! and applies the outcome (rejection, mutation, status update), so these rules can be tested
 //! exhaustively against upstream's exact messages without a cluster.
 
+pub mod limit_ranger;
 pub mod pod_security;
+pub mod resources;
