@@ -436,7 +436,8 @@ mod tests {
             max: &[("cpu", "1")],
             ..Default::default()
         }]);
-        let cases: Vec<(&str, Vec<LimitRange>, Value, Result<(), String>)> = vec![
+        type Case = (&'static str, Vec<LimitRange>, Value, Result<(), String>);
+        let cases: Vec<Case> = vec![
             (
                 "max cpu exceeded",
                 vec![container_max.clone()],

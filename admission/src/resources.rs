@@ -168,7 +168,8 @@ mod tests {
     #[test]
     fn pod_totals() {
         // (spec, bucket, overhead, expected)
-        let cases: Vec<(Value, Bucket, bool, Vec<(&str, &str)>)> = vec![
+        type Case = (Value, Bucket, bool, Vec<(&'static str, &'static str)>);
+        let cases: Vec<Case> = vec![
             (
                 json!({"containers": [
                     {"resources": {"requests": {"cpu": "100m", "memory": "1Gi"}}},
