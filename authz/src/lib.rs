@@ -80,3 +80,8 @@ impl Decision {
         matches!(self, Decision::Allow(_))
     }
 }
+
+pub mod bootstrap;
+pub mod node;
+pub mod node_restriction;
+pub mod rbac;

@@ -1,0 +1,295 @@
+//! The Node authorizer (upstream `plugin/pkg/auth/authorizer/node`), with its graph reduced
+//! to what Coxswain needs: which secrets, configmaps, claims and service accounts the pods
+//! bound to each node use. A kubelet's credentials then open only its own pods' objects, so
+//! one compromised node cannot read every secret in the cluster.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use crate::bootstrap::node_rules;
+use crate::rbac::rules_allow;
+use crate::{Attributes, Decision};
+
+/// The kinds of object a node reaches through its pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachKind {
+    Secret,
+    ConfigMap,
+    PersistentVolumeClaim,
+    ServiceAccount,
+}
+
+/// What one pod refers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PodRefs {
+    pub(crate) node: String,
+    pub(crate) secrets: BTreeSet<String>,
+    pub(crate) config_maps: BTreeSet<String>,
+    pub(crate) claims: BTreeSet<String>,
+    pub(crate) service_account: String,
+}
+
+impl PodRefs {
+    fn refers_to(&self, kind: ReachKind, name: &str) -> bool {
+        match kind {
+            ReachKind::Secret => self.secrets.contains(name),
+            ReachKind::ConfigMap => self.config_maps.contains(name),
+            ReachKind::PersistentVolumeClaim => self.claims.contains(name),
+            ReachKind::ServiceAccount => self.service_account == name,
+        }
+    }
+}
+
+/// Pods bound to nodes, and what each uses; fed from the API server's pod watch.
+#[derive(Debug, Clone, Default)]
+pub struct NodeGraph {
+    /// (namespace, name) → references.
+    pods: HashMap<(String, String), PodRefs>,
+    /// node → its pods, so a check looks at one node's pods rather than the cluster's.
+    by_node: HashMap<String, BTreeSet<(String, String)>>,
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str().filter(|s| !s.is_empty())
+}
+
+fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> + 'a {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter())
+        .into_iter()
+        .flatten()
+}
+
+/// Collects the names a pod spec refers to (upstream's `VisitPodSecretNames`,
+/// `VisitPodConfigmapNames` and the graph populator's claim and service account edges).
+pub(crate) fn pod_refs(spec: &Value, pod_name: &str, node: &str) -> PodRefs {
+    let mut refs = PodRefs {
+        node: node.to_string(),
+        service_account: str_at(spec, &["serviceAccountName"])
+            .or_else(|| str_at(spec, &["serviceAccount"]))
+            .unwrap_or("default")
+            .to_string(),
+        ..PodRefs::default()
+    };
+    let add = |set: &mut BTreeSet<String>, name: Option<&str>| {
+        if let Some(n) = name {
+            set.insert(n.to_string());
+        }
+    };
+    for s in array(spec, "imagePullSecrets") {
+        add(&mut refs.secrets, str_at(s, &["name"]));
+    }
+    let containers = ["containers", "initContainers", "ephemeralContainers"]
+        .into_iter()
+        .flat_map(|k| array(spec, k));
+    for c in containers {
+        for e in array(c, "envFrom") {
+            add(&mut refs.secrets, str_at(e, &["secretRef", "name"]));
+            add(&mut refs.config_maps, str_at(e, &["configMapRef", "name"]));
+        }
+        for e in array(c, "env") {
+            add(
+                &mut refs.secrets,
+                str_at(e, &["valueFrom", "secretKeyRef", "name"]),
+            );
+            add(
+                &mut refs.config_maps,
+                str_at(e, &["valueFrom", "configMapKeyRef", "name"]),
+            );
+        }
+    }
+    for v in array(spec, "volumes") {
+        add(&mut refs.secrets, str_at(v, &["secret", "secretName"]));
+        add(&mut refs.config_maps, str_at(v, &["configMap", "name"]));
+        add(
+            &mut refs.claims,
+            str_at(v, &["persistentVolumeClaim", "claimName"]),
+        );
+        // Volume plugins that take credentials from a secret.
+        add(
+            &mut refs.secrets,
+            str_at(v, &["csi", "nodePublishSecretRef", "name"]),
+        );
+        add(&mut refs.secrets, str_at(v, &["azureFile", "secretName"]));
+        for plugin in [
+            "cephfs",
+            "cinder",
+            "flexVolume",
+            "iscsi",
+            "rbd",
+            "scaleIO",
+            "storageos",
+        ] {
+            add(&mut refs.secrets, str_at(v, &[plugin, "secretRef", "name"]));
+        }
+        if let Some(projected) = v.get("projected") {
+            for src in array(projected, "sources") {
+                add(&mut refs.secrets, str_at(src, &["secret", "name"]));
+                add(&mut refs.config_maps, str_at(src, &["configMap", "name"]));
+            }
+        }
+        // A generic ephemeral volume's claim is named after the pod and the volume.
+        if v.get("ephemeral").is_some() {
+            if let Some(vol) = str_at(v, &["name"]) {
+                refs.claims.insert(format!("{pod_name}-{vol}"));
+            }
+        }
+    }
+    refs
+}
+
+impl NodeGraph {
+    /// Records (or replaces) a pod. A pod not yet bound to a node gives no node access, so
+    /// it is only forgotten; an object without a name is ignored.
+    pub fn upsert_pod(&mut self, pod: &Value) {
+        let Some(name) = str_at(pod, &["metadata", "name"]) else {
+            return;
+        };
+        let namespace = str_at(pod, &["metadata", "namespace"]).unwrap_or("default");
+        self.remove_pod(namespace, name);
+        let null = Value::Null;
+        let spec = pod.get("spec").unwrap_or(&null);
+        let Some(node) = str_at(spec, &["nodeName"]) else {
+            return;
+        };
+        let key = (namespace.to_string(), name.to_string());
+        self.by_node
+            .entry(node.to_string())
+            .or_default()
+            .insert(key.clone());
+        self.pods.insert(key, pod_refs(spec, name, node));
+    }
+
+    pub fn remove_pod(&mut self, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(old) = self.pods.remove(&key) {
+            if let Some(set) = self.by_node.get_mut(&old.node) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_node.remove(&old.node);
+                }
+            }
+        }
+    }
+
+    /// Whether a pod bound to `node` in `namespace` refers to the object.
+    pub fn node_can_reach(&self, node: &str, kind: ReachKind, namespace: &str, name: &str) -> bool {
+        let Some(pods) = self.by_node.get(node) else {
+            return false;
+        };
+        pods.iter()
+            .filter(|(ns, _)| ns == namespace)
+            .filter_map(|key| self.pods.get(key))
+            .any(|refs| refs.refers_to(kind, name))
+    }
+}
+
+fn deny_no_relationship(node: &str) -> Decision {
+    Decision::Deny(format!(
+        "no relationship found between node '{node}' and this object"
+    ))
+}
+
+/// Reads of one named, namespaced object reached through the node's pods (upstream
+/// `authorizeReadNamespacedObject`): get, or a list/watch narrowed to that one name.
+fn authorize_read(node: &str, kind: ReachKind, attrs: &Attributes, graph: &NodeGraph) -> Decision {
+    if !matches!(attrs.verb.as_str(), "get" | "list" | "watch") {
+        return Decision::Deny("can only read resources of this type".into());
+    }
+    if !attrs.subresource.is_empty() {
+        return Decision::Deny("cannot read subresource".into());
+    }
+    if attrs.namespace.is_empty() {
+        return Decision::Deny("can only read namespaced object of this type".into());
+    }
+    authorize_reachable(node, kind, attrs, graph)
+}
+
+fn authorize_reachable(
+    node: &str,
+    kind: ReachKind,
+    attrs: &Attributes,
+    graph: &NodeGraph,
+) -> Decision {
+    if attrs.name.is_empty() {
+        return Decision::Deny("No Object name found".into());
+    }
+    if graph.node_can_reach(node, kind, &attrs.namespace, &attrs.name) {
+        Decision::Allow(String::new())
+    } else {
+        deny_no_relationship(node)
+    }
+}
+
+/// The Node authorizer. Only node identities get an opinion. Requests for the objects a node
+/// reaches through its pods are decided by the graph (and denied outright when unreachable,
+/// so that no RBAC binding can widen a node's reach); everything else is allowed iff
+/// [`node_rules`] allows it, and otherwise left to the next authorizer.
+pub fn authorize_node(attrs: &Attributes, graph: &NodeGraph) -> Decision {
+    let Some(node) = attrs.user.node_name() else {
+        return Decision::NoOpinion(String::new());
+    };
+    if node.is_empty() {
+        return Decision::NoOpinion(format!("unknown node for user {:?}", attrs.user.username));
+    }
+    if attrs.resource_request {
+        match (attrs.api_group.as_str(), attrs.resource.as_str()) {
+            ("", "secrets") => return authorize_read(node, ReachKind::Secret, attrs, graph),
+            ("", "configmaps") => return authorize_read(node, ReachKind::ConfigMap, attrs, graph),
+            ("", "persistentvolumeclaims") => {
+                let verb_ok = if attrs.subresource == "status" {
+                    matches!(attrs.verb.as_str(), "update" | "patch")
+                } else {
+                    attrs.subresource.is_empty() && attrs.verb == "get"
+                };
+                if !verb_ok {
+                    return Decision::Deny("can only get individual resources of this type".into());
+                }
+                return authorize_reachable(node, ReachKind::PersistentVolumeClaim, attrs, graph);
+            }
+            ("", "serviceaccounts") => {
+                if attrs.verb != "create" || attrs.subresource != "token" || attrs.name.is_empty() {
+                    return Decision::Deny(
+                        "can only create tokens for individual service accounts".into(),
+                    );
+                }
+                return authorize_reachable(node, ReachKind::ServiceAccount, attrs, graph);
+            }
+            ("coordination.k8s.io", "leases") => return authorize_lease(node, attrs),
+            _ => {}
+        }
+    }
+    if rules_allow(attrs, &node_rules()) {
+        Decision::Allow(String::new())
+    } else {
+        Decision::NoOpinion(String::new())
+    }
+}
+
+/// A node's heartbeat Lease: its own name in kube-node-lease, no list or watch (upstream
+/// `authorizeLease`).
+fn authorize_lease(node: &str, attrs: &Attributes) -> Decision {
+    if !matches!(
+        attrs.verb.as_str(),
+        "get" | "create" | "update" | "patch" | "delete"
+    ) {
+        return Decision::Deny(
+            "can only get, create, update, patch, or delete a node lease".into(),
+        );
+    }
+    if attrs.namespace != "kube-node-lease" {
+        return Decision::Deny("can only access leases in the kube-node-lease namespace".into());
+    }
+    if attrs.verb != "create" && attrs.name != node {
+        return Decision::Deny(
+            "can only access node lease with the same name as the requesting node".into(),
+        );
+    }
+    Decision::Allow(String::new())
+}

@@ -1,0 +1,388 @@
+//! NodeRestriction admission (upstream `plugin/pkg/admission/noderestriction`). RBAC and the
+//! Node authorizer decide which *kinds* of write a node may make; this decides which
+//! *objects*: its own Node and Lease, status of pods bound to it, mirror pods for itself.
+//! Without it a node could relabel another node, or steer workloads to itself.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::UserInfo;
+
+/// The admission operation (connect is never restricted for nodes, so it is not modelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    /// Upstream's spelling in messages.
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+        }
+    }
+}
+
+/// One write request, as admission sees it.
+///
+/// `old_object` is the stored object the request is about: the current object for an update
+/// or a delete (for a pod delete or a `pods/eviction` create, the pod; for a
+/// `serviceaccounts/token` create, the pod named by the TokenRequest's
+/// `spec.boundObjectRef.name` — see [`token_request_bound_pod`]). When that pod does not
+/// exist the caller answers NotFound itself, as upstream does, rather than calling [`admit`].
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRequest<'a> {
+    pub user: &'a UserInfo,
+    pub operation: Operation,
+    pub resource: &'a str,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    /// The object's name; for a create it may be empty (taken from `object` then).
+    pub name: &'a str,
+    pub object: Option<&'a Value>,
+    pub old_object: Option<&'a Value>,
+}
+
+const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
+const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+/// Labels under this prefix are for administrators to steer workloads to trusted nodes; a
+/// node setting them on itself would defeat that.
+const NODE_RESTRICTION_LABEL_NAMESPACE: &str = "node-restriction.kubernetes.io";
+
+fn str_at<'a>(v: Option<&'a Value>, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v?;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+fn labels_of(v: Option<&Value>) -> Vec<(String, String)> {
+    v.and_then(|v| v.get("metadata"))
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// For a `serviceaccounts/token` create by a node: the pod the caller must look up and pass
+/// as [`NodeRequest::old_object`].
+pub fn token_request_bound_pod(token_request: &Value) -> Option<&str> {
+    str_at(Some(token_request), &["spec", "boundObjectRef", "name"]).filter(|n| !n.is_empty())
+}
+
+/// NodeRestriction: `Err` carries upstream's reason (the caller wraps it in the usual
+/// `<resource> "<name>" is forbidden: ...` 403). Requests from anyone but a node pass.
+pub fn admit(req: &NodeRequest<'_>) -> Result<(), String> {
+    let Some(node) = req.user.node_name() else {
+        return Ok(());
+    };
+    match req.resource {
+        "nodes" => admit_node(node, req),
+        "pods" => match req.subresource {
+            "" => admit_pod(node, req),
+            "status" => admit_pod_status(node, req),
+            "eviction" => admit_pod_eviction(node, req),
+            other => Err(format!(
+                "unexpected pod subresource {other:?}, only 'status' and 'eviction' are allowed"
+            )),
+        },
+        "leases" => admit_lease(node, req),
+        "serviceaccounts" if req.subresource == "token" && req.operation == Operation::Create => {
+            admit_token_request(node, req)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn object_name<'a>(req: &NodeRequest<'a>) -> &'a str {
+    if req.name.is_empty() {
+        str_at(req.object, &["metadata", "name"]).unwrap_or_default()
+    } else {
+        req.name
+    }
+}
+
+fn admit_node(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
+    let requested = object_name(req);
+    if requested != node {
+        return Err(format!(
+            "node {node:?} is not allowed to modify node {requested:?}"
+        ));
+    }
+    match req.operation {
+        Operation::Create => {
+            let forbidden = forbidden_labels(labels_of(req.object).into_iter().map(|(k, _)| k));
+            if !forbidden.is_empty() {
+                return Err(format!(
+                    "node {node:?} is not allowed to set the following labels: {}",
+                    forbidden.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Operation::Update => {
+            let new = labels_of(req.object);
+            let old = labels_of(req.old_object);
+            let modified = new
+                .iter()
+                .filter(|kv| !old.contains(kv))
+                .chain(old.iter().filter(|kv| !new.contains(kv)))
+                .map(|(k, _)| k.clone());
+            let forbidden = forbidden_labels(modified);
+            if !forbidden.is_empty() {
+                return Err(format!(
+                    "is not allowed to modify labels: {}",
+                    forbidden.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Operation::Delete => {}
+    }
+    Ok(())
+}
+
+/// The label's prefix (before the `/`), empty for an unprefixed key.
+fn label_namespace(key: &str) -> &str {
+    key.split_once('/').map(|(ns, _)| ns).unwrap_or_default()
+}
+
+fn in_label_namespace(ns: &str, domain: &str) -> bool {
+    ns == domain
+        || ns
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// The labels a kubelet sets on its Node itself (upstream `kubeletapis.IsKubeletLabel`).
+fn is_kubelet_label(key: &str) -> bool {
+    const KUBELET_LABELS: &[&str] = &[
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+    ];
+    let ns = label_namespace(key);
+    KUBELET_LABELS.contains(&key)
+        || in_label_namespace(ns, "kubelet.kubernetes.io")
+        || in_label_namespace(ns, "node.kubernetes.io")
+}
+
+/// Labels a node may not set on itself (upstream `getForbiddenLabels`): the
+/// node-restriction prefix, and any other kubernetes.io / k8s.io label a kubelet does not
+/// own (e.g. `node-role.kubernetes.io/*`, which administrators assign).
+fn forbidden_labels(keys: impl Iterator<Item = String>) -> BTreeSet<String> {
+    keys.filter(|key| {
+        let ns = label_namespace(key);
+        let restricted = in_label_namespace(ns, NODE_RESTRICTION_LABEL_NAMESPACE);
+        let kubernetes =
+            in_label_namespace(ns, "kubernetes.io") || in_label_namespace(ns, "k8s.io");
+        restricted || (kubernetes && !is_kubelet_label(key))
+    })
+    .collect()
+}
+
+fn node_name_of(pod: Option<&Value>) -> &str {
+    str_at(pod, &["spec", "nodeName"]).unwrap_or_default()
+}
+
+fn admit_pod(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
+    match req.operation {
+        Operation::Create => admit_mirror_pod(node, req.object),
+        Operation::Delete => {
+            let Some(existing) = req.old_object else {
+                return Err(format!(
+                    "node {node:?} can only delete pods with spec.nodeName set to itself"
+                ));
+            };
+            if node_name_of(Some(existing)) != node {
+                return Err(format!(
+                    "node {node:?} can only delete pods with spec.nodeName set to itself"
+                ));
+            }
+            Ok(())
+        }
+        Operation::Update => Err(format!(
+            "unexpected operation {:?}, node {node:?} can only create and delete mirror pods",
+            req.operation.as_str()
+        )),
+    }
+}
+
+/// The only pods a node creates are mirror pods of its static pods; they must be bound to
+/// it, owned by its Node, and refer to nothing the Node authorizer would then open to it.
+fn admit_mirror_pod(node: &str, pod: Option<&Value>) -> Result<(), String> {
+    let has_mirror_annotation = pod
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(MIRROR_POD_ANNOTATION))
+        .is_some();
+    if !has_mirror_annotation {
+        return Err(format!(
+            "pod does not have {MIRROR_POD_ANNOTATION:?} annotation, node {node:?} can only create mirror pods"
+        ));
+    }
+    if node_name_of(pod) != node {
+        return Err(format!(
+            "node {node:?} can only create pods with spec.nodeName set to itself"
+        ));
+    }
+    let owners: &[Value] = pod
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    match owners {
+        [] => {
+            return Err(format!(
+                "node {node:?} can only create pods with an owner reference set to itself"
+            ))
+        }
+        [owner] => {
+            let field = |k: &str| owner.get(k).and_then(Value::as_str).unwrap_or_default();
+            if field("apiVersion") != "v1" || field("kind") != "Node" || field("name") != node {
+                return Err(format!(
+                    "node {node:?} can only create pods with an owner reference set to itself"
+                ));
+            }
+            if owner.get("controller").and_then(Value::as_bool) != Some(true) {
+                return Err(format!(
+                    "node {node:?} can only create pods with a controller owner reference set to itself"
+                ));
+            }
+            if owner.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true) {
+                return Err(format!(
+                    "node {node:?} must not set blockOwnerDeletion on an owner reference"
+                ));
+            }
+        }
+        _ => {
+            return Err(format!(
+                "node {node:?} can only create pods with a single owner reference set to itself"
+            ))
+        }
+    }
+    if str_at(pod, &["spec", "serviceAccountName"]).is_some_and(|s| !s.is_empty()) {
+        return Err(format!(
+            "node {node:?} can not create pods that reference a service account"
+        ));
+    }
+    // What the Node authorizer would open to the node through this pod.
+    let null = Value::Null;
+    let spec = pod.and_then(|p| p.get("spec")).unwrap_or(&null);
+    let refs = crate::node::pod_refs(spec, "", node);
+    if !refs.secrets.is_empty() {
+        return Err(format!(
+            "node {node:?} can not create pods that reference secrets"
+        ));
+    }
+    if !refs.config_maps.is_empty() {
+        return Err(format!(
+            "node {node:?} can not create pods that reference configmaps"
+        ));
+    }
+    let uses_ephemeral = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .is_some_and(|vs| vs.iter().any(|v| v.get("ephemeral").is_some()));
+    if uses_ephemeral {
+        return Err(format!(
+            "node {node:?} can not create pods that use generic ephemeral volumes"
+        ));
+    }
+    if !refs.claims.is_empty() {
+        return Err(format!(
+            "node {node:?} can not create pods that reference persistentvolumeclaims"
+        ));
+    }
+    Ok(())
+}
+
+fn admit_pod_status(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
+    if req.operation != Operation::Update {
+        return Err(format!("unexpected operation {:?}", req.operation.as_str()));
+    }
+    if node_name_of(req.old_object) != node {
+        return Err(format!(
+            "node {node:?} can only update pod status for pods with spec.nodeName set to itself"
+        ));
+    }
+    let mut new = labels_of(req.object);
+    let mut old = labels_of(req.old_object);
+    new.sort();
+    old.sort();
+    if new != old {
+        return Err(format!(
+            "node {node:?} cannot update labels through pod status"
+        ));
+    }
+    Ok(())
+}
+
+fn admit_pod_eviction(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
+    if req.operation != Operation::Create {
+        return Err(format!("unexpected operation {}", req.operation.as_str()));
+    }
+    if object_name(req).is_empty() {
+        return Err("could not determine pod from request data".into());
+    }
+    if node_name_of(req.old_object) != node {
+        return Err(format!(
+            "node {node} can only evict pods with spec.nodeName set to itself"
+        ));
+    }
+    Ok(())
+}
+
+fn admit_lease(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
+    if req.namespace != NODE_LEASE_NAMESPACE {
+        return Err(format!(
+            "can only access leases in the {NODE_LEASE_NAMESPACE:?} system namespace"
+        ));
+    }
+    if object_name(req) != node {
+        return Err("can only access node lease with the same name as the requesting node".into());
+    }
+    Ok(())
+}
+
+/// A node may only mint tokens bound to a pod that runs on it, so a token it obtains dies
+/// with that pod.
+fn admit_token_request(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
+    let field = |k: &str| str_at(req.object, &["spec", "boundObjectRef", k]).unwrap_or_default();
+    if field("apiVersion") != "v1" || field("kind") != "Pod" || field("name").is_empty() {
+        return Err("node requested token not bound to a pod".into());
+    }
+    let uid = field("uid");
+    if uid.is_empty() {
+        return Err("node requested token with a pod binding without a uid".into());
+    }
+    let Some(pod) = req.old_object else {
+        return Err(format!("pods {:?} not found", field("name")));
+    };
+    if str_at(Some(pod), &["metadata", "uid"]).unwrap_or_default() != uid {
+        return Err(format!(
+            "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+        ));
+    }
+    if node_name_of(Some(pod)) != node {
+        return Err("node requested token bound to a pod scheduled on a different node".into());
+    }
+    Ok(())
+}
