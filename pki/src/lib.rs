@@ -11,9 +11,14 @@ mod der;
 mod error;
 mod kubeconfig;
 mod tls;
+mod token;
 
 pub use ca::{Ca, CertKey, CA_VALIDITY};
 pub use cluster::{ensure, ClusterPki, PkiOptions, LEAF_VALIDITY};
 pub use error::Error;
 pub use kubeconfig::{kubeconfig, Credentials, KUBECONFIG_NAME};
 pub use tls::{client_config, server_config, CertIdentity, ClientCertVerifier};
+pub use token::{
+    key_id, Claims, KubernetesClaims, ObjectRef, TokenError, TokenSigner, TokenVerifier,
+    TOKEN_LEEWAY_SECONDS,
+};
