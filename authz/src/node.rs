@@ -293,3 +293,338 @@ fn authorize_lease(node: &str, attrs: &Attributes) -> Decision {
     }
     Decision::Allow(String::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UserInfo;
+    use serde_json::json;
+
+    fn pod(ns: &str, name: &str, node: &str) -> Value {
+        json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": format!("{name}-sa"),
+                "imagePullSecrets": [{"name": format!("{name}-pull")}],
+                "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": format!("{name}-init-env")}}]}],
+                "containers": [{
+                    "name": "c",
+                    "env": [
+                        {"name": "A", "valueFrom": {"secretKeyRef": {"name": format!("{name}-env-secret"), "key": "k"}}},
+                        {"name": "B", "valueFrom": {"configMapKeyRef": {"name": format!("{name}-env-cm"), "key": "k"}}},
+                        {"name": "C", "value": "plain"}
+                    ],
+                    "envFrom": [{"configMapRef": {"name": format!("{name}-envfrom-cm")}}]
+                }],
+                "ephemeralContainers": [{"name": "e", "env": [{"name": "D", "valueFrom": {"secretKeyRef": {"name": format!("{name}-debug"), "key": "k"}}}]}],
+                "volumes": [
+                    {"name": "s", "secret": {"secretName": format!("{name}-vol-secret")}},
+                    {"name": "c", "configMap": {"name": format!("{name}-vol-cm")}},
+                    {"name": "p", "persistentVolumeClaim": {"claimName": format!("{name}-claim")}},
+                    {"name": "eph", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+                    {"name": "proj", "projected": {"sources": [
+                        {"secret": {"name": format!("{name}-proj-secret")}},
+                        {"configMap": {"name": format!("{name}-proj-cm")}},
+                        {"serviceAccountToken": {"path": "t"}}
+                    ]}}
+                ]
+            }
+        })
+    }
+
+    #[test]
+    fn graph_collects_every_reference() {
+        let mut g = NodeGraph::default();
+        g.upsert_pod(&pod("ns", "p", "a"));
+        let cases = [
+            (ReachKind::Secret, "p-pull"),
+            (ReachKind::Secret, "p-init-env"),
+            (ReachKind::Secret, "p-env-secret"),
+            (ReachKind::Secret, "p-debug"),
+            (ReachKind::Secret, "p-vol-secret"),
+            (ReachKind::Secret, "p-proj-secret"),
+            (ReachKind::ConfigMap, "p-env-cm"),
+            (ReachKind::ConfigMap, "p-envfrom-cm"),
+            (ReachKind::ConfigMap, "p-vol-cm"),
+            (ReachKind::ConfigMap, "p-proj-cm"),
+            (ReachKind::PersistentVolumeClaim, "p-claim"),
+            (ReachKind::PersistentVolumeClaim, "p-eph"),
+            (ReachKind::ServiceAccount, "p-sa"),
+        ];
+        for (kind, name) in cases {
+            assert!(g.node_can_reach("a", kind, "ns", name), "{kind:?} {name}");
+            assert!(
+                !g.node_can_reach("b", kind, "ns", name),
+                "{kind:?} {name} from b"
+            );
+            assert!(
+                !g.node_can_reach("a", kind, "other", name),
+                "{kind:?} {name} in other ns"
+            );
+        }
+        assert!(
+            !g.node_can_reach("a", ReachKind::ConfigMap, "ns", "p-vol-secret"),
+            "kinds are distinct"
+        );
+    }
+
+    #[test]
+    fn graph_follows_pod_lifecycle() {
+        let mut g = NodeGraph::default();
+        let mut p = pod("ns", "p", "");
+        g.upsert_pod(&p);
+        assert!(
+            !g.node_can_reach("a", ReachKind::Secret, "ns", "p-pull"),
+            "unbound"
+        );
+        p["spec"]["nodeName"] = json!("a");
+        g.upsert_pod(&p);
+        assert!(g.node_can_reach("a", ReachKind::Secret, "ns", "p-pull"));
+        // A pod without a serviceAccountName runs as "default".
+        g.upsert_pod(
+            &json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"nodeName": "a"}}),
+        );
+        assert!(g.node_can_reach("a", ReachKind::ServiceAccount, "ns", "default"));
+        g.remove_pod("ns", "p");
+        assert!(!g.node_can_reach("a", ReachKind::Secret, "ns", "p-pull"));
+        g.remove_pod("ns", "q");
+        assert!(g.by_node.is_empty() && g.pods.is_empty());
+        // Garbage is ignored.
+        g.upsert_pod(&json!("nope"));
+        g.upsert_pod(&json!({"spec": {"nodeName": "a"}}));
+        assert!(g.pods.is_empty());
+    }
+
+    fn node_user(n: &str) -> UserInfo {
+        UserInfo {
+            username: format!("system:node:{n}"),
+            groups: vec!["system:nodes".into(), "system:authenticated".into()],
+            ..UserInfo::default()
+        }
+    }
+
+    fn attrs(
+        u: &UserInfo,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        ns: &str,
+        name: &str,
+    ) -> Attributes {
+        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+        Attributes {
+            user: u.clone(),
+            verb: verb.into(),
+            resource_request: true,
+            api_group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            ..Attributes::default()
+        }
+    }
+
+    #[derive(Debug)]
+    enum Want {
+        Allow,
+        Deny(&'static str),
+        NoOpinion,
+    }
+
+    #[test]
+    fn authorizer() {
+        let mut g = NodeGraph::default();
+        g.upsert_pod(&pod("ns", "pa", "a"));
+        g.upsert_pod(&pod("ns", "pb", "b"));
+        let a = node_user("a");
+        let no_rel = "no relationship found between node 'a' and this object";
+        let cases = [
+            (
+                "own pod's secret",
+                attrs(&a, "get", "", "secrets", "ns", "pa-vol-secret"),
+                Want::Allow,
+            ),
+            (
+                "single-object watch",
+                attrs(&a, "watch", "", "secrets", "ns", "pa-vol-secret"),
+                Want::Allow,
+            ),
+            (
+                "other node's secret",
+                attrs(&a, "get", "", "secrets", "ns", "pb-vol-secret"),
+                Want::Deny(no_rel),
+            ),
+            (
+                "list all secrets",
+                attrs(&a, "list", "", "secrets", "ns", ""),
+                Want::Deny("No Object name found"),
+            ),
+            (
+                "write secret",
+                attrs(&a, "update", "", "secrets", "ns", "pa-vol-secret"),
+                Want::Deny("can only read resources of this type"),
+            ),
+            (
+                "own configmap",
+                attrs(&a, "get", "", "configmaps", "ns", "pa-env-cm"),
+                Want::Allow,
+            ),
+            (
+                "other configmap",
+                attrs(&a, "get", "", "configmaps", "ns", "pb-env-cm"),
+                Want::Deny(no_rel),
+            ),
+            (
+                "own claim",
+                attrs(&a, "get", "", "persistentvolumeclaims", "ns", "pa-claim"),
+                Want::Allow,
+            ),
+            (
+                "own claim status",
+                attrs(
+                    &a,
+                    "patch",
+                    "",
+                    "persistentvolumeclaims/status",
+                    "ns",
+                    "pa-claim",
+                ),
+                Want::Allow,
+            ),
+            (
+                "list claims",
+                attrs(&a, "list", "", "persistentvolumeclaims", "ns", ""),
+                Want::Deny("can only get individual resources of this type"),
+            ),
+            (
+                "other claim",
+                attrs(&a, "get", "", "persistentvolumeclaims", "ns", "pb-claim"),
+                Want::Deny(no_rel),
+            ),
+            (
+                "own token",
+                attrs(&a, "create", "", "serviceaccounts/token", "ns", "pa-sa"),
+                Want::Allow,
+            ),
+            (
+                "other token",
+                attrs(&a, "create", "", "serviceaccounts/token", "ns", "pb-sa"),
+                Want::Deny(no_rel),
+            ),
+            (
+                "get SA",
+                attrs(&a, "get", "", "serviceaccounts", "ns", "pa-sa"),
+                Want::Deny("can only create tokens for individual service accounts"),
+            ),
+            (
+                "own lease",
+                attrs(
+                    &a,
+                    "update",
+                    "coordination.k8s.io",
+                    "leases",
+                    "kube-node-lease",
+                    "a",
+                ),
+                Want::Allow,
+            ),
+            (
+                "create lease",
+                attrs(
+                    &a,
+                    "create",
+                    "coordination.k8s.io",
+                    "leases",
+                    "kube-node-lease",
+                    "",
+                ),
+                Want::Allow,
+            ),
+            (
+                "other lease",
+                attrs(
+                    &a,
+                    "update",
+                    "coordination.k8s.io",
+                    "leases",
+                    "kube-node-lease",
+                    "b",
+                ),
+                Want::Deny("can only access node lease with the same name as the requesting node"),
+            ),
+            (
+                "lease elsewhere",
+                attrs(
+                    &a,
+                    "get",
+                    "coordination.k8s.io",
+                    "leases",
+                    "kube-system",
+                    "a",
+                ),
+                Want::Deny("can only access leases in the kube-node-lease namespace"),
+            ),
+            (
+                "node rules: pods",
+                attrs(&a, "watch", "", "pods", "", ""),
+                Want::Allow,
+            ),
+            (
+                "node rules: node status",
+                attrs(&a, "patch", "", "nodes/status", "", "a"),
+                Want::Allow,
+            ),
+            (
+                "node rules: events",
+                attrs(&a, "create", "", "events", "ns", ""),
+                Want::Allow,
+            ),
+            (
+                "node rules: services",
+                attrs(&a, "list", "", "services", "", ""),
+                Want::Allow,
+            ),
+            (
+                "not in node rules",
+                attrs(&a, "create", "apps", "deployments", "ns", ""),
+                Want::NoOpinion,
+            ),
+            (
+                "delete nodes",
+                attrs(&a, "delete", "", "nodes", "", "a"),
+                Want::NoOpinion,
+            ),
+        ];
+        for (name, at, want) in cases {
+            let ok = match (authorize_node(&at, &g), &want) {
+                (Decision::Allow(_), Want::Allow) | (Decision::NoOpinion(_), Want::NoOpinion) => {
+                    true
+                }
+                (Decision::Deny(got), Want::Deny(w)) => got == *w,
+                _ => false,
+            };
+            assert!(
+                ok,
+                "{name}: want {want:?}, got {:?}",
+                authorize_node(&at, &g)
+            );
+        }
+
+        // Not a node: no opinion, even with a node-like name.
+        let mut impostor = node_user("a");
+        impostor.groups.clear();
+        let at = attrs(&impostor, "get", "", "secrets", "ns", "pa-vol-secret");
+        assert_eq!(authorize_node(&at, &g), Decision::NoOpinion(String::new()));
+        // A node identity without a name.
+        let at = attrs(&node_user(""), "get", "", "pods", "ns", "");
+        assert!(
+            matches!(authorize_node(&at, &g), Decision::NoOpinion(r) if r.contains("unknown node"))
+        );
+        // After the pod goes, so does access.
+        g.remove_pod("ns", "pa");
+        let at = attrs(&a, "get", "", "secrets", "ns", "pa-vol-secret");
+        assert!(!authorize_node(&at, &g).allowed());
+    }
+}

@@ -386,3 +386,199 @@ fn admit_token_request(node: &str, req: &NodeRequest<'_>) -> Result<(), String> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node_user(n: &str) -> UserInfo {
+        UserInfo {
+            username: format!("system:node:{n}"),
+            groups: vec!["system:nodes".into(), "system:authenticated".into()],
+            ..UserInfo::default()
+        }
+    }
+
+    fn node_obj(name: &str, labels: Value) -> Value {
+        json!({"metadata": {"name": name, "labels": labels}})
+    }
+
+    fn pod_on(node: &str) -> Value {
+        json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "x"}},
+               "spec": {"nodeName": node}})
+    }
+
+    fn mirror(node: &str, extra_spec: Value) -> Value {
+        let mut spec = json!({"nodeName": node, "containers": [{"name": "c"}]});
+        if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+            s.extend(extra.clone());
+        }
+        json!({"metadata": {"name": format!("static-{node}"), "namespace": "kube-system",
+                "annotations": {"kubernetes.io/config.mirror": "hash"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": "n", "controller": true}]},
+               "spec": spec})
+    }
+
+    struct Case {
+        name: &'static str,
+        op: Operation,
+        resource: &'static str,
+        sub: &'static str,
+        ns: &'static str,
+        obj_name: &'static str,
+        object: Option<Value>,
+        old: Option<Value>,
+        want: Result<(), &'static str>,
+    }
+
+    fn case(name: &'static str, op: Operation, resource: &'static str, sub: &'static str) -> Case {
+        Case {
+            name,
+            op,
+            resource,
+            sub,
+            ns: "",
+            obj_name: "",
+            object: None,
+            old: None,
+            want: Ok(()),
+        }
+    }
+
+    impl Case {
+        fn ns(mut self, ns: &'static str) -> Self {
+            self.ns = ns;
+            self
+        }
+        fn named(mut self, n: &'static str) -> Self {
+            self.obj_name = n;
+            self
+        }
+        fn object(mut self, o: Value) -> Self {
+            self.object = Some(o);
+            self
+        }
+        fn old(mut self, o: Value) -> Self {
+            self.old = Some(o);
+            self
+        }
+        fn err(mut self, e: &'static str) -> Self {
+            self.want = Err(e);
+            self
+        }
+    }
+
+    #[test]
+    fn node_restriction() {
+        use Operation::*;
+        let token = |name: &str, uid: &str| json!({"spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}}});
+        let cases = vec![
+            // Nodes.
+            case("create own node", Create, "nodes", "").object(node_obj("a", json!({"kubernetes.io/hostname": "a", "kubernetes.io/os": "linux", "node.kubernetes.io/exclude-from-external-load-balancers": "", "example.com/x": "y"}))),
+            case("create other node", Create, "nodes", "").object(node_obj("b", json!({}))).err(r#"node "a" is not allowed to modify node "b""#),
+            case("update other node", Update, "nodes", "").named("b").err(r#"node "a" is not allowed to modify node "b""#),
+            case("update other node status", Update, "nodes", "status").named("b").err(r#"node "a" is not allowed to modify node "b""#),
+            case("delete other node", Delete, "nodes", "").named("b").err(r#"node "a" is not allowed to modify node "b""#),
+            case("delete own node", Delete, "nodes", "").named("a"),
+            case("create with restricted label", Create, "nodes", "").object(node_obj("a", json!({"node-restriction.kubernetes.io/trusted": "true", "node-role.kubernetes.io/control-plane": ""})))
+                .err(r#"node "a" is not allowed to set the following labels: node-restriction.kubernetes.io/trusted, node-role.kubernetes.io/control-plane"#),
+            case("add restricted label", Update, "nodes", "").named("a")
+                .object(node_obj("a", json!({"x": "1", "sub.node-restriction.kubernetes.io/t": "1"}))).old(node_obj("a", json!({"x": "1"})))
+                .err("is not allowed to modify labels: sub.node-restriction.kubernetes.io/t"),
+            case("remove restricted label", Update, "nodes", "").named("a")
+                .object(node_obj("a", json!({}))).old(node_obj("a", json!({"node-restriction.kubernetes.io/t": "1"})))
+                .err("is not allowed to modify labels: node-restriction.kubernetes.io/t"),
+            case("keep restricted label", Update, "nodes", "").named("a")
+                .object(node_obj("a", json!({"node-restriction.kubernetes.io/t": "1", "y": "2"}))).old(node_obj("a", json!({"node-restriction.kubernetes.io/t": "1"}))),
+            // Leases.
+            case("own lease", Update, "leases", "").ns("kube-node-lease").named("a"),
+            case("create own lease", Create, "leases", "").ns("kube-node-lease").object(json!({"metadata": {"name": "a"}})),
+            case("other lease", Update, "leases", "").ns("kube-node-lease").named("b").err("can only access node lease with the same name as the requesting node"),
+            case("lease elsewhere", Update, "leases", "").ns("default").named("a").err(r#"can only access leases in the "kube-node-lease" system namespace"#),
+            // Pods.
+            case("mirror pod", Create, "pods", "").ns("kube-system").object(mirror("a", json!({}))),
+            case("plain pod", Create, "pods", "").ns("ns").object(json!({"metadata": {"name": "p"}, "spec": {"nodeName": "a"}}))
+                .err(r#"pod does not have "kubernetes.io/config.mirror" annotation, node "a" can only create mirror pods"#),
+            case("mirror pod for other node", Create, "pods", "").object(mirror("b", json!({})))
+                .err(r#"node "a" can only create pods with spec.nodeName set to itself"#),
+            case("mirror pod with SA", Create, "pods", "").object(mirror("a", json!({"serviceAccountName": "x"})))
+                .err(r#"node "a" can not create pods that reference a service account"#),
+            case("mirror pod with secret", Create, "pods", "").object(mirror("a", json!({"volumes": [{"name": "v", "secret": {"secretName": "s"}}]})))
+                .err(r#"node "a" can not create pods that reference secrets"#),
+            case("mirror pod with configmap", Create, "pods", "").object(mirror("a", json!({"volumes": [{"name": "v", "configMap": {"name": "c"}}]})))
+                .err(r#"node "a" can not create pods that reference configmaps"#),
+            case("mirror pod with claim", Create, "pods", "").object(mirror("a", json!({"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}]})))
+                .err(r#"node "a" can not create pods that reference persistentvolumeclaims"#),
+            case("update pod", Update, "pods", "").ns("ns").named("p").object(pod_on("a")).old(pod_on("a"))
+                .err(r#"unexpected operation "UPDATE", node "a" can only create and delete mirror pods"#),
+            case("delete own pod", Delete, "pods", "").ns("ns").named("p").old(pod_on("a")),
+            case("delete other pod", Delete, "pods", "").ns("ns").named("p").old(pod_on("b"))
+                .err(r#"node "a" can only delete pods with spec.nodeName set to itself"#),
+            case("own pod status", Update, "pods", "status").ns("ns").named("p").object(pod_on("a")).old(pod_on("a")),
+            case("other pod status", Update, "pods", "status").ns("ns").named("p").object(pod_on("b")).old(pod_on("b"))
+                .err(r#"node "a" can only update pod status for pods with spec.nodeName set to itself"#),
+            case("labels via status", Update, "pods", "status").ns("ns").named("p")
+                .object(json!({"metadata": {"labels": {"app": "y"}}, "spec": {"nodeName": "a"}})).old(pod_on("a"))
+                .err(r#"node "a" cannot update labels through pod status"#),
+            case("evict own pod", Create, "pods", "eviction").ns("ns").named("p").object(json!({"metadata": {"name": "p"}})).old(pod_on("a")),
+            case("evict other pod", Create, "pods", "eviction").ns("ns").named("p").object(json!({"metadata": {"name": "p"}})).old(pod_on("b"))
+                .err("node a can only evict pods with spec.nodeName set to itself"),
+            case("pod binding", Create, "pods", "binding").ns("ns").named("p")
+                .err(r#"unexpected pod subresource "binding", only 'status' and 'eviction' are allowed"#),
+            // Tokens.
+            case("token for own pod", Create, "serviceaccounts", "token").ns("ns").named("sa").object(token("p", "u1")).old(pod_on("a")),
+            case("token for other pod", Create, "serviceaccounts", "token").ns("ns").named("sa").object(token("p", "u1")).old(pod_on("b"))
+                .err("node requested token bound to a pod scheduled on a different node"),
+            case("unbound token", Create, "serviceaccounts", "token").ns("ns").named("sa").object(json!({"spec": {}}))
+                .err("node requested token not bound to a pod"),
+            case("token without uid", Create, "serviceaccounts", "token").ns("ns").named("sa").object(token("p", ""))
+                .err("node requested token with a pod binding without a uid"),
+            case("token for recreated pod", Create, "serviceaccounts", "token").ns("ns").named("sa").object(token("p", "old")).old(pod_on("a"))
+                .err("the UID in the bound object reference (old) does not match the UID in record. The object might have been deleted and then recreated"),
+            // Others are left to the authorizers.
+            case("events", Create, "events", "").ns("ns").object(json!({})),
+            case("configmaps", Update, "configmaps", "").ns("ns").named("x"),
+        ];
+        let a = node_user("a");
+        for c in &cases {
+            let req = NodeRequest {
+                user: &a,
+                operation: c.op,
+                resource: c.resource,
+                subresource: c.sub,
+                namespace: c.ns,
+                name: c.obj_name,
+                object: c.object.as_ref(),
+                old_object: c.old.as_ref(),
+            };
+            assert_eq!(admit(&req), c.want.map_err(str::to_string), "{}", c.name);
+        }
+
+        // Anyone but a node passes.
+        let admin = UserInfo {
+            username: "admin".into(),
+            ..UserInfo::default()
+        };
+        for c in &cases {
+            let req = NodeRequest {
+                user: &admin,
+                operation: c.op,
+                resource: c.resource,
+                subresource: c.sub,
+                namespace: c.ns,
+                name: c.obj_name,
+                object: c.object.as_ref(),
+                old_object: c.old.as_ref(),
+            };
+            assert_eq!(admit(&req), Ok(()), "{} as admin", c.name);
+        }
+    }
+
+    #[test]
+    fn bound_pod_lookup() {
+        let tr = json!({"spec": {"boundObjectRef": {"kind": "Pod", "name": "p"}}});
+        assert_eq!(token_request_bound_pod(&tr), Some("p"));
+        assert_eq!(token_request_bound_pod(&json!({})), None);
+    }
+}
