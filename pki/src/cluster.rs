@@ -73,8 +73,9 @@ pub struct ClusterPki {
 /// Idempotent: every file already present is reused, so restarts keep identities and
 /// kubeconfigs valid. `apiserver.crt` is reissued (same CA) only when it lacks a wanted SAN,
 /// and then covers both its old SANs and the wanted ones so that alternating callers do not
-/// make it flap. A leaf whose key file is missing, or which has expired, is reissued. A brand
-/// new CA reissues every leaf, since leaves from a previous CA would no longer verify. Half a
+/// make it flap. A leaf whose key file is missing, which has expired, which does not parse,
+/// or which was not signed by the current CA (say the operator swapped `ca.crt`/`ca.key`) is
+/// reissued: it would be useless as it is. Half a
 /// CA (a certificate without its key or the reverse) is an error rather than silently
 /// replaced: replacing the CA invalidates every certificate handed out.
 pub fn ensure(dir: &Path, opts: &PkiOptions) -> Result<ClusterPki, Error> {
@@ -91,36 +92,42 @@ pub fn ensure(dir: &Path, opts: &PkiOptions) -> Result<ClusterPki, Error> {
     .collect();
     wanted_ips.extend(opts.serving_ips.iter().copied());
 
-    let apiserver = ensure_leaf(dir, "apiserver", ca_is_new, |existing| match existing {
-        Some(ck) => {
-            let (dns, ips) = sans(&ck.cert_pem)?;
-            if wanted_dns.is_subset(&dns) && wanted_ips.is_subset(&ips) {
-                return Ok(None);
+    let apiserver = ensure_leaf(
+        dir,
+        "apiserver",
+        &ca,
+        ca_is_new,
+        |existing| match existing {
+            Some(ck) => {
+                let (dns, ips) = sans(&ck.cert_pem)?;
+                if wanted_dns.is_subset(&dns) && wanted_ips.is_subset(&ips) {
+                    return Ok(None);
+                }
+                let all_dns: Vec<String> = dns.union(&wanted_dns).cloned().collect();
+                let all_ips: Vec<IpAddr> = ips.union(&wanted_ips).copied().collect();
+                Ok(Some(ca.issue_serving(
+                    APISERVER_COMMON_NAME,
+                    &all_dns,
+                    &all_ips,
+                    LEAF_VALIDITY,
+                )?))
             }
-            let all_dns: Vec<String> = dns.union(&wanted_dns).cloned().collect();
-            let all_ips: Vec<IpAddr> = ips.union(&wanted_ips).copied().collect();
-            Ok(Some(ca.issue_serving(
-                APISERVER_COMMON_NAME,
-                &all_dns,
-                &all_ips,
-                LEAF_VALIDITY,
-            )?))
-        }
-        None => {
-            let dns: Vec<String> = wanted_dns.iter().cloned().collect();
-            let ips: Vec<IpAddr> = wanted_ips.iter().copied().collect();
-            Ok(Some(ca.issue_serving(
-                APISERVER_COMMON_NAME,
-                &dns,
-                &ips,
-                LEAF_VALIDITY,
-            )?))
-        }
-    })?;
+            None => {
+                let dns: Vec<String> = wanted_dns.iter().cloned().collect();
+                let ips: Vec<IpAddr> = wanted_ips.iter().copied().collect();
+                Ok(Some(ca.issue_serving(
+                    APISERVER_COMMON_NAME,
+                    &dns,
+                    &ips,
+                    LEAF_VALIDITY,
+                )?))
+            }
+        },
+    )?;
 
     let client = |name: &str, cn: &str, orgs: &[&str]| {
         let orgs: Vec<String> = orgs.iter().map(|s| s.to_string()).collect();
-        ensure_leaf(dir, name, ca_is_new, |existing| match existing {
+        ensure_leaf(dir, name, &ca, ca_is_new, |existing| match existing {
             Some(_) => Ok(None),
             None => Ok(Some(ca.issue_client(cn, &orgs, LEAF_VALIDITY)?)),
         })
@@ -155,7 +162,7 @@ impl ClusterPki {
         check_node_name(node)?;
         let nodes = self.dir.join("nodes");
         create_dir(&nodes)?;
-        ensure_leaf(&nodes, node, false, |existing| match existing {
+        ensure_leaf(&nodes, node, &self.ca, false, |existing| match existing {
             Some(_) => Ok(None),
             None => Ok(Some(self.ca.issue_client(
                 &format!("system:node:{node}"),
@@ -174,7 +181,7 @@ impl ClusterPki {
         create_dir(&dir)?;
         let wanted_dns: BTreeSet<String> = [node.to_string()].into_iter().collect();
         let wanted_ips: BTreeSet<IpAddr> = ips.iter().copied().collect();
-        ensure_leaf(&dir, node, false, |existing| {
+        ensure_leaf(&dir, node, &self.ca, false, |existing| {
             if let Some(ck) = existing {
                 let (dns, have_ips) = sans(&ck.cert_pem)?;
                 if dns == wanted_dns && have_ips == wanted_ips {
@@ -248,11 +255,12 @@ fn half_ca(missing: &Path) -> Error {
 }
 
 /// Loads `<dir>/<name>.crt` and `.key`, then lets `decide` keep them (`Ok(None)`) or supply
-/// a replacement, which is written. Missing files, an expired certificate and `force` all
-/// pass `None` to `decide`, which must then issue.
+/// a replacement, which is written. Missing files, a certificate that is no longer current
+/// (see [`leaf_is_current`]) and `force` all pass `None` to `decide`, which must then issue.
 fn ensure_leaf(
     dir: &Path,
     name: &str,
+    ca: &Ca,
     force: bool,
     decide: impl FnOnce(Option<&CertKey>) -> Result<Option<CertKey>, Error>,
 ) -> Result<CertKey, Error> {
@@ -262,7 +270,7 @@ fn ensure_leaf(
         None
     } else {
         match (read_optional(&cert_path)?, read_optional(&key_path)?) {
-            (Some(cert_pem), Some(key_pem)) if !expired(&cert_pem)? => {
+            (Some(cert_pem), Some(key_pem)) if leaf_is_current(&cert_pem, ca)? => {
                 tighten_key_mode(&key_path)?;
                 Some(CertKey { cert_pem, key_pem })
             }
@@ -345,16 +353,28 @@ fn sans(cert_pem: &str) -> Result<(BTreeSet<String>, BTreeSet<IpAddr>), Error> {
     Ok((dns, ips))
 }
 
-/// Whether a certificate has expired (or will within a minute): such leaves are renewed.
-fn expired(cert_pem: &str) -> Result<bool, Error> {
-    let der = first_cert_der(cert_pem)?;
-    let (_, x509) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| Error::Certificate(e.to_string()))?;
+/// Whether a stored leaf can be reused: it parses, was signed by the current CA (an operator
+/// may have replaced `ca.crt`/`ca.key`, after which old leaves verify nowhere), and has not
+/// expired (or will not within a minute). Anything else is reissued rather than reported,
+/// since a leaf is cheap to replace and nothing else depends on its exact bytes.
+fn leaf_is_current(cert_pem: &str, ca: &Ca) -> Result<bool, Error> {
+    let ca_der = first_cert_der(ca.cert_pem())?;
+    let (_, ca_x509) = x509_parser::parse_x509_certificate(&ca_der)
+        .map_err(|e| Error::Certificate(e.to_string()))?;
+    let Ok(der) = first_cert_der(cert_pem) else {
+        return Ok(false);
+    };
+    let Ok((_, x509)) = x509_parser::parse_x509_certificate(&der) else {
+        return Ok(false);
+    };
+    if x509.verify_signature(Some(ca_x509.public_key())).is_err() {
+        return Ok(false);
+    }
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_err(|_| Error::Validity("clock before 1970"))?;
     let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    Ok(x509.validity().not_after.timestamp() <= now.saturating_add(60))
+    Ok(x509.validity().not_after.timestamp() > now.saturating_add(60))
 }
 
 fn create_dir(dir: &Path) -> Result<(), Error> {

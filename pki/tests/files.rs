@@ -214,3 +214,54 @@ fn node_certificates() {
         assert!(pki.node_serving(bad, &[]).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn leaves_from_a_replaced_ca_or_corrupt_files_are_reissued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let first = pki::ensure(dir, &PkiOptions::default()).unwrap();
+    let node = first.node_client("n1").unwrap();
+
+    // The operator installs a different CA: every leaf is reissued under it.
+    let other = pki::Ca::generate("replacement-ca").unwrap();
+    std::fs::write(dir.join("ca.crt"), other.cert_pem()).unwrap();
+    std::fs::write(dir.join("ca.key"), other.key_pem()).unwrap();
+    let second = pki::ensure(dir, &PkiOptions::default()).unwrap();
+    assert_eq!(second.ca.cert_pem(), other.cert_pem());
+    assert_ne!(second.admin, first.admin);
+    assert_ne!(second.apiserver, first.apiserver);
+    assert!(serves(
+        other.cert_pem(),
+        &second.apiserver.cert_pem,
+        "localhost"
+    ));
+    let verifier = ClientCertVerifier::new(other.cert_pem()).unwrap();
+    for ck in [&second.admin, &second.scheduler, &second.controller_manager] {
+        verifier
+            .verify(&[der(&ck.cert_pem)], SystemTime::now())
+            .unwrap();
+    }
+    let node2 = second.node_client("n1").unwrap();
+    assert_ne!(node, node2);
+    verifier
+        .verify(&[der(&node2.cert_pem)], SystemTime::now())
+        .unwrap();
+    // The ServiceAccount key is not a certificate and stays.
+    assert_eq!(
+        second.service_account_key_pem,
+        first.service_account_key_pem
+    );
+    #[cfg(unix)]
+    {
+        // ca.key was rewritten by hand (umask mode); ensure tightened it.
+        assert_eq!(mode(&dir.join("ca.key")), 0o600);
+    }
+
+    // A corrupt certificate is replaced too.
+    std::fs::write(dir.join("kube-scheduler.crt"), "garbage").unwrap();
+    let third = pki::ensure(dir, &PkiOptions::default()).unwrap();
+    verifier
+        .verify(&[der(&third.scheduler.cert_pem)], SystemTime::now())
+        .unwrap();
+    assert_eq!(third.admin, second.admin);
+}

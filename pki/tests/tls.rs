@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use pki::{Ca, CertIdentity, CertKey, ClientCertVerifier, Error};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -202,4 +203,126 @@ fn ca_round_trips_through_pem_and_rejects_mismatched_key() {
     assert!(Ca::from_pem(ca.cert_pem(), "garbage").is_err());
     // A leaf certificate is not a CA.
     assert!(Ca::from_pem(&ck.cert_pem, &ck.key_pem).is_err());
+}
+
+/// TLS 1.2 takes the other signature-verification path (`verify_tls12_signature`).
+#[tokio::test]
+async fn tls12_client_cert_is_seen_and_verifies() {
+    let fx = fixture();
+    let client = fx
+        .ca
+        .issue_client("erin", &["system:nodes".to_string()], DAY)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor =
+        TlsAcceptor::from(pki::server_config(&fx.server.cert_pem, &fx.server.key_pem).unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let (_, conn) = tls.get_ref();
+        (
+            conn.protocol_version(),
+            conn.peer_certificates().map(|c| c.to_vec()),
+        )
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pem_cert(fx.ca.cert_pem())).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![pem_cert(&client.cert_pem)],
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let _tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (version, peer) = server.await.unwrap();
+    assert_eq!(version, Some(rustls::ProtocolVersion::TLSv1_2));
+    let id = ClientCertVerifier::new(fx.ca.cert_pem())
+        .unwrap()
+        .verify(&peer.unwrap(), SystemTime::now())
+        .unwrap();
+    assert_eq!(id.common_name, "erin");
+}
+
+fn pem_cert(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+/// Presents a valid certificate but signs the handshake with a different key.
+#[derive(Debug)]
+struct StolenCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for StolenCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn certificate_without_its_key_fails_the_handshake() {
+    let fx = fixture();
+    let victim = fx
+        .ca
+        .issue_client("admin", &["system:masters".to_string()], DAY)
+        .unwrap();
+    let attacker = fx.ca.issue_client("nobody", &[], DAY).unwrap();
+    let attacker_key = rustls::crypto::ring::sign::any_supported_type(
+        &rustls::pki_types::PrivateKeyDer::from_pem_slice(attacker.key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let stolen = rustls::sign::CertifiedKey::new(vec![pem_cert(&victim.cert_pem)], attacker_key);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor =
+        TlsAcceptor::from(pki::server_config(&fx.server.cert_pem, &fx.server.key_pem).unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        match acceptor.accept(tcp).await {
+            Ok(mut tls) => {
+                // TLS 1.3: the client's flight is processed on first read.
+                let mut byte = [0u8; 1];
+                tls.read_exact(&mut byte).await.is_err()
+            }
+            Err(_) => true,
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pem_cert(fx.ca.cert_pem())).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_cert_resolver(Arc::new(StolenCert(Arc::new(stolen))));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    if let Ok(mut tls) = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+    {
+        let _ = tls.write_all(b"x").await;
+        let _ = tls.flush().await;
+    }
+    assert!(
+        server.await.unwrap(),
+        "server accepted a forged CertificateVerify"
+    );
 }
