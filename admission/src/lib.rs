@@ -7,4 +7,5 @@
 
 pub mod limit_ranger;
 pub mod pod_security;
+pub mod quota;
 pub mod resources;
