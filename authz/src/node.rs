@@ -11,6 +11,9 @@ use crate::bootstrap::node_rules;
 use crate::rbac::rules_allow;
 use crate::{Attributes, Decision};
 
+/// Where node heartbeat Leases live.
+const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
 /// The kinds of object a node reaches through its pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReachKind {
@@ -227,6 +230,45 @@ fn authorize_reachable(
     }
 }
 
+/// A single get through the graph (upstream `authorizeGet`).
+fn authorize_get(node: &str, kind: ReachKind, attrs: &Attributes, graph: &NodeGraph) -> Decision {
+    if attrs.verb != "get" {
+        return Decision::Deny("can only get individual resources of this type".into());
+    }
+    if !attrs.subresource.is_empty() {
+        return Decision::Deny("cannot get subresource".into());
+    }
+    authorize_reachable(node, kind, attrs, graph)
+}
+
+/// Status writes through the graph (upstream `authorizeStatusUpdate`).
+fn authorize_status_update(
+    node: &str,
+    kind: ReachKind,
+    attrs: &Attributes,
+    graph: &NodeGraph,
+) -> Decision {
+    if !matches!(attrs.verb.as_str(), "update" | "patch") {
+        return Decision::Deny("can only get/update/patch this type".into());
+    }
+    if attrs.subresource != "status" {
+        return Decision::Deny("can only update status subresource".into());
+    }
+    authorize_reachable(node, kind, attrs, graph)
+}
+
+/// Tokens for the service accounts the node's pods run as (upstream `authorizeCreateToken`);
+/// a node has no other business with service accounts.
+fn authorize_create_token(node: &str, attrs: &Attributes, graph: &NodeGraph) -> Decision {
+    if attrs.verb != "create" || attrs.name.is_empty() {
+        return Decision::Deny("can only create tokens for individual service accounts".into());
+    }
+    if attrs.subresource != "token" {
+        return Decision::Deny("can only create token subresource of serviceaccount".into());
+    }
+    authorize_reachable(node, ReachKind::ServiceAccount, attrs, graph)
+}
+
 /// The Node authorizer. Only node identities get an opinion. Requests for the objects a node
 /// reaches through its pods are decided by the graph (and denied outright when unreachable,
 /// so that no RBAC binding can widen a node's reach); everything else is allowed iff
@@ -243,25 +285,19 @@ pub fn authorize_node(attrs: &Attributes, graph: &NodeGraph) -> Decision {
             ("", "secrets") => return authorize_read(node, ReachKind::Secret, attrs, graph),
             ("", "configmaps") => return authorize_read(node, ReachKind::ConfigMap, attrs, graph),
             ("", "persistentvolumeclaims") => {
-                let verb_ok = if attrs.subresource == "status" {
-                    matches!(attrs.verb.as_str(), "update" | "patch")
+                return if attrs.subresource == "status" {
+                    authorize_status_update(node, ReachKind::PersistentVolumeClaim, attrs, graph)
                 } else {
-                    attrs.subresource.is_empty() && attrs.verb == "get"
+                    authorize_get(node, ReachKind::PersistentVolumeClaim, attrs, graph)
                 };
-                if !verb_ok {
-                    return Decision::Deny("can only get individual resources of this type".into());
-                }
-                return authorize_reachable(node, ReachKind::PersistentVolumeClaim, attrs, graph);
             }
-            ("", "serviceaccounts") => {
-                if attrs.verb != "create" || attrs.subresource != "token" || attrs.name.is_empty() {
-                    return Decision::Deny(
-                        "can only create tokens for individual service accounts".into(),
-                    );
-                }
-                return authorize_reachable(node, ReachKind::ServiceAccount, attrs, graph);
+            ("", "serviceaccounts") => return authorize_create_token(node, attrs, graph),
+            ("coordination.k8s.io", "leases") => {
+                return authorize_own_named(node, attrs, "a node lease", "node lease", true)
             }
-            ("coordination.k8s.io", "leases") => return authorize_lease(node, attrs),
+            ("storage.k8s.io", "csinodes") => {
+                return authorize_own_named(node, attrs, "a CSINode", "CSINode", false)
+            }
             _ => {}
         }
     }
@@ -272,24 +308,36 @@ pub fn authorize_node(attrs: &Attributes, graph: &NodeGraph) -> Decision {
     }
 }
 
-/// A node's heartbeat Lease: its own name in kube-node-lease, no list or watch (upstream
-/// `authorizeLease`).
-fn authorize_lease(node: &str, attrs: &Attributes) -> Decision {
+/// Objects named after the node itself: its heartbeat Lease (only in kube-node-lease) and
+/// its CSINode (upstream `authorizeLease`, `authorizeCSINode`). Create is allowed by name
+/// blindly, because the name is in the body; NodeRestriction checks it there.
+fn authorize_own_named(
+    node: &str,
+    attrs: &Attributes,
+    what: &str,
+    short: &str,
+    lease: bool,
+) -> Decision {
     if !matches!(
         attrs.verb.as_str(),
         "get" | "create" | "update" | "patch" | "delete"
     ) {
-        return Decision::Deny(
-            "can only get, create, update, patch, or delete a node lease".into(),
-        );
+        return Decision::Deny(format!(
+            "can only get, create, update, patch, or delete {what}"
+        ));
     }
-    if attrs.namespace != "kube-node-lease" {
-        return Decision::Deny("can only access leases in the kube-node-lease namespace".into());
+    if lease && attrs.namespace != NODE_LEASE_NAMESPACE {
+        return Decision::Deny(format!(
+            "can only access leases in the {NODE_LEASE_NAMESPACE:?} system namespace"
+        ));
+    }
+    if !lease && !attrs.subresource.is_empty() {
+        return Decision::Deny("cannot authorize CSINode subresources".into());
     }
     if attrs.verb != "create" && attrs.name != node {
-        return Decision::Deny(
-            "can only access node lease with the same name as the requesting node".into(),
-        );
+        return Decision::Deny(format!(
+            "can only access {short} with the same name as the requesting node"
+        ));
     }
     Decision::Allow(String::new())
 }
@@ -564,7 +612,7 @@ mod tests {
                     "kube-system",
                     "a",
                 ),
-                Want::Deny("can only access leases in the kube-node-lease namespace"),
+                Want::Deny("can only access leases in the \"kube-node-lease\" system namespace"),
             ),
             (
                 "node rules: pods",
