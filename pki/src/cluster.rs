@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
+use rcgen::{KeyPair, PublicKeyData as _, PKCS_ECDSA_P256_SHA256};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::SubjectPublicKeyInfoDer;
 use x509_parser::extensions::GeneralName;
 
 use crate::ca::first_cert_der;
@@ -292,36 +294,48 @@ fn ensure_leaf(
     }
 }
 
+/// The ServiceAccount signing key (`sa.key`, P-256 PKCS#8) and its public half (`sa.pub`,
+/// SPKI). An existing `sa.pub` may hold several keys (old ones kept during rotation) but
+/// must contain `sa.key`'s, or every token the API server signs would fail verification;
+/// that mismatch is reported rather than repaired, since silently re-trusting or dropping
+/// keys is a security decision for the operator.
 fn ensure_sa_key(dir: &Path) -> Result<(String, String), Error> {
     let key_path = dir.join("sa.key");
     let pub_path = dir.join("sa.pub");
-    let (key, fresh) = match read_optional(&key_path)? {
+    let (key_pem, key, fresh) = match read_optional(&key_path)? {
         Some(pem) => {
             tighten_key_mode(&key_path)?;
-            (
-                KeyPair::from_pem(&pem).map_err(|e| Error::pem("sa.key", e))?,
-                false,
-            )
+            let key = KeyPair::from_pem(&pem).map_err(|e| Error::pem("sa.key", e))?;
+            (pem, key, false)
         }
         None => {
             // PKCS#8, the encoding the JWT signer expects.
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-            write_file(&key_path, &key.serialize_pem(), KEY_MODE)?;
-            (key, true)
+            let pem = key.serialize_pem();
+            write_file(&key_path, &pem, KEY_MODE)?;
+            (pem, key, true)
         }
     };
-    let key_pem = key.serialize_pem();
     let public = match read_optional(&pub_path)? {
-        Some(pem) if !fresh => pem,
+        Some(pem) if !fresh => {
+            let spki = key.subject_public_key_info();
+            let contains = SubjectPublicKeyInfoDer::pem_slice_iter(pem.as_bytes())
+                .any(|k| k.is_ok_and(|k| k.as_ref() == spki.as_slice()));
+            if !contains {
+                return Err(Error::pem(
+                    "sa.pub",
+                    "does not contain the public key of sa.key",
+                ));
+            }
+            pem
+        }
         _ => {
-            // SPKI ("PUBLIC KEY") PEM, derived from the key so the two always match.
+            // Derived from the key, so the two always match.
             let pem = key.public_key_pem();
             write_file(&pub_path, &pem, CERT_MODE)?;
             pem
         }
     };
-    // Return the file's bytes, not a re-serialisation, so callers see exactly what is on disk.
-    let key_pem = read_optional(&key_path)?.unwrap_or(key_pem);
     Ok((key_pem, public))
 }
 

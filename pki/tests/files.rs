@@ -265,3 +265,37 @@ fn leaves_from_a_replaced_ca_or_corrupt_files_are_reissued() {
         .unwrap();
     assert_eq!(third.admin, second.admin);
 }
+
+#[test]
+fn service_account_public_key_must_match_the_private_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let first = pki::ensure(dir, &PkiOptions::default()).unwrap();
+
+    // sa.pub missing: derived again from sa.key.
+    std::fs::remove_file(dir.join("sa.pub")).unwrap();
+    let second = pki::ensure(dir, &PkiOptions::default()).unwrap();
+    assert_eq!(
+        second.service_account_public_pem,
+        first.service_account_public_pem
+    );
+
+    // sa.pub with an extra (older) key as well: accepted as is.
+    let other = tempfile::tempdir().unwrap();
+    let other = pki::ensure(other.path(), &PkiOptions::default()).unwrap();
+    let bundle = format!(
+        "{}{}",
+        other.service_account_public_pem, first.service_account_public_pem
+    );
+    std::fs::write(dir.join("sa.pub"), &bundle).unwrap();
+    assert_eq!(
+        pki::ensure(dir, &PkiOptions::default())
+            .unwrap()
+            .service_account_public_pem,
+        bundle
+    );
+
+    // sa.pub without sa.key's public key: refused.
+    std::fs::write(dir.join("sa.pub"), &other.service_account_public_pem).unwrap();
+    assert!(pki::ensure(dir, &PkiOptions::default()).is_err());
+}
