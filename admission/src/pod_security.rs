@@ -195,6 +195,45 @@ pub fn check_pod(policy: &NamespacePolicy, pod: &Value) -> Outcome {
     evaluate(policy, meta, spec, true)
 }
 
+/// Whether a Pod update must be evaluated at all. Upstream re-checks only updates that can
+/// change what the policy sees through the few mutable pod fields: a changed container or init
+/// container count or image, a new or changed ephemeral container, or a changed per-container
+/// seccomp annotation. Anything else (labels, status) is admitted unchecked, so pods admitted
+/// before a namespace tightened its policy can still be relabelled.
+pub fn is_significant_pod_update(new: &Value, old: &Value) -> bool {
+    let list = |pod: &Value, key: &str| -> Vec<Value> {
+        pod.get("spec")
+            .and_then(|s| s.get(key))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let seccomp = |pod: &Value, c: &Value| -> Option<String> {
+        let key = format!("container.seccomp.security.alpha.kubernetes.io/{}", name(c));
+        pod.get("metadata")
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(&key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let changed = |n: &Value, o: &Value| {
+        n.get("image") != o.get("image") || seccomp(new, n) != seccomp(old, o)
+    };
+    for key in ["containers", "initContainers"] {
+        let (n, o) = (list(new, key), list(old, key));
+        if n.len() != o.len() || n.iter().zip(&o).any(|(n, o)| changed(n, o)) {
+            return true;
+        }
+    }
+    let old_ephemeral = list(old, "ephemeralContainers");
+    list(new, "ephemeralContainers").iter().any(|n| {
+        match old_ephemeral.iter().find(|o| name(o) == name(n)) {
+            None => true,
+            Some(o) => changed(n, o),
+        }
+    })
+}
+
 /// Evaluate an object carrying a pod template: warnings and audit annotations only, because the
 /// pods themselves are checked (and rejected) when the controller creates them.
 /// `kind` is one of Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob,
@@ -1397,6 +1436,54 @@ mod tests {
             broken.audit_annotations.get(ERROR_ANNOTATION).map(String::as_str),
             Some("Failed to parse policy: metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"nope\": must be one of privileged, baseline, restricted")
         );
+    }
+
+    #[test]
+    fn significant_updates() {
+        let base = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}});
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut p = base.clone();
+            f(&mut p);
+            p
+        };
+        let cases: Vec<(&str, Value, bool)> = vec![
+            (
+                "label change",
+                with(&|p| p["metadata"]["labels"]["a"] = json!("2")),
+                false,
+            ),
+            (
+                "image change",
+                with(&|p| p["spec"]["containers"][0]["image"] = json!("i:2")),
+                true,
+            ),
+            (
+                "container added",
+                with(&|p| {
+                    p["spec"]["containers"] = json!([{"name": "c", "image": "i:1"}, {"name": "d"}])
+                }),
+                true,
+            ),
+            (
+                "ephemeral added",
+                with(&|p| {
+                    p["spec"]["ephemeralContainers"] =
+                        json!([{"name": "debug", "image": "busybox"}])
+                }),
+                true,
+            ),
+            (
+                "seccomp annotation",
+                with(&|p| {
+                    p["metadata"]["annotations"] =
+                        json!({"container.seccomp.security.alpha.kubernetes.io/c": "unconfined"})
+                }),
+                true,
+            ),
+        ];
+        for (what, new, want) in cases {
+            assert_eq!(is_significant_pod_update(&new, &base), want, "{what}");
+        }
     }
 
     #[test]
