@@ -290,6 +290,14 @@ impl Policy {
                 }
             }
             for (j, gr) in rule.resources.iter().enumerate() {
+                // A group written with its version ("apps/v1") would never match anything.
+                if !gr.group.is_empty() && !is_dns_subdomain(&gr.group) {
+                    return invalid(format!(
+                        "{field}.resources[{j}].group: {:?} is not a lowercase DNS subdomain \
+                         (write the group without its version)",
+                        gr.group
+                    ));
+                }
                 if !gr.resource_names.is_empty() && gr.resources.is_empty() {
                     return invalid(format!(
                         "{field}.resources[{j}]: resourceNames require at least one resource"
@@ -299,6 +307,20 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// RFC 1123 subdomain: what API group names must be.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Whether every criterion the rule sets matches the request.

@@ -366,6 +366,10 @@ fn invalid_policies_are_rejected() {
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata, resources: [{group: '', resourceNames: [x]}]}]",
             "resourceNames",
         ),
+        (
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata, resources: [{group: apps/v1}]}]",
+            "DNS subdomain",
+        ),
     ];
     for (text, want) in cases {
         let err = Policy::parse(text).expect_err(text);

@@ -500,19 +500,11 @@ fn build_providers(
                         "{field}.keys: at least one key is required"
                     )));
                 }
-                let mut seen = Vec::new();
                 for (k, key) in keys.keys.iter().enumerate() {
                     let field = format!("{field}.keys[{k}]");
                     if key.name.is_empty() {
                         return Err(ConfigError::Invalid(format!("{field}.name: required")));
                     }
-                    if seen.contains(&key.name.as_str()) {
-                        return Err(ConfigError::Invalid(format!(
-                            "{field}.name: duplicate key name {:?}",
-                            key.name
-                        )));
-                    }
-                    seen.push(key.name.as_str());
                     transformers.push(build_key(&field, name, key)?);
                 }
             }
