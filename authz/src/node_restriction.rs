@@ -86,6 +86,12 @@ pub fn admit(req: &NodeRequest<'_>) -> Result<(), String> {
     let Some(node) = req.user.node_name() else {
         return Ok(());
     };
+    if node.is_empty() {
+        return Err(format!(
+            "could not determine node from user {:?}",
+            req.user.username
+        ));
+    }
     match req.resource {
         "nodes" => admit_node(node, req),
         "pods" => match req.subresource {
@@ -96,7 +102,12 @@ pub fn admit(req: &NodeRequest<'_>) -> Result<(), String> {
                 "unexpected pod subresource {other:?}, only 'status' and 'eviction' are allowed"
             )),
         },
+        "persistentvolumeclaims" => match req.subresource {
+            "status" => admit_pvc_status(node, req),
+            _ => Err("may only update PVC status".into()),
+        },
         "leases" => admit_lease(node, req),
+        "csinodes" => admit_own_named(node, req, "CSINode"),
         "serviceaccounts" if req.subresource == "token" && req.operation == Operation::Create => {
             admit_token_request(node, req)
         }
@@ -121,6 +132,11 @@ fn admit_node(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
     }
     match req.operation {
         Operation::Create => {
+            if spec_config_source(req.object).is_some() {
+                return Err(format!(
+                    "node {node:?} is not allowed to create pods with a non-nil configSource"
+                ));
+            }
             let forbidden = forbidden_labels(labels_of(req.object).into_iter().map(|(k, _)| k));
             if !forbidden.is_empty() {
                 return Err(format!(
@@ -130,6 +146,12 @@ fn admit_node(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
             }
         }
         Operation::Update => {
+            let source = spec_config_source(req.object);
+            if source.is_some() && source != spec_config_source(req.old_object) {
+                return Err(format!(
+                    "node {node:?} is not allowed to update configSource to a new non-nil configSource"
+                ));
+            }
             let new = labels_of(req.object);
             let old = labels_of(req.old_object);
             let modified = new
@@ -195,6 +217,12 @@ fn forbidden_labels(keys: impl Iterator<Item = String>) -> BTreeSet<String> {
         restricted || (kubernetes && !is_kubelet_label(key))
     })
     .collect()
+}
+
+fn spec_config_source(node: Option<&Value>) -> Option<&Value> {
+    node.and_then(|n| n.get("spec"))
+        .and_then(|s| s.get("configSource"))
+        .filter(|c| !c.is_null())
 }
 
 fn node_name_of(pod: Option<&Value>) -> &str {
@@ -297,16 +325,26 @@ fn admit_mirror_pod(node: &str, pod: Option<&Value>) -> Result<(), String> {
             "node {node:?} can not create pods that reference configmaps"
         ));
     }
-    let uses_ephemeral = spec
+    let volumes = spec
         .get("volumes")
         .and_then(Value::as_array)
-        .is_some_and(|vs| vs.iter().any(|v| v.get("ephemeral").is_some()));
-    if uses_ephemeral {
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let trust_bundles = volumes.iter().any(|v| {
+        v.get("projected")
+            .and_then(|p| p.get("sources"))
+            .and_then(Value::as_array)
+            .is_some_and(|srcs| srcs.iter().any(|s| s.get("clusterTrustBundle").is_some()))
+    });
+    if trust_bundles {
         return Err(format!(
-            "node {node:?} can not create pods that use generic ephemeral volumes"
+            "node {node:?} can not create pods that reference clustertrustbundles"
         ));
     }
-    if !refs.claims.is_empty() {
+    if volumes
+        .iter()
+        .any(|v| v.get("persistentVolumeClaim").is_some())
+    {
         return Err(format!(
             "node {node:?} can not create pods that reference persistentvolumeclaims"
         ));
@@ -356,8 +394,47 @@ fn admit_lease(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
             "can only access leases in the {NODE_LEASE_NAMESPACE:?} system namespace"
         ));
     }
+    admit_own_named(node, req, "node lease")
+}
+
+/// Objects named after the node (its Lease, its CSINode): only its own.
+fn admit_own_named(node: &str, req: &NodeRequest<'_>, what: &str) -> Result<(), String> {
     if object_name(req) != node {
-        return Err("can only access node lease with the same name as the requesting node".into());
+        return Err(format!(
+            "can only access {what} with the same name as the requesting node"
+        ));
+    }
+    Ok(())
+}
+
+/// A node reports volume expansion on claims its pods use; it may change nothing else
+/// (upstream `admitPVCStatus`: capacity, conditions and the expansion-recovery fields).
+fn admit_pvc_status(node: &str, req: &NodeRequest<'_>) -> Result<(), String> {
+    if req.operation != Operation::Update {
+        return Err(format!("unexpected operation {:?}", req.operation.as_str()));
+    }
+    let strip = |v: Option<&Value>| {
+        let mut v = v.cloned().unwrap_or(Value::Null);
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+        if let Some(status) = v.get_mut("status").and_then(Value::as_object_mut) {
+            for k in [
+                "capacity",
+                "conditions",
+                "allocatedResources",
+                "allocatedResourceStatuses",
+            ] {
+                status.remove(k);
+            }
+        }
+        v
+    };
+    if strip(req.object) != strip(req.old_object) {
+        return Err(format!(
+            "node {node:?} is not allowed to update fields other than status.capacity and status.conditions"
+        ));
     }
     Ok(())
 }
@@ -491,6 +568,22 @@ mod tests {
                 .err("is not allowed to modify labels: node-restriction.kubernetes.io/t"),
             case("keep restricted label", Update, "nodes", "").named("a")
                 .object(node_obj("a", json!({"node-restriction.kubernetes.io/t": "1", "y": "2"}))).old(node_obj("a", json!({"node-restriction.kubernetes.io/t": "1"}))),
+            case("create with configSource", Create, "nodes", "").object(json!({"metadata": {"name": "a"}, "spec": {"configSource": {"configMap": {}}}}))
+                .err(r#"node "a" is not allowed to create pods with a non-nil configSource"#),
+            case("set configSource", Update, "nodes", "").named("a").object(json!({"spec": {"configSource": {"configMap": {}}}})).old(json!({"spec": {}}))
+                .err(r#"node "a" is not allowed to update configSource to a new non-nil configSource"#),
+            // Claims.
+            case("claim status", Update, "persistentvolumeclaims", "status").ns("ns").named("c")
+                .object(json!({"metadata": {"name": "c", "resourceVersion": "2"}, "spec": {"x": 1}, "status": {"capacity": {"storage": "2Gi"}, "phase": "Bound"}}))
+                .old(json!({"metadata": {"name": "c", "resourceVersion": "1"}, "spec": {"x": 1}, "status": {"capacity": {"storage": "1Gi"}, "phase": "Bound"}})),
+            case("claim status phase", Update, "persistentvolumeclaims", "status").ns("ns").named("c")
+                .object(json!({"metadata": {"name": "c"}, "status": {"phase": "Lost"}}))
+                .old(json!({"metadata": {"name": "c"}, "status": {"phase": "Bound"}}))
+                .err(r#"node "a" is not allowed to update fields other than status.capacity and status.conditions"#),
+            case("claim spec", Update, "persistentvolumeclaims", "").ns("ns").named("c").err("may only update PVC status"),
+            case("own csinode", Update, "csinodes", "").named("a"),
+            case("create other csinode", Create, "csinodes", "").object(json!({"metadata": {"name": "b"}}))
+                .err("can only access CSINode with the same name as the requesting node"),
             // Leases.
             case("own lease", Update, "leases", "").ns("kube-node-lease").named("a"),
             case("create own lease", Create, "leases", "").ns("kube-node-lease").object(json!({"metadata": {"name": "a"}})),
@@ -510,6 +603,8 @@ mod tests {
                 .err(r#"node "a" can not create pods that reference configmaps"#),
             case("mirror pod with claim", Create, "pods", "").object(mirror("a", json!({"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}]})))
                 .err(r#"node "a" can not create pods that reference persistentvolumeclaims"#),
+            case("mirror pod with trust bundle", Create, "pods", "").object(mirror("a", json!({"volumes": [{"name": "v", "projected": {"sources": [{"clusterTrustBundle": {"name": "b", "path": "p"}}]}}]})))
+                .err(r#"node "a" can not create pods that reference clustertrustbundles"#),
             case("update pod", Update, "pods", "").ns("ns").named("p").object(pod_on("a")).old(pod_on("a"))
                 .err(r#"unexpected operation "UPDATE", node "a" can only create and delete mirror pods"#),
             case("delete own pod", Delete, "pods", "").ns("ns").named("p").old(pod_on("a")),
@@ -573,6 +668,25 @@ mod tests {
             };
             assert_eq!(admit(&req), Ok(()), "{} as admin", c.name);
         }
+    }
+
+    #[test]
+    fn unnamed_node_is_refused() {
+        let u = node_user("");
+        let req = NodeRequest {
+            user: &u,
+            operation: Operation::Create,
+            resource: "events",
+            subresource: "",
+            namespace: "ns",
+            name: "",
+            object: None,
+            old_object: None,
+        };
+        assert_eq!(
+            admit(&req),
+            Err(r#"could not determine node from user "system:node:""#.to_string())
+        );
     }
 
     #[test]
