@@ -95,7 +95,7 @@ pub type UsageError = crate::resources::ResourceError;
 ///   (every port of a NodePort/LoadBalancer service, or for a LoadBalancer with
 ///   `allocateLoadBalancerNodePorts: false` only ports naming a nodePort).
 /// * persistentvolumeclaims: the claim count, `requests.storage` (the larger of requested and
-///   allocated), and both again per storage class
+///   allocated, in whole bytes; nothing without a request), and both again per storage class
 ///   (`<class>.storageclass.storage.k8s.io/persistentvolumeclaims|requests.storage`).
 /// * configmaps, secrets, replicationcontrollers, resourcequotas: the legacy name and the
 ///   `count/` name.
@@ -170,10 +170,15 @@ pub fn usage(group: &str, resource: &str, obj: &Value) -> Result<ResourceList, U
             )?
             .get("storage")
             .copied();
-            let storage = match (requested, allocated) {
-                (Some(r), Some(a)) => Some(r.max(a)),
-                (r, a) => r.or(a),
-            };
+            // Storage counts in whole bytes (upstream rounds up, issue 94313); a larger
+            // allocation (a failed expansion being recovered) counts instead of the request,
+            // but only when a request exists at all.
+            let whole =
+                |q: Quantity| Quantity::from_milli(q.value() * 1000).with_format(q.format());
+            let storage = requested.map(|r| match allocated {
+                Some(a) if a > r => whole(a),
+                _ => whole(r),
+            });
             if let Some(s) = storage {
                 out.insert("requests.storage".into(), s);
                 if !class.is_empty() {
@@ -652,6 +657,25 @@ mod tests {
                     ),
                     ("requests.storage", "2Gi"),
                     ("fast.storageclass.storage.k8s.io/requests.storage", "2Gi"),
+                ],
+            ),
+            (
+                "",
+                "persistentvolumeclaims",
+                json!({"spec": {"resources": {"requests": {"storage": "1500m"}}}}),
+                vec![
+                    ("count/persistentvolumeclaims", "1"),
+                    ("persistentvolumeclaims", "1"),
+                    ("requests.storage", "2"),
+                ],
+            ),
+            (
+                "",
+                "persistentvolumeclaims",
+                json!({"spec": {}, "status": {"allocatedResources": {"storage": "2Gi"}}}),
+                vec![
+                    ("count/persistentvolumeclaims", "1"),
+                    ("persistentvolumeclaims", "1"),
                 ],
             ),
             (
