@@ -129,7 +129,7 @@ impl Quantity {
 
     /// Parse a Kubernetes quantity string.
     pub fn parse(s: &str) -> Result<Quantity, QuantityError> {
-        let s = s.trim();
+        // No trimming: upstream rejects surrounding whitespace too.
         let (negative, rest) = match s.as_bytes().first() {
             Some(b'-') => (true, &s[1..]),
             Some(b'+') => (false, &s[1..]),
@@ -490,6 +490,8 @@ mod tests {
             ("", QuantityError::Format),
             ("abc", QuantityError::Format),
             ("1.2.3", QuantityError::Format),
+            (" 1", QuantityError::Format),
+            ("1 ", QuantityError::Format),
             (".", QuantityError::Format),
             ("1Ki2", QuantityError::Suffix),
             ("1kb", QuantityError::Format),
