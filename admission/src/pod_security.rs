@@ -1355,6 +1355,26 @@ mod tests {
                 ).into()),
             ),
             (
+                // The shape of a real kube-apiserver warning for a node-debug style pod.
+                "host namespaces, privileged, hostPath and root in restricted",
+                restricted.clone(),
+                json!({
+                    "hostNetwork": true, "hostPID": true,
+                    "containers": [{"name": "container-00", "securityContext": {"privileged": true, "runAsUser": 0}}],
+                    "volumes": [{"name": "host", "hostPath": {"path": "/"}}]
+                }),
+                Some(concat!(
+                    "violates PodSecurity \"restricted:latest\": host namespaces (hostNetwork=true, hostPID=true), ",
+                    "privileged (container \"container-00\" must not set securityContext.privileged=true), ",
+                    "allowPrivilegeEscalation != false (container \"container-00\" must set securityContext.allowPrivilegeEscalation=false), ",
+                    "unrestricted capabilities (container \"container-00\" must set securityContext.capabilities.drop=[\"ALL\"]), ",
+                    "restricted volume types (volume \"host\" uses restricted volume type \"hostPath\"), ",
+                    "runAsNonRoot != true (pod or container \"container-00\" must set securityContext.runAsNonRoot=true), ",
+                    "runAsUser=0 (container \"container-00\" must not set runAsUser=0), ",
+                    "seccompProfile (pod or container \"container-00\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")"
+                ).into()),
+            ),
+            (
                 "windows pods skip the Linux-only restricted checks",
                 restricted.clone(),
                 json!({"os": {"name": "windows"}, "securityContext": {"runAsNonRoot": true}, "containers": [{"name": "c"}]}),
