@@ -699,3 +699,44 @@ impl Storage for EncryptedStorage {
         self.inner.compact(revision).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(config: &EncryptionConfig, key: &str) -> Option<Vec<String>> {
+        config
+            .providers_for(key)
+            .map(|p| p.transformers.iter().map(|t| t.label.clone()).collect())
+    }
+
+    #[test]
+    fn resources_resolve_exact_then_group_then_everything() {
+        let secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let yaml = format!(
+            "apiVersion: {API_VERSION}\nkind: {KIND}\nresources:\n\
+             - resources: [secrets, leases.coordination.k8s.io]\n  providers: [{{aesgcm: {{keys: [{{name: a, secret: {secret}}}]}}}}]\n\
+             - resources: ['*.']\n  providers: [{{secretbox: {{keys: [{{name: b, secret: {secret}}}]}}}}]\n\
+             - resources: ['*.apps']\n  providers: [{{identity: {{}}}}, {{aesgcm: {{keys: [{{name: c, secret: {secret}}}]}}}}]\n"
+        );
+        let config = EncryptionConfig::parse(&yaml).expect("valid");
+        let a = Some(vec![r#"aesgcm key "a""#.to_string()]);
+        let b = Some(vec![r#"secretbox key "b""#.to_string()]);
+        let c = Some(vec![
+            "identity".to_string(),
+            r#"aesgcm key "c""#.to_string(),
+        ]);
+        assert_eq!(labels(&config, "/registry/core/secrets/ns/s"), a);
+        assert_eq!(
+            labels(&config, "/registry/coordination.k8s.io/leases/ns/l"),
+            a
+        );
+        assert_eq!(labels(&config, "/registry/core/configmaps/ns/c"), b);
+        assert_eq!(labels(&config, "/registry/core/nodes/n1"), b);
+        assert_eq!(labels(&config, "/registry/apps/deployments/ns/d"), c);
+        assert_eq!(labels(&config, "/registry/batch/jobs/ns/j"), None);
+        // Not object keys: prefixes and other trees.
+        assert_eq!(labels(&config, "/registry/core/secrets"), None);
+        assert_eq!(labels(&config, "/elsewhere/core/secrets/ns/s"), None);
+    }
+}
