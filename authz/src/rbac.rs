@@ -227,7 +227,7 @@ impl RbacIndex {
     }
 
     /// The rules a binding grants, or upstream's not-found wording when its role is missing.
-    /// A ClusterRoleBinding may only refer to a ClusterRole; a RoleBinding to either.
+    /// A RoleBinding may refer to a Role of its namespace or to a ClusterRole.
     fn role_rules(&self, binding: &BindingView<'_>) -> Result<&[PolicyRule], String> {
         match binding.role_kind {
             "ClusterRole" => self
@@ -240,7 +240,8 @@ impl RbacIndex {
                         binding.role_name
                     )
                 }),
-            "Role" if !binding.namespace.is_empty() => self
+            // A ClusterRoleBinding's namespace is empty, so its Role is never found.
+            "Role" => self
                 .roles
                 .get(&(binding.namespace.to_string(), binding.role_name.to_string()))
                 .map(|r| r.rules.as_deref().unwrap_or_default())
@@ -281,7 +282,7 @@ impl RbacIndex {
         if errors.is_empty() {
             Decision::NoOpinion(String::new())
         } else {
-            Decision::NoOpinion(format!("RBAC: [{}]", errors.join(", ")))
+            Decision::NoOpinion(format!("RBAC: {}", go_aggregate(&errors)))
         }
     }
 
@@ -482,6 +483,21 @@ fn resource_covers_all(owner: &[String], wanted: &[String]) -> bool {
     })
 }
 
+/// Go's `utilerrors.NewAggregate(errs).Error()`: one message as is, several distinct ones
+/// bracketed and comma-separated.
+fn go_aggregate(errors: &[String]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for e in errors {
+        if !seen.contains(&e.as_str()) {
+            seen.push(e);
+        }
+    }
+    match seen.as_slice() {
+        [one] => one.to_string(),
+        many => format!("[{}]", many.join(", ")),
+    }
+}
+
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 fn go_quoted_list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
@@ -548,7 +564,8 @@ pub fn escalation_message(
     if !resolution_errors.is_empty() {
         msg.push_str(&format!(
             "; resolution errors: [{}]",
-            resolution_errors.join(", ")
+            // Go's `%v` of a `[]error`.
+            resolution_errors.join(" ")
         ));
     }
     msg
@@ -1007,11 +1024,25 @@ mod tests {
         assert_eq!(
             idx.authorize(&attrs),
             Decision::NoOpinion(
-                r#"RBAC: [clusterrole.rbac.authorization.k8s.io "missing" not found]"#.into()
+                r#"RBAC: clusterrole.rbac.authorization.k8s.io "missing" not found"#.into()
             )
         );
         let rules = idx.rules_for(&attrs.user, "team");
         assert!(rules.incomplete);
+        // A ClusterRoleBinding cannot use a Role; several errors are listed together.
+        idx.upsert(
+            RbacKind::ClusterRoleBinding,
+            &json!({"metadata":{"name":"to-role"},
+                "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"cm-writer"},
+                "subjects":[{"kind":"User","name":"dave"}]}),
+        );
+        assert_eq!(
+            idx.authorize(&attrs),
+            Decision::NoOpinion(
+                r#"RBAC: [clusterrole.rbac.authorization.k8s.io "missing" not found, role.rbac.authorization.k8s.io "cm-writer" not found]"#.into()
+            )
+        );
+        assert_eq!(idx.rules_for(&attrs.user, "").errors.len(), 2);
 
         attrs.user = user("bob", &[]);
         assert!(idx.authorize(&attrs).allowed());
