@@ -284,10 +284,13 @@ fn controller_rules() -> Vec<PolicyRule> {
         ),
         rule(&["create"], &[LEGACY], &["pods/binding"]),
         rule(
-            &["get", "create", "update", "patch"],
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
             &[LEGACY],
             &["persistentvolumeclaims"],
         ),
+        rule(&["update"], &[LEGACY], &["pods/finalizers"]),
         // job / cronjob / ttl-after-finished controllers.
         rule(
             &[
@@ -309,13 +312,13 @@ fn controller_rules() -> Vec<PolicyRule> {
         // endpoint / endpointslice controllers.
         rule(READ, &[LEGACY], &["services", "pods", "nodes"]),
         rule(
-            &["create", "update", "delete", "get", "list"],
+            &["get", "list", "watch", "create", "update", "delete"],
             &[LEGACY],
             &["endpoints"],
         ),
         rule(&["create"], &[LEGACY], &["endpoints/restricted"]),
         rule(
-            &["create", "update", "delete", "get", "list"],
+            &["get", "list", "watch", "create", "update", "delete"],
             &[DISCOVERY],
             &["endpointslices"],
         ),
