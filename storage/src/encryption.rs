@@ -259,6 +259,16 @@ struct Providers {
 }
 
 impl Providers {
+    /// Whether a stored value was written by something other than the write provider (an older
+    /// key, another provider, or plaintext) and should be rewritten, upstream's "stale".
+    fn is_stale(&self, data: &[u8]) -> bool {
+        match self.transformers.first() {
+            Some(t) if t.prefix.is_empty() => data.starts_with(ENCRYPTED_PREFIX),
+            Some(t) => !data.starts_with(&t.prefix),
+            None => false,
+        }
+    }
+
     /// The stored form of a new write: always the first transformer.
     fn seal(&self, key: &str, plaintext: &[u8]) -> Result<Vec<u8>, String> {
         match self.transformers.first() {
@@ -593,6 +603,45 @@ impl EncryptedStorage {
         EncryptedStorage {
             inner,
             config: Arc::new(config),
+        }
+    }
+
+    /// Rewrites every value under `prefix` that is not in the current write provider's form
+    /// (written with an older key, another provider, or as plaintext); returns how many.
+    ///
+    /// This is the last step of a key rotation, and how existing data gets encrypted after
+    /// encryption is turned on. Upstream relies on updating every object with unchanged
+    /// content (`kubectl replace`), which works there because its GuaranteedUpdate writes a
+    /// "stale" value even when nothing changed; [`crate::guaranteed_update`] skips such no-op
+    /// writes, so the rewrite has to happen here. Each rewrite is conditional on the revision
+    /// read: a key written meanwhile has been re-encrypted by that write and is skipped.
+    pub async fn rewrite_stale(&self, prefix: &str) -> Result<u64> {
+        let mut rewritten = 0;
+        let mut opts = ListOptions {
+            limit: Some(500),
+            ..ListOptions::default()
+        };
+        loop {
+            let page = self.inner.list(prefix, &opts).await?;
+            for kv in page.items {
+                let Some(providers) = self.config.providers_for(&kv.key) else {
+                    continue;
+                };
+                if !providers.is_stale(&kv.value) {
+                    continue;
+                }
+                let plain = decrypt(&self.config, &kv.key, kv.value)?;
+                let stored = encrypt(&self.config, &kv.key, plain)?;
+                match self.inner.update(&kv.key, stored, kv.mod_revision).await {
+                    Ok(_) => rewritten += 1,
+                    Err(StorageError::Conflict { .. } | StorageError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.continue_token {
+                Some(token) => opts.continue_token = Some(token),
+                None => return Ok(rewritten),
+            }
         }
     }
 }
