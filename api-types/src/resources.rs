@@ -510,6 +510,74 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "clusterrolebinding",
         false,
     ),
+    // authentication.k8s.io/v1 and authorization.k8s.io/v1: create-only reviews, answered by
+    // the API server from the request itself and never stored.
+    ResourceInfo {
+        verbs: CREATE,
+        ..res(
+            "authentication.k8s.io",
+            "v1",
+            "TokenReview",
+            "tokenreviews",
+            "tokenreview",
+            false,
+        )
+    },
+    ResourceInfo {
+        verbs: CREATE,
+        ..res(
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            false,
+        )
+    },
+    ResourceInfo {
+        verbs: CREATE,
+        ..res(
+            "authorization.k8s.io",
+            "v1",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            "localsubjectaccessreview",
+            true,
+        )
+    },
+    ResourceInfo {
+        verbs: CREATE,
+        ..res(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            "selfsubjectaccessreview",
+            false,
+        )
+    },
+    ResourceInfo {
+        verbs: CREATE,
+        ..res(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            "selfsubjectrulesreview",
+            false,
+        )
+    },
+    ResourceInfo {
+        verbs: CREATE,
+        ..res(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            "subjectaccessreview",
+            false,
+        )
+    },
     // networking.k8s.io/v1
     ResourceInfo {
         short_names: &["ing"],
@@ -710,6 +778,12 @@ mod tests {
             rbac::v1::RoleBinding,
             rbac::v1::ClusterRole,
             rbac::v1::ClusterRoleBinding,
+            authentication::v1::TokenReview,
+            authentication::v1::SelfSubjectReview,
+            authorization::v1::LocalSubjectAccessReview,
+            authorization::v1::SelfSubjectAccessReview,
+            authorization::v1::SelfSubjectRulesReview,
+            authorization::v1::SubjectAccessReview,
             networking::v1::Ingress,
             networking::v1::NetworkPolicy,
             scheduling::v1::PriorityClass,
@@ -790,6 +864,15 @@ mod tests {
             if r.plural == "namespaces" {
                 assert!(!r.has_verb(Verb::DeleteCollection));
                 assert_eq!(r.verbs.len(), 7);
+            } else if r.group.starts_with("authentication.")
+                || r.group.starts_with("authorization.")
+            {
+                assert_eq!(
+                    r.verbs,
+                    [Verb::Create],
+                    "{}: reviews are create-only",
+                    r.plural
+                );
             } else {
                 assert_eq!(r.verbs, Verb::ALL, "{}", r.plural);
             }
@@ -889,6 +972,8 @@ mod tests {
                 "events.k8s.io",
                 "policy",
                 "rbac.authorization.k8s.io",
+                "authentication.k8s.io",
+                "authorization.k8s.io",
                 "networking.k8s.io",
                 "scheduling.k8s.io",
                 "storage.k8s.io",

@@ -320,6 +320,12 @@ pub fn too_many_requests(message: &str) -> Status {
     )
 }
 
+/// 401 `Unauthorized`, as kube-apiserver answers a request whose credentials it cannot
+/// authenticate (or a request without credentials when anonymous access is off).
+pub fn unauthorized() -> Status {
+    failure(401, "Unauthorized", "Unauthorized".to_string(), None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

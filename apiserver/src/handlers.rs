@@ -104,6 +104,39 @@ async fn handle(state: Arc<State>, req: Request) -> Result<Response, ApiError> {
         }
         Target::Object {
             resource,
+            name: None,
+            subresource: None,
+        } if crate::security::reviews::is_review(&resource) => {
+            if method != Method::POST {
+                return Err(method_not_allowed_plain());
+            }
+            let body = decode_body(&parts.headers, &read_body().await?)?;
+            let user = parts
+                .extensions
+                .get::<authz::UserInfo>()
+                .cloned()
+                .unwrap_or_else(crate::security::insecure_user);
+            let (code, obj) =
+                crate::security::reviews::create(&state, &user, &resource, body).await?;
+            Ok(json_response(code, &obj))
+        }
+        Target::Object {
+            resource,
+            name: Some(name),
+            subresource: Some(sub),
+        } if method == Method::POST
+            && sub == "token"
+            && resource.info.group.is_empty()
+            && resource.info.plural == "serviceaccounts" =>
+        {
+            let body = decode_body(&parts.headers, &read_body().await?)?;
+            let ns = resource.namespace.clone().unwrap_or_default();
+            let (code, obj) =
+                crate::security::reviews::token_request(&state, &ns, &name, body).await?;
+            Ok(json_response(code, &obj))
+        }
+        Target::Object {
+            resource,
             name,
             subresource,
         } => {
@@ -388,10 +421,6 @@ async fn object_request(
             let eviction = decode_body(headers, &body)?;
             evict(&state, &res, &name, &eviction).await
         }
-        (Method::POST, Some(_), Some("token")) => Err(ApiError::service_unavailable(format!(
-            "the {} subresource is not served yet",
-            subresource.unwrap_or_default()
-        ))),
         _ => Err(method_not_allowed_plain()),
     }
 }

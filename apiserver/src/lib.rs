@@ -22,6 +22,7 @@ mod proxy;
 pub mod query;
 pub mod registry;
 pub mod resource;
+pub mod security;
 pub mod strategy;
 pub mod typed;
 mod watch;
@@ -68,6 +69,9 @@ pub struct Config {
     pub write_kubeconfig: Option<PathBuf>,
     /// How long Events live after their last write (upstream's `--event-ttl`, 1 h).
     pub event_ttl: std::time::Duration,
+    /// TLS, authentication and authorization. `None`: plain HTTP with every caller an
+    /// administrator, allowed on loopback only (tests, `--insecure-serving`).
+    pub security: Option<security::SecurityConfig>,
 }
 
 /// Why the server could not start.
@@ -81,8 +85,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("refusing to serve on {0} without authentication: only loopback addresses are allowed until TLS and authentication are configured (issue 7)")]
+    #[error("refusing to serve plain HTTP without authentication on {0}: only loopback addresses are allowed without TLS")]
     InsecureBind(IpAddr),
+    #[error("security configuration: {0}")]
+    Security(#[from] security::SetupError),
     #[error("seeding built-in objects: {0}")]
     Seed(String),
     #[error("writing the kubeconfig to {path}: {source}")]
@@ -104,6 +110,8 @@ pub struct State {
     pub address: String,
     pub(crate) metrics: metrics::Metrics,
     openapi: api_schema::OpenApi,
+    /// `None` on an insecure (plain HTTP, loopback) server.
+    pub security: Option<Arc<security::Security>>,
 }
 
 /// A started server.
@@ -159,9 +167,15 @@ async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Storage>, StartErro
 
 /// Opens storage, seeds namespaces, binds and serves until the returned handle is stopped.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    if !config.bind_address.is_loopback() {
+    if config.security.is_none() && !config.bind_address.is_loopback() {
         return Err(StartError::InsecureBind(config.bind_address));
     }
+    let security = config
+        .security
+        .as_ref()
+        .map(security::Security::new)
+        .transpose()?
+        .map(Arc::new);
     let storage = open_storage(&config.storage).await?;
     let (net, prefix) = config.service_cluster_ip_range;
     let (cache, follower) = cache::WatchCache::start(storage.clone()).await?;
@@ -188,21 +202,33 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         openapi: tokio::task::spawn_blocking(openapi::build)
             .await
             .map_err(|e| StartError::Seed(format!("building OpenAPI documents: {e}")))?,
+        security: security.clone(),
     });
     seed(&state).await?;
+    security::start(&state).await.map_err(StartError::Seed)?;
     if let Some(path) = &config.write_kubeconfig {
-        write_kubeconfig(path, addr).map_err(|source| StartError::Kubeconfig {
-            path: path.clone(),
-            source,
-        })?;
+        // With security the caller writes a kubeconfig with credentials (it holds the keys).
+        if config.security.is_none() {
+            write_kubeconfig(path, addr).map_err(|source| StartError::Kubeconfig {
+                path: path.clone(),
+                source,
+            })?;
+        }
     }
     let weak_state = Arc::downgrade(&state);
     let app = router(state);
     let token = shutdown.clone();
+    let tls = security.as_ref().map(|s| s.tls.clone());
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "server stopped with an error");
+        match tls {
+            Some(tls) => security::tls::serve(listener, tls, app, token).await,
+            None => {
+                let serve =
+                    axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "server stopped with an error");
+                }
+            }
         }
     });
     tracing::info!(%addr, "cox-apiserver serving");
@@ -236,6 +262,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/apis/{*rest}", axum::routing::any(handlers::dispatch))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::guard,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_status,

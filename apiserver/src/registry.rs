@@ -207,12 +207,27 @@ impl Allocators {
     }
 }
 
+/// Admission beyond each kind's own rules (NodeRestriction, PodSecurity, LimitRanger, RBAC
+/// escalation checks: `security::admission`), installed once at start. It runs on every create
+/// and update after defaulting and before validation, and may change the object.
+pub trait Admit: Send + Sync {
+    fn admit(
+        &self,
+        res: &Resource,
+        subresource: Option<&str>,
+        obj: &mut Value,
+        old: Option<&Value>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ApiError>;
+}
+
 /// The registry: every kind's CRUD on one storage.
 pub struct Registry {
     pub storage: Arc<dyn Storage>,
     pub allocators: Allocators,
     /// Answers the namespace check of every create from memory.
     cache: Arc<crate::cache::WatchCache>,
+    admission: std::sync::OnceLock<Arc<dyn Admit>>,
 }
 
 /// Decodes a stored object and stamps its resourceVersion from the store.
@@ -258,7 +273,13 @@ impl Registry {
             storage,
             allocators,
             cache,
+            admission: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the admission chain (once; later calls are ignored).
+    pub fn set_admission(&self, admission: Arc<dyn Admit>) {
+        let _ = self.admission.set(admission);
     }
 
     /// Loads allocator state from stored Services; called once at start.
@@ -326,6 +347,7 @@ impl Registry {
     fn admit(
         &self,
         res: &Resource,
+        subresource: Option<&str>,
         obj: Value,
         old: Option<&Value>,
         opts: &WriteOptions,
@@ -359,7 +381,10 @@ impl Registry {
                 FieldValidation::Ignore => {}
             }
         }
-        let obj = canonical;
+        let mut obj = canonical;
+        if let Some(admission) = self.admission.get() {
+            admission.admit(res, subresource, &mut obj, old, warnings)?;
+        }
         let mut causes = Vec::new();
         strategy::validate_meta(strategy, &obj, &mut causes);
         strategy.validate(&obj, &mut causes);
@@ -451,7 +476,7 @@ impl Registry {
                     m.insert("status".into(), status);
                 }
             }
-            let mut candidate = self.admit(res, candidate, None, opts, &mut warnings)?;
+            let mut candidate = self.admit(res, None, candidate, None, opts, &mut warnings)?;
             let name = name(&candidate).unwrap_or_default().to_string();
             let is_service = res.info.group.is_empty() && res.info.kind == "Service";
             if is_service {
@@ -570,7 +595,14 @@ impl Registry {
                 return Err(ApiError::conflict(res, name));
             }
             let desired = self.merge_for_subresource(res, subresource, &current, desired);
-            let mut desired = self.admit(res, desired, Some(&current), opts, &mut warnings)?;
+            let mut desired = self.admit(
+                res,
+                subresource,
+                desired,
+                Some(&current),
+                opts,
+                &mut warnings,
+            )?;
             if has_status(res) && spec_part(&desired) != spec_part(&current) {
                 let gen = current
                     .pointer("/metadata/generation")

@@ -54,9 +54,34 @@ pub trait Strategy: Sync {
     fn dns_label_names(&self) -> bool {
         false
     }
+    /// Whether any name that is a valid URL path segment is allowed (RBAC objects: upstream
+    /// names them `system:kube-scheduler` and the like).
+    fn path_segment_names(&self) -> bool {
+        false
+    }
 }
 
 struct Generic;
+
+/// Roles and bindings: names are path segments, not DNS names.
+struct Rbac;
+
+impl Strategy for Rbac {
+    fn path_segment_names(&self) -> bool {
+        true
+    }
+}
+
+/// Upstream's `IsValidPathSegmentName` messages.
+fn path_segment_problem(name: &str) -> Option<&'static str> {
+    match name {
+        "." => Some("may not be '.'"),
+        ".." => Some("may not be '..'"),
+        n if n.contains('/') => Some("may not contain '/'"),
+        n if n.contains('%') => Some("may not contain '%'"),
+        _ => None,
+    }
+}
 impl Strategy for Generic {}
 
 /// The strategy of a kind.
@@ -73,6 +98,7 @@ pub fn for_kind(info: &ResourceInfo) -> &'static dyn Strategy {
         ("apps", "DaemonSet") => &DaemonSet,
         ("batch", "Job") => &Job,
         ("batch", "CronJob") => &CronJob,
+        ("rbac.authorization.k8s.io", _) => &Rbac,
         _ => &Generic,
     }
 }
@@ -81,6 +107,11 @@ pub fn for_kind(info: &ResourceInfo) -> &'static dyn Strategy {
 pub fn validate_meta(strategy: &dyn Strategy, obj: &Value, errs: &mut Vec<Cause>) {
     match name(obj) {
         None => errs.push(required("metadata.name")),
+        Some(n) if strategy.path_segment_names() => {
+            if let Some(why) = path_segment_problem(n) {
+                errs.push(invalid("metadata.name", &json!(n), why));
+            }
+        }
         Some(n) => {
             let ok = if strategy.dns_label_names() {
                 is_dns_label(n)

@@ -57,6 +57,7 @@ impl Server {
             service_cluster_ip_range: ("10.0.0.0".parse().unwrap(), 24),
             write_kubeconfig: None,
             event_ttl,
+            security: None,
         })
         .await
         .expect("server starts");

@@ -166,6 +166,7 @@ async fn mutated_requests_never_fail_the_server() {
         service_cluster_ip_range: ("10.0.0.0".parse().unwrap(), 24),
         write_kubeconfig: None,
         event_ttl: std::time::Duration::from_secs(3600),
+        security: None,
     })
     .await
     .unwrap();

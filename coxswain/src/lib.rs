@@ -21,6 +21,8 @@ pub enum Error {
     NodeAgent(#[from] node_agent::Error),
     #[error("API client: {0}")]
     Client(String),
+    #[error("certificates: {0}")]
+    Pki(#[from] pki::Error),
 }
 
 /// What `coxswain up` / `coxswain server` run.
@@ -55,9 +57,12 @@ pub struct AgentOptions {
 
 /// A running cluster; dropping it stops every component (pods keep running).
 pub struct Up {
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`.
     pub url: String,
+    /// The admin kubeconfig (client certificate in `system:masters`).
     pub kubeconfig: PathBuf,
+    /// The cluster's certificates (under `<data-dir>/pki`).
+    pub pki: pki::ClusterPki,
     /// Whether a node agent runs (containerd answered).
     pub node: Option<String>,
     apiserver: Option<apiserver::Running>,
@@ -104,11 +109,29 @@ impl Drop for Up {
 /// A progress line for the user (`coxswain up` prints them; tests ignore them).
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
-fn client(url: &str) -> Result<kube::Client, Error> {
-    let uri = url
-        .parse()
-        .map_err(|e| Error::Client(format!("{url}: {e}")))?;
-    kube::Client::try_from(kube::Config::new(uri)).map_err(|e| Error::Client(e.to_string()))
+/// A client from a kubeconfig held in memory.
+pub async fn client_from_kubeconfig(yaml: &str) -> Result<kube::Client, Error> {
+    let kc = kube::config::Kubeconfig::from_yaml(yaml).map_err(|e| Error::Client(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| Error::Client(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
+}
+
+/// A client for `url` authenticating as `who` (a certificate from the cluster CA).
+async fn client_as(
+    pki: &pki::ClusterPki,
+    url: &str,
+    who: &pki::CertKey,
+    user: &str,
+) -> Result<kube::Client, Error> {
+    let yaml = pki::kubeconfig(
+        url,
+        pki.ca.cert_pem(),
+        user,
+        pki::Credentials::ClientCert(who),
+    );
+    client_from_kubeconfig(&yaml).await
 }
 
 /// Starts the API server, the scheduler, the controller manager and (if configured and
@@ -124,19 +147,30 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
         }
     };
     let kubeconfig = config.data_dir.join("kubeconfig");
+    let (net, _) = config.service_cluster_ip_range;
+    let pki = pki::ensure(
+        &config.data_dir.join("pki"),
+        &pki::PkiOptions {
+            serving_dns: Vec::new(),
+            // The `kubernetes` Service's address, which pods use to reach the API server.
+            serving_ips: vec![IpAddr::V4(Ipv4Addr::from(u32::from(net) + 1))],
+        },
+    )?;
     progress("starting the API server");
     let running = apiserver::start(apiserver::Config {
         storage,
         bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: config.port,
         service_cluster_ip_range: config.service_cluster_ip_range,
-        write_kubeconfig: Some(kubeconfig.clone()),
+        write_kubeconfig: None,
         event_ttl: Duration::from_secs(3600),
+        security: Some(apiserver::security::SecurityConfig::from_pki(&pki)),
     })
     .await?;
-    let url = format!("http://{}", running.addr);
+    let url = format!("https://{}", running.addr);
+    pki.write_kubeconfig(&kubeconfig, &url, &pki.admin, "admin")?;
     progress(&format!("API server ready at {url}"));
-    let client = client(&url)?;
+    let client = client_as(&pki, &url, &pki.scheduler, "system:kube-scheduler").await?;
 
     progress("starting the scheduler");
     let sched = scheduler::start(scheduler::Config {
@@ -151,7 +185,13 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
     })
     .await?;
     progress("starting the controller manager");
-    let cm_client = client.clone();
+    let cm_client = client_as(
+        &pki,
+        &url,
+        &pki.controller_manager,
+        "system:kube-controller-manager",
+    )
+    .await?;
     let (cm_shutdown, cm_stop) = tokio::sync::oneshot::channel::<()>();
     let allocate_node_cidrs = config.allocate_node_cidrs;
     let controller_manager = tokio::spawn(async move {
@@ -168,6 +208,9 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
     let mut agent = None;
     let mut node = None;
     if let Some(opts) = config.agent {
+        let node_cert = pki.node_client(&opts.node_name)?;
+        let node_user = format!("system:node:{}", opts.node_name);
+        let client = client_as(&pki, &url, &node_cert, &node_user).await?;
         match start_agent(client, &opts, &progress).await {
             Ok(a) => {
                 node = Some(opts.node_name.clone());
@@ -186,6 +229,7 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
     Ok(Up {
         url,
         kubeconfig,
+        pki,
         node,
         apiserver: Some(running),
         scheduler: Some(sched),
@@ -233,13 +277,16 @@ async fn start_agent(
         .map_err(AgentStart::Failed)
 }
 
-/// `coxswain agent`: a node agent joining the API server at `server`.
+/// `coxswain agent`: a node agent joining the API server with the credentials of `kubeconfig`
+/// (a node certificate from the cluster CA).
 pub async fn agent(
-    server: &str,
+    kubeconfig: &std::path::Path,
     opts: AgentOptions,
     progress: Progress,
 ) -> Result<node_agent::agent::Agent, Error> {
-    let client = client(server)?;
+    let yaml = std::fs::read_to_string(kubeconfig)
+        .map_err(|e| Error::Client(format!("{}: {e}", kubeconfig.display())))?;
+    let client = client_from_kubeconfig(&yaml).await?;
     match start_agent(client, &opts, &progress).await {
         Ok(a) => Ok(a),
         Err(AgentStart::Unreachable(e)) => {

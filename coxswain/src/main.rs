@@ -31,9 +31,10 @@ enum Command {
     },
     /// A node agent joining a running server.
     Agent {
-        /// The API server URL.
-        #[arg(long, default_value = "http://127.0.0.1:6443")]
-        server: String,
+        /// A kubeconfig with this node's credentials (a certificate with
+        /// CN=system:node:<name>, O=system:nodes from the cluster CA).
+        #[arg(long)]
+        kubeconfig: PathBuf,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -152,8 +153,8 @@ async fn main() -> anyhow::Result<()> {
             until_signal().await?;
             cluster.stop().await;
         }
-        Command::Agent { server, node } => {
-            let mut agent = coxswain::agent(&server, node.options(), progress).await?;
+        Command::Agent { kubeconfig, node } => {
+            let mut agent = coxswain::agent(&kubeconfig, node.options(), progress).await?;
             println!("==> node agent running");
             tokio::select! {
                 _ = agent.wait() => anyhow::bail!("the node agent stopped"),

@@ -40,6 +40,8 @@ pub struct Cluster {
     running: Option<Running>,
     config: Config,
     kubeconfig: PathBuf,
+    /// Set for a secure cluster: its certificates (the admin kubeconfig uses `admin`).
+    pub pki: Option<pki::ClusterPki>,
     dir: tempfile::TempDir,
     _etcd: Option<EtcdServer>,
 }
@@ -64,6 +66,17 @@ impl From<Output> for Run {
 
 impl Cluster {
     pub async fn start(backend: Backend) -> Cluster {
+        Self::start_with(backend, None).await
+    }
+
+    /// A cluster serving HTTPS with authentication and `Node,RBAC` authorization, as
+    /// `coxswain up` runs it. `tokens` is the content of a `--token-auth-file` (CSV lines
+    /// `token,user,uid,"group1,group2"`); the kubeconfig is the admin's (system:masters).
+    pub async fn start_secure(backend: Backend, tokens: &str) -> Cluster {
+        Self::start_with(backend, Some(tokens)).await
+    }
+
+    async fn start_with(backend: Backend, secure_tokens: Option<&str>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("cox-e2e-")
             .tempdir()
@@ -88,6 +101,17 @@ impl Cluster {
             }
         };
         let kubeconfig = dir.path().join("kubeconfig");
+        let mut pki = None;
+        let security = secure_tokens.map(|tokens| {
+            let generated = pki::ensure(&dir.path().join("pki"), &pki::PkiOptions::default())
+                .expect("generate the cluster PKI");
+            let mut security = apiserver::security::SecurityConfig::from_pki(&generated);
+            let token_file = dir.path().join("tokens.csv");
+            std::fs::write(&token_file, tokens).expect("write the token file");
+            security.token_auth_file = Some(token_file);
+            pki = Some(generated);
+            security
+        });
         let config = Config {
             storage,
             bind_address: "127.0.0.1".parse().expect("loopback"),
@@ -95,24 +119,55 @@ impl Cluster {
             service_cluster_ip_range: ("10.0.0.0".parse().expect("ip"), 24),
             write_kubeconfig: Some(kubeconfig.clone()),
             event_ttl: Duration::from_secs(3600),
+            security,
         };
         let running = apiserver::start(config.clone())
             .await
             .expect("API server starts");
         let mut config = config;
         config.port = running.addr.port();
+        if let Some(pki) = &pki {
+            let url = format!("https://127.0.0.1:{}", config.port);
+            pki.write_kubeconfig(&kubeconfig, &url, &pki.admin, "admin")
+                .expect("write the admin kubeconfig");
+        }
         Cluster {
             running: Some(running),
             config,
             kubeconfig,
+            pki,
             dir,
             _etcd: etcd,
         }
     }
 
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>`, or `https://` for a secure cluster.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.config.port)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.config.port)
+    }
+
+    /// Writes a kubeconfig for this (secure) cluster with other credentials; returns its path.
+    pub fn user_kubeconfig(&self, name: &str, credentials: pki::Credentials<'_>) -> PathBuf {
+        let pki = self.pki.as_ref().expect("a secure cluster");
+        let path = self.dir.path().join(format!("kubeconfig-{name}"));
+        let yaml = pki::kubeconfig(&self.url(), pki.ca.cert_pem(), name, credentials);
+        std::fs::write(&path, yaml).expect("write a user kubeconfig");
+        path
+    }
+
+    /// Runs kubectl with another kubeconfig.
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Run {
+        Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl")
+            .into()
     }
 
     pub fn kubeconfig(&self) -> &Path {

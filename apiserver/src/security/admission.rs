@@ -1,0 +1,187 @@
+//! The admission chain the registry runs on every create and update (upstream's plugin order
+//! where it matters): NodeRestriction, RBAC escalation prevention, PodSecurity. The caller's
+//! identity comes from the request's task-local [`REQUEST_USER`] (set by the guard
+//! middleware, as upstream carries it in the request context); writes the server makes itself
+//! (seeding, default policy, aggregation) carry no user and are admitted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use api_types::k8s_openapi::api::rbac::v1::PolicyRule;
+use authz::node_restriction::{NodeRequest, Operation};
+use authz::{names, Attributes, UserInfo};
+use serde_json::Value;
+
+use super::Security;
+use crate::cache::WatchCache;
+use crate::error::ApiError;
+use crate::registry::Admit;
+use crate::resource::Resource;
+
+tokio::task_local! {
+    /// The authenticated caller of the request being served.
+    pub static REQUEST_USER: UserInfo;
+}
+
+/// The caller of the current request, if any.
+pub fn current_user() -> Option<UserInfo> {
+    REQUEST_USER.try_with(Clone::clone).ok()
+}
+
+pub struct Chain {
+    pub security: Option<Arc<Security>>,
+    pub cache: Arc<WatchCache>,
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn find(group: &str, plural: &str, namespace: Option<&str>) -> Option<Resource> {
+    Some(Resource {
+        info: api_types::resources::find(group, "v1", plural)?,
+        namespace: namespace.map(String::from),
+    })
+}
+
+impl Admit for Chain {
+    fn admit(
+        &self,
+        res: &Resource,
+        subresource: Option<&str>,
+        obj: &mut Value,
+        old: Option<&Value>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ApiError> {
+        let Some(user) = current_user() else {
+            return Ok(());
+        };
+        let name = str_at(obj, "/metadata/name").to_string();
+        let namespace = res.namespace.clone().unwrap_or_default();
+        if let Some(security) = &self.security {
+            if security.modes.contains(&super::AuthorizationMode::Node) {
+                let request = NodeRequest {
+                    user: &user,
+                    operation: if old.is_some() {
+                        Operation::Update
+                    } else {
+                        Operation::Create
+                    },
+                    resource: res.info.plural,
+                    subresource: subresource.unwrap_or(""),
+                    namespace: &namespace,
+                    name: &name,
+                    object: Some(obj),
+                    old_object: old,
+                };
+                authz::node_restriction::admit(&request)
+                    .map_err(|reason| ApiError::forbidden(res, &name, &reason))?;
+            }
+            if res.info.group == "rbac.authorization.k8s.io" {
+                self.no_escalation(security, &user, res, obj, old)?;
+            }
+        }
+        if res.info.group.is_empty() && res.info.plural == "pods" && subresource.is_none() {
+            let policy = self.pod_security_policy(&namespace);
+            let outcome = admission::pod_security::check_pod(&policy, obj);
+            if let Some(denied) = outcome.denied {
+                return Err(ApiError::forbidden(res, &name, &denied));
+            }
+            warnings.extend(outcome.warnings);
+        } else if subresource.is_none() && res.info.namespaced {
+            let policy = self.pod_security_policy(&namespace);
+            let outcome = admission::pod_security::check_template(&policy, res.info.kind, obj);
+            warnings.extend(outcome.warnings);
+        }
+        Ok(())
+    }
+}
+
+impl Chain {
+    fn pod_security_policy(&self, namespace: &str) -> admission::pod_security::NamespacePolicy {
+        let labels: BTreeMap<String, String> = find("", "namespaces", None)
+            .and_then(|r| self.cache.get(&r.key(namespace)))
+            .map(|o| o.labels.clone())
+            .unwrap_or_default();
+        admission::pod_security::namespace_policy(&labels)
+    }
+
+    /// Upstream's escalation check: a Role's rules, or the rules a binding grants, must be
+    /// rules the caller already holds where the object applies — unless RBAC lets the caller
+    /// `escalate` that role or `bind` the referenced role.
+    fn no_escalation(
+        &self,
+        security: &Security,
+        user: &UserInfo,
+        res: &Resource,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        if user.in_group(names::SYSTEM_MASTERS) {
+            return Ok(());
+        }
+        let namespace = res.namespace.clone().unwrap_or_default();
+        let name = str_at(obj, "/metadata/name").to_string();
+        let (requested, verb, target_resource, target_name): (Vec<PolicyRule>, &str, &str, String) =
+            match res.info.kind {
+                "Role" | "ClusterRole" => {
+                    if old.is_some_and(|o| o.get("rules") == obj.get("rules")) {
+                        return Ok(());
+                    }
+                    let rules = obj
+                        .get("rules")
+                        .cloned()
+                        .and_then(|r| serde_json::from_value(r).ok())
+                        .unwrap_or_default();
+                    (rules, "escalate", res.info.plural, name.clone())
+                }
+                "RoleBinding" | "ClusterRoleBinding" => {
+                    if old.is_some_and(|o| o.get("subjects") == obj.get("subjects")) {
+                        return Ok(());
+                    }
+                    let kind = str_at(obj, "/roleRef/kind");
+                    let role = str_at(obj, "/roleRef/name").to_string();
+                    let (plural, ns) = if kind == "Role" {
+                        ("roles", Some(namespace.as_str()))
+                    } else {
+                        ("clusterroles", None)
+                    };
+                    let rules = find("rbac.authorization.k8s.io", plural, ns)
+                        .and_then(|r| self.cache.get(&r.key(&role)))
+                        .and_then(|o| serde_json::from_slice::<Value>(&o.json).ok())
+                        .and_then(|v| v.get("rules").cloned())
+                        .and_then(|r| serde_json::from_value(r).ok())
+                        .unwrap_or_default();
+                    (rules, "bind", plural, role)
+                }
+                _ => return Ok(()),
+            };
+        let permitted = Attributes {
+            user: user.clone(),
+            verb: verb.into(),
+            resource_request: true,
+            api_group: "rbac.authorization.k8s.io".into(),
+            api_version: "v1".into(),
+            resource: target_resource.into(),
+            namespace: if target_resource.starts_with("cluster") {
+                String::new()
+            } else {
+                namespace.clone()
+            },
+            name: target_name,
+            ..Default::default()
+        };
+        if security.authorize(&permitted).allowed() {
+            return Ok(());
+        }
+        let held = security.rbac.read().rules_for(user, &namespace);
+        match authz::rbac::covers(&held.all_rules(), &requested) {
+            Ok(()) => Ok(()),
+            Err(missing) => Err(ApiError::forbidden(
+                res,
+                &name,
+                &authz::rbac::escalation_message(user, &missing, &held.errors),
+            )),
+        }
+    }
+}
