@@ -1056,6 +1056,20 @@ mod tests {
         );
         idx.upsert(RbacKind::ClusterRole, &json!({"rules":[]}));
         assert!(!idx.cluster_roles.contains_key("bad"));
+        // Objects as the store holds them (apiVersion and kind set) are accepted.
+        idx.upsert(
+            RbacKind::ClusterRole,
+            &json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"full"}}),
+        );
+        assert!(idx.cluster_roles.contains_key("full"));
+        // An object of another kind is not.
+        idx.upsert(
+            RbacKind::ClusterRole,
+            &json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"wrong"}}),
+        );
+        assert!(!idx.cluster_roles.contains_key("wrong"));
+        idx.remove(RbacKind::ClusterRole, None, "full");
+        assert!(!idx.cluster_roles.contains_key("full"));
     }
 
     #[test]
