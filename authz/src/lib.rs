@@ -81,7 +81,11 @@ impl Decision {
     }
 }
 
+/// The default roles and bindings (upstream's bootstrap policy).
 pub mod bootstrap;
+/// The Node authorizer: a node reaches only what its own pods use.
 pub mod node;
+/// NodeRestriction admission: a node writes only its own objects.
 pub mod node_restriction;
+/// RBAC: the index, the authorizer, escalation checks, 403 wording, aggregation.
 pub mod rbac;
