@@ -40,8 +40,14 @@ fn progress(lines: &Lines) -> coxswain::Progress {
     })
 }
 
-fn client(url: &str) -> kube::Client {
-    kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client")
+/// The admin's client, from the kubeconfig `up` wrote (TLS, client certificate).
+async fn client(cluster: &coxswain::Up) -> kube::Client {
+    let yaml = std::fs::read_to_string(&cluster.kubeconfig).expect("read the kubeconfig");
+    assert!(yaml.contains("https://127.0.0.1:"), "{yaml}");
+    assert!(yaml.contains("client-certificate-data:"), "{yaml}");
+    coxswain::client_from_kubeconfig(&yaml)
+        .await
+        .expect("client")
 }
 
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -86,7 +92,7 @@ async fn up_runs_pods_and_a_restart_keeps_objects_and_containers() {
         cluster.kubeconfig.exists(),
         "the admin kubeconfig is written"
     );
-    let c = client(&cluster.url);
+    let c = client(&cluster).await;
     let nodes: Api<Node> = Api::all(c.clone());
     eventually("the node Ready", || async {
         let n = nodes.get("up-node").await.ok()?;
@@ -119,7 +125,7 @@ async fn up_runs_pods_and_a_restart_keeps_objects_and_containers() {
     )
     .await
     .expect("second up");
-    let c = client(&cluster.url);
+    let c = client(&cluster).await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let (after, restarts) = running_container(&pods).await;
     assert_eq!(after, before, "the same container runs after the restart");
@@ -154,7 +160,7 @@ async fn up_without_containerd_runs_the_control_plane_and_says_why() {
     assert!(said.contains("containerd is not reachable"), "{said}");
     assert!(said.contains("deploy/containerd/config.toml"), "{said}");
     // The control plane serves.
-    let c = client(&cluster.url);
+    let c = client(&cluster).await;
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c);
     assert!(ns.get("default").await.is_ok());
     cluster.stop().await;
