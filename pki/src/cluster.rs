@@ -20,6 +20,10 @@ pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 const CA_COMMON_NAME: &str = "coxswain-ca";
 const APISERVER_COMMON_NAME: &str = "kube-apiserver";
+/// kubeadm's name for the API server's client certificate towards kubelets.
+const KUBELET_CLIENT_COMMON_NAME: &str = "kube-apiserver-kubelet-client";
+/// See [`ClusterPki::kubelet_client`] for why not kubeadm's current `kubeadm:cluster-admins`.
+const KUBELET_CLIENT_GROUP: &str = "system:masters";
 
 /// The SANs every API server certificate carries: the loopback names and the in-cluster
 /// names of the `kubernetes` Service, so pods and local tools can both verify it.
@@ -46,7 +50,8 @@ pub struct PkiOptions {
 /// A cluster's PKI, loaded from (and kept in) `dir`.
 ///
 /// Layout: `ca.crt ca.key apiserver.crt apiserver.key sa.key sa.pub admin.crt admin.key
-/// kube-scheduler.{crt,key} kube-controller-manager.{crt,key}`, node client certificates in
+/// kube-scheduler.{crt,key} kube-controller-manager.{crt,key}
+/// apiserver-kubelet-client.{crt,key}`, node client certificates in
 /// `nodes/<name>.{crt,key}` and node serving certificates in `nodes/serving/<name>.{crt,key}`
 /// (a separate directory, so node `a`'s serving files can never collide with the client
 /// files of a node named `a-serving`). Keys are mode 0600.
@@ -68,6 +73,13 @@ pub struct ClusterPki {
     pub scheduler: CertKey,
     /// `system:kube-controller-manager`.
     pub controller_manager: CertKey,
+    /// What the API server presents to node agents (kubelet's port 10250) when it proxies
+    /// logs, exec, attach and port-forward: CN `kube-apiserver-kubelet-client`, O
+    /// `system:masters`. kubeadm used `system:masters` until 1.29 and now uses
+    /// `kubeadm:cluster-admins` (bound to cluster-admin by a binding kubeadm creates);
+    /// Coxswain has no such binding, and `system:masters` is what its authorizer
+    /// short-circuits, so a node agent's SubjectAccessReview allows it without RBAC objects.
+    pub kubelet_client: CertKey,
 }
 
 /// Loads the PKI in `dir`, creating whatever is missing.
@@ -141,6 +153,11 @@ pub fn ensure(dir: &Path, opts: &PkiOptions) -> Result<ClusterPki, Error> {
         "system:kube-controller-manager",
         &[],
     )?;
+    let kubelet_client = client(
+        "apiserver-kubelet-client",
+        KUBELET_CLIENT_COMMON_NAME,
+        &[KUBELET_CLIENT_GROUP],
+    )?;
 
     let (service_account_key_pem, service_account_public_pem) = ensure_sa_key(dir)?;
 
@@ -153,6 +170,7 @@ pub fn ensure(dir: &Path, opts: &PkiOptions) -> Result<ClusterPki, Error> {
         admin,
         scheduler,
         controller_manager,
+        kubelet_client,
     })
 }
 

@@ -8,7 +8,7 @@ use pki::{ClientCertVerifier, PkiOptions};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 
-const FILES: [&str; 12] = [
+const FILES: [&str; 14] = [
     "ca.crt",
     "ca.key",
     "apiserver.crt",
@@ -21,6 +21,8 @@ const FILES: [&str; 12] = [
     "kube-scheduler.key",
     "kube-controller-manager.crt",
     "kube-controller-manager.key",
+    "apiserver-kubelet-client.crt",
+    "apiserver-kubelet-client.key",
 ];
 
 fn read_all(dir: &Path) -> Vec<(String, String)> {
@@ -116,6 +118,10 @@ fn ensure_is_idempotent_and_keys_are_private() {
         id(&first.controller_manager.cert_pem).common_name,
         "system:kube-controller-manager"
     );
+    assert_eq!(first.kubelet_client, second.kubelet_client);
+    let kubelet_client = id(&first.kubelet_client.cert_pem);
+    assert_eq!(kubelet_client.common_name, "kube-apiserver-kubelet-client");
+    assert_eq!(kubelet_client.organizations, ["system:masters"]);
     assert!(first.service_account_key_pem.contains("BEGIN PRIVATE KEY"));
     assert!(first
         .service_account_public_pem
@@ -169,6 +175,44 @@ fn missing_leaf_is_reissued_but_half_a_ca_is_an_error() {
         std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
         first.ca.cert_pem()
     );
+}
+
+/// A PKI directory from before the kubelet client certificate existed gains it, and nothing
+/// else changes.
+#[test]
+fn kubelet_client_certificate_is_added_to_an_existing_pki() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let first = pki::ensure(&dir, &PkiOptions::default()).unwrap();
+    std::fs::remove_file(dir.join("apiserver-kubelet-client.crt")).unwrap();
+    std::fs::remove_file(dir.join("apiserver-kubelet-client.key")).unwrap();
+    let others: Vec<_> = read_all_but_kubelet_client(&dir);
+    let second = pki::ensure(&dir, &PkiOptions::default()).unwrap();
+    assert_eq!(others, read_all_but_kubelet_client(&dir));
+    assert_ne!(first.kubelet_client, second.kubelet_client, "reissued");
+    let id = ClientCertVerifier::new(second.ca.cert_pem())
+        .unwrap()
+        .verify(&[der(&second.kubelet_client.cert_pem)], SystemTime::now())
+        .unwrap();
+    assert_eq!(id.common_name, "kube-apiserver-kubelet-client");
+    assert_eq!(id.organizations, ["system:masters"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("apiserver-kubelet-client.crt")).unwrap(),
+        second.kubelet_client.cert_pem
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&dir.join("apiserver-kubelet-client.key")), 0o600);
+    // And it is kept from then on.
+    let third = pki::ensure(&dir, &PkiOptions::default()).unwrap();
+    assert_eq!(second.kubelet_client, third.kubelet_client);
+}
+
+fn read_all_but_kubelet_client(dir: &Path) -> Vec<(String, String)> {
+    FILES
+        .iter()
+        .filter(|f| !f.starts_with("apiserver-kubelet-client"))
+        .map(|f| (f.to_string(), std::fs::read_to_string(dir.join(f)).unwrap()))
+        .collect()
 }
 
 #[test]
