@@ -905,6 +905,9 @@ async fn evict(
     eviction: &Value,
 ) -> Result<Response, ApiError> {
     let pod = state.registry.get(res, name).await?;
+    state
+        .registry
+        .admit_action(res, "eviction", name, eviction, Some(&pod))?;
     let terminal = matches!(
         pod.pointer("/status/phase").and_then(Value::as_str),
         Some("Succeeded") | Some("Failed")

@@ -70,8 +70,12 @@ pub struct Config {
     /// How long Events live after their last write (upstream's `--event-ttl`, 1 h).
     pub event_ttl: std::time::Duration,
     /// TLS, authentication and authorization. `None`: plain HTTP with every caller an
-    /// administrator, allowed on loopback only (tests, `--insecure-serving`).
+    /// administrator, allowed on loopback only (tests, `--port`).
     pub security: Option<security::SecurityConfig>,
+    /// `--audit-log-path` / `--audit-policy-file`.
+    pub audit: Option<security::audit::AuditOptions>,
+    /// `--encryption-provider-config`: which resources are encrypted at rest, and how.
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// Why the server could not start.
@@ -89,6 +93,10 @@ pub enum StartError {
     InsecureBind(IpAddr),
     #[error("security configuration: {0}")]
     Security(#[from] security::SetupError),
+    #[error("audit: {0}")]
+    Audit(#[from] audit::Error),
+    #[error("--encryption-provider-config: {0}")]
+    Encryption(#[from] storage::encryption::ConfigError),
     #[error("seeding built-in objects: {0}")]
     Seed(String),
     #[error("writing the kubeconfig to {path}: {source}")]
@@ -112,6 +120,7 @@ pub struct State {
     openapi: api_schema::OpenApi,
     /// `None` on an insecure (plain HTTP, loopback) server.
     pub security: Option<Arc<security::Security>>,
+    pub(crate) auditor: Option<security::audit::Auditor>,
 }
 
 /// A started server.
@@ -176,7 +185,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(security::Security::new)
         .transpose()?
         .map(Arc::new);
-    let storage = open_storage(&config.storage).await?;
+    let auditor = config
+        .audit
+        .as_ref()
+        .map(security::audit::Auditor::open)
+        .transpose()?;
+    let mut storage = open_storage(&config.storage).await?;
+    if let Some(path) = &config.encryption_provider_config {
+        let encryption = storage::encryption::EncryptionConfig::from_file(path)?;
+        storage = Arc::new(storage::encryption::EncryptedStorage::new(
+            storage, encryption,
+        ));
+    }
     let (net, prefix) = config.service_cluster_ip_range;
     let (cache, follower) = cache::WatchCache::start(storage.clone()).await?;
     events::spawn_sweeper(&cache, config.event_ttl);
@@ -203,6 +223,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .await
             .map_err(|e| StartError::Seed(format!("building OpenAPI documents: {e}")))?,
         security: security.clone(),
+        auditor,
     });
     seed(&state).await?;
     security::start(&state).await.map_err(StartError::Seed)?;

@@ -46,6 +46,16 @@ struct Args {
     /// CA bundle that signs client certificates (default: the generated cluster CA).
     #[arg(long)]
     client_ca_file: Option<PathBuf>,
+    /// The client certificate presented to node agents (logs, exec, attach, port-forward);
+    /// default: the generated apiserver-kubelet-client certificate.
+    #[arg(long, requires = "kubelet_client_key")]
+    kubelet_client_certificate: Option<PathBuf>,
+    #[arg(long, requires = "kubelet_client_certificate")]
+    kubelet_client_key: Option<PathBuf>,
+    /// CA bundle that verifies node agents' serving certificates (default: the generated
+    /// cluster CA).
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
     /// Static bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
@@ -72,6 +82,15 @@ struct Args {
     /// generated CA when serving HTTPS).
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
+    /// Write audit events (JSON lines, audit.k8s.io/v1) to this file.
+    #[arg(long)]
+    audit_log_path: Option<PathBuf>,
+    /// The audit policy (audit.k8s.io/v1 Policy); default: Metadata for every request.
+    #[arg(long, requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
+    /// EncryptionConfiguration (apiserver.config.k8s.io/v1) for data at rest.
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
     /// How long Events are kept after their last write, in seconds.
     #[arg(long, default_value_t = 3600)]
     event_ttl_seconds: u64,
@@ -151,6 +170,17 @@ fn security(
         Some(path) => read(path)?,
         None => pki.service_account_key_pem.clone(),
     };
+    let kubelet_client = match (&args.kubelet_client_certificate, &args.kubelet_client_key) {
+        (Some(cert), Some(key)) => pki::CertKey {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        },
+        _ => pki.kubelet_client.clone(),
+    };
+    let kubelet_ca_pem = match &args.kubelet_certificate_authority {
+        Some(path) => read(path)?,
+        None => pki.ca.cert_pem().to_string(),
+    };
     let config = apiserver::security::SecurityConfig {
         serving_cert_pem,
         serving_key_pem,
@@ -162,6 +192,9 @@ fn security(
         api_audiences: args.api_audiences.clone(),
         authorization_modes: args.authorization_mode.clone(),
         anonymous_auth: args.anonymous_auth,
+        mount_service_account_tokens: false,
+        kubelet_client: Some(kubelet_client),
+        kubelet_ca_pem: Some(kubelet_ca_pem),
     };
     Ok((config, Some(pki)))
 }
@@ -199,6 +232,13 @@ async fn main() -> anyhow::Result<()> {
         write_kubeconfig: args.write_kubeconfig.clone(),
         event_ttl: std::time::Duration::from_secs(args.event_ttl_seconds),
         security,
+        audit: args.audit_log_path.clone().map(|log_path| {
+            apiserver::security::audit::AuditOptions {
+                log_path,
+                policy_file: args.audit_policy_file.clone(),
+            }
+        }),
+        encryption_provider_config: args.encryption_provider_config.clone(),
     };
     let running = apiserver::start(config).await?;
     if let (Some(path), Some(pki)) = (&args.write_kubeconfig, &admin) {

@@ -219,6 +219,24 @@ pub trait Admit: Send + Sync {
         old: Option<&Value>,
         warnings: &mut Vec<String>,
     ) -> Result<(), ApiError>;
+
+    /// A delete of `current`.
+    fn admit_delete(&self, _res: &Resource, _current: &Value) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// A create on a subresource that does not store the posted object (`pods/eviction`,
+    /// `serviceaccounts/token`): `body` is what was posted, `target` the object it acts on.
+    fn admit_action(
+        &self,
+        _res: &Resource,
+        _subresource: &str,
+        _name: &str,
+        _body: &Value,
+        _target: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// The registry: every kind's CRUD on one storage.
@@ -280,6 +298,21 @@ impl Registry {
     /// Installs the admission chain (once; later calls are ignored).
     pub fn set_admission(&self, admission: Arc<dyn Admit>) {
         let _ = self.admission.set(admission);
+    }
+
+    /// Runs [`Admit::admit_action`] of the installed chain.
+    pub fn admit_action(
+        &self,
+        res: &Resource,
+        subresource: &str,
+        name: &str,
+        body: &Value,
+        target: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        match self.admission.get() {
+            Some(a) => a.admit_action(res, subresource, name, body, target),
+            None => Ok(()),
+        }
     }
 
     /// Loads allocator state from stored Services; called once at start.
@@ -744,6 +777,9 @@ impl Registry {
                 .await
                 .map_err(|e| ApiError::from_storage(res, name, e))?;
             let current = decode_stored(&kv)?;
+            if let Some(admission) = self.admission.get() {
+                admission.admit_delete(res, &current)?;
+            }
             if let Some(uid) = &opts.precondition_uid {
                 if meta_str(&current, "uid") != Some(uid.as_str()) {
                     return Err(ApiError::conflict_msg(

@@ -58,6 +58,8 @@ impl Server {
             write_kubeconfig: None,
             event_ttl,
             security: None,
+            audit: None,
+            encryption_provider_config: None,
         })
         .await
         .expect("server starts");

@@ -167,6 +167,8 @@ async fn mutated_requests_never_fail_the_server() {
         write_kubeconfig: None,
         event_ttl: std::time::Duration::from_secs(3600),
         security: None,
+        audit: None,
+        encryption_provider_config: None,
     })
     .await
     .unwrap();

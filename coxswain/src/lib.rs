@@ -165,6 +165,8 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
         write_kubeconfig: None,
         event_ttl: Duration::from_secs(3600),
         security: Some(apiserver::security::SecurityConfig::from_pki(&pki)),
+        audit: None,
+        encryption_provider_config: None,
     })
     .await?;
     let url = format!("https://{}", running.addr);
@@ -194,9 +196,11 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
     .await?;
     let (cm_shutdown, cm_stop) = tokio::sync::oneshot::channel::<()>();
     let allocate_node_cidrs = config.allocate_node_cidrs;
+    let root_ca_pem = pki.ca.cert_pem().to_string();
     let controller_manager = tokio::spawn(async move {
         let mut config = controller_manager::Config::new(cm_client);
         config.nodes.allocate_node_cidrs = allocate_node_cidrs;
+        config.root_ca_pem = Some(root_ca_pem);
         let stop = async {
             let _ = cm_stop.await;
         };
@@ -211,7 +215,7 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
         let node_cert = pki.node_client(&opts.node_name)?;
         let node_user = format!("system:node:{}", opts.node_name);
         let client = client_as(&pki, &url, &node_cert, &node_user).await?;
-        match start_agent(client, &opts, &progress).await {
+        match start_agent(client, &opts, &progress, Some(&pki)).await {
             Ok(a) => {
                 node = Some(opts.node_name.clone());
                 agent = Some(a);
@@ -245,10 +249,15 @@ enum AgentStart {
     Failed(node_agent::Error),
 }
 
+/// Starts the node agent. With `pki` (in `up`, which holds the cluster's keys) its streaming
+/// port serves HTTPS with a node serving certificate for the node's address and loopback,
+/// and accepts the cluster CA's client certificates (the API server's kubelet client
+/// certificate among them), unless the given agent configuration already has TLS.
 async fn start_agent(
     client: kube::Client,
     opts: &AgentOptions,
     progress: &Progress,
+    pki: Option<&pki::ClusterPki>,
 ) -> Result<node_agent::agent::Agent, AgentStart> {
     let socket = &opts.container_runtime_endpoint;
     let cri = node_agent::cri::Cri::connect(socket)
@@ -267,10 +276,27 @@ async fn start_agent(
         "starting the node agent for node {}",
         opts.node_name
     ));
-    let config = opts.agent_config.clone().unwrap_or_else(|| {
+    let mut config = opts.agent_config.clone().unwrap_or_else(|| {
         let node = node_agent::host::host_node_config(&opts.node_name, Some("127.0.0.1".into()));
         node_agent::agent::AgentConfig::new(node, socket.clone())
     });
+    if let (Some(pki), None) = (pki, &config.tls) {
+        let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        if let Ok(ip) = config.node.internal_ip.parse::<IpAddr>() {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+        let serving = pki.node_serving(&config.node.name, &ips).map_err(|e| {
+            AgentStart::Failed(node_agent::Error::Config(format!(
+                "the node serving certificate: {e}"
+            )))
+        })?;
+        config.tls = Some(node_agent::agent::AgentTls {
+            serving,
+            client_ca_pem: pki.ca.cert_pem().to_string(),
+        });
+    }
     let metrics = Arc::new(node_agent::Metrics::new().map_err(AgentStart::Failed)?);
     node_agent::agent::start(client, config, metrics)
         .await
@@ -287,7 +313,7 @@ pub async fn agent(
     let yaml = std::fs::read_to_string(kubeconfig)
         .map_err(|e| Error::Client(format!("{}: {e}", kubeconfig.display())))?;
     let client = client_from_kubeconfig(&yaml).await?;
-    match start_agent(client, &opts, &progress).await {
+    match start_agent(client, &opts, &progress, None).await {
         Ok(a) => Ok(a),
         Err(AgentStart::Unreachable(e)) => {
             Err(Error::NodeAgent(node_agent::Error::Config(format!(

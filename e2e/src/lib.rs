@@ -29,6 +29,20 @@ pub fn kubectl_path() -> PathBuf {
     fallback.to_path_buf()
 }
 
+/// What a secure test cluster encrypts: Secrets with AES-GCM (a fixed test key), anything
+/// stored before in plaintext still readable.
+pub const ENCRYPTION_CONFIG: &str = "apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+- resources: [secrets]
+  providers:
+  - aesgcm:
+      keys:
+      - name: key1
+        secret: c2VjcmV0IGlzIHNlY3VyZSwgSSB0aGluaywgbWF5YmU=
+  - identity: {}
+";
+
 /// Where a cluster keeps its objects.
 pub enum Backend {
     Embedded,
@@ -109,8 +123,21 @@ impl Cluster {
             let token_file = dir.path().join("tokens.csv");
             std::fs::write(&token_file, tokens).expect("write the token file");
             security.token_auth_file = Some(token_file);
+            // The API-only cluster runs no pods: the admission's volume is checkable as is.
+            security.mount_service_account_tokens = true;
             pki = Some(generated);
             security
+        });
+        // A secure cluster also audits (default policy) and encrypts Secrets at rest, as a
+        // production configuration would.
+        let audit = secure_tokens.map(|_| apiserver::security::audit::AuditOptions {
+            log_path: dir.path().join("audit.log"),
+            policy_file: None,
+        });
+        let encryption_provider_config = secure_tokens.map(|_| {
+            let path = dir.path().join("encryption.yaml");
+            std::fs::write(&path, ENCRYPTION_CONFIG).expect("write the encryption config");
+            path
         });
         let config = Config {
             storage,
@@ -120,6 +147,8 @@ impl Cluster {
             write_kubeconfig: Some(kubeconfig.clone()),
             event_ttl: Duration::from_secs(3600),
             security,
+            audit,
+            encryption_provider_config,
         };
         let running = apiserver::start(config.clone())
             .await
@@ -168,6 +197,11 @@ impl Cluster {
             .output()
             .expect("run kubectl")
             .into()
+    }
+
+    /// The etcd this cluster stores in, for tests that read what is at rest.
+    pub fn etcd_endpoint(&self) -> Option<String> {
+        self._etcd.as_ref().map(EtcdServer::endpoint)
     }
 
     pub fn kubeconfig(&self) -> &Path {

@@ -120,6 +120,41 @@ async fn rbac_with_kubectl_over_tls() {
         let version = cluster.kubectl_as(&anonymous, &["version", "-o", "json"]);
         assert!(version.stdout.contains("serverVersion"), "{version:?}");
         assert!(unauthorized(&cluster.kubectl_as(&anonymous, &["get", "pods"])));
+
+        // The audit log (default policy: Metadata) recorded the grant, the refusal and the
+        // denied escalation, with the decision; no request or response bodies.
+        let log = std::fs::read_to_string(cluster.dir().join("audit.log")).expect("audit log");
+        let events: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON event a line"))
+            .collect();
+        let find = |pred: &dyn Fn(&serde_json::Value) -> bool| events.iter().find(|e| pred(e)).cloned();
+        let grant = find(&|e| {
+            e["stage"] == "ResponseComplete"
+                && e["verb"] == "create"
+                && e["objectRef"]["resource"] == "rolebindings"
+                && e["user"]["username"] == "kubernetes-admin"
+                && e["responseStatus"]["code"] == 201
+        })
+        .unwrap_or_else(|| {
+            let related: Vec<_> = log.lines().filter(|l| l.contains("rolebindings")).collect();
+            panic!("the admin's rolebinding create is audited:\n{}", related.join("\n"))
+        });
+        assert_eq!(grant["kind"], "Event");
+        assert_eq!(grant["apiVersion"], "audit.k8s.io/v1");
+        assert_eq!(grant["level"], "Metadata");
+        assert_eq!(grant["annotations"]["authorization.k8s.io/decision"], "allow");
+        assert!(grant.get("requestObject").is_none(), "Metadata level records no body");
+        let refused = find(&|e| {
+            e["user"]["username"] == "alice"
+                && e["verb"] == "list"
+                && e["responseStatus"]["code"] == 403
+        })
+        .expect("alice's refused list is audited");
+        assert_eq!(refused["annotations"]["authorization.k8s.io/decision"], "forbid");
+        assert!(find(&|e| e["user"]["username"] == "bob" && e["responseStatus"]["code"] == 403
+            && e["objectRef"]["resource"] == "rolebindings").is_some(), "the escalation attempt");
+        assert!(!log.contains("alice-token") && !log.contains("bob-token"), "no credentials in the log");
     })
     .await
     .expect("test body");
@@ -157,7 +192,20 @@ async fn nodes_are_restricted_to_their_own_objects() {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  nodeName: node-a\n  containers:\n  - name: c\n    image: busybox\n    envFrom:\n    - secretRef:\n        name: used\n",
         )
         .expect("write");
+        // Without a controller manager nobody made the `default` account the pod runs as.
+        let missing = cluster.kubectl(&["create", "-f", pod.to_str().expect("utf-8")]);
+        assert!(
+            !missing.ok && missing.stderr.contains(r#"error looking up service account default/default: serviceaccount "default" not found"#),
+            "{missing:?}"
+        );
+        cluster.must(&["create", "serviceaccount", "default"]);
         cluster.must(&["create", "-f", pod.to_str().expect("utf-8")]);
+        // The ServiceAccount admission gave it an identity: the projected token volume.
+        let spec = cluster.must(&["get", "pod", "app", "-o", "jsonpath={.spec.serviceAccountName} {.spec.volumes[0].name} {.spec.containers[0].volumeMounts[0].mountPath}"]);
+        let fields: Vec<&str> = spec.split(' ').collect();
+        assert_eq!(fields[0], "default", "{spec}");
+        assert!(fields[1].starts_with("kube-api-access-"), "{spec}");
+        assert_eq!(fields[2], "/var/run/secrets/kubernetes.io/serviceaccount", "{spec}");
         eventually("node-a may read the secret its pod uses", || {
             cluster.kubectl_as(&node_a, &["get", "secret", "used"]).ok
         });
@@ -233,6 +281,7 @@ async fn service_account_tokens_and_pod_security() {
         // PodSecurity: a restricted namespace refuses a privileged pod with upstream's message.
         cluster.must(&["create", "namespace", "locked"]);
         cluster.must(&["label", "namespace", "locked", "pod-security.kubernetes.io/enforce=restricted"]);
+        cluster.must(&["create", "serviceaccount", "default", "-n", "locked"]);
         let pod = cluster.dir().join("privileged.yaml");
         std::fs::write(
             &pod,
@@ -248,4 +297,58 @@ async fn service_account_tokens_and_pod_security() {
     })
     .await
     .expect("test body");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_ciphertext_in_etcd() {
+    use storage::Storage;
+    let cluster = Cluster::start_secure(Backend::Etcd, "").await;
+    let endpoint = cluster.etcd_endpoint().expect("etcd");
+    let cluster = std::sync::Arc::new(cluster);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c.must(&[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "--from-literal=password=hunter2-plaintext",
+        ]);
+        c.must(&[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=colour=blue-plaintext",
+        ]);
+        let through_api = c.must(&["get", "secret", "db", "-o", "jsonpath={.data.password}"]);
+        assert_eq!(
+            through_api, "aHVudGVyMi1wbGFpbnRleHQ=",
+            "plaintext through the API"
+        );
+    })
+    .await
+    .expect("kubectl");
+    let etcd = storage::etcd::EtcdStore::connect(&[endpoint])
+        .await
+        .expect("etcd client");
+    let secret = etcd
+        .get("/registry/core/secrets/default/db")
+        .await
+        .expect("raw secret");
+    assert!(
+        secret.value.starts_with(b"k8s:enc:aesgcm:v1:key1:"),
+        "{:?}",
+        String::from_utf8_lossy(&secret.value[..40.min(secret.value.len())])
+    );
+    let raw = String::from_utf8_lossy(&secret.value);
+    assert!(
+        !raw.contains("aHVudGVyMi1wbGFpbnRleHQ") && !raw.contains("hunter2"),
+        "no plaintext at rest"
+    );
+    // Resources the configuration does not name stay plaintext.
+    let cm = etcd
+        .get("/registry/core/configmaps/default/settings")
+        .await
+        .expect("raw configmap");
+    assert!(String::from_utf8_lossy(&cm.value).contains("blue-plaintext"));
 }

@@ -45,6 +45,53 @@ fn find(group: &str, plural: &str, namespace: Option<&str>) -> Option<Resource> 
 }
 
 impl Admit for Chain {
+    fn admit_delete(&self, res: &Resource, current: &Value) -> Result<(), ApiError> {
+        let Some(user) = current_user() else {
+            return Ok(());
+        };
+        let namespace = res.namespace.clone().unwrap_or_default();
+        self.node_restriction(
+            &NodeRequest {
+                user: &user,
+                operation: Operation::Delete,
+                resource: res.info.plural,
+                subresource: "",
+                namespace: &namespace,
+                name: str_at(current, "/metadata/name"),
+                object: None,
+                old_object: Some(current),
+            },
+            res,
+        )
+    }
+
+    fn admit_action(
+        &self,
+        res: &Resource,
+        subresource: &str,
+        name: &str,
+        body: &Value,
+        target: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        let Some(user) = current_user() else {
+            return Ok(());
+        };
+        let namespace = res.namespace.clone().unwrap_or_default();
+        self.node_restriction(
+            &NodeRequest {
+                user: &user,
+                operation: Operation::Create,
+                resource: res.info.plural,
+                subresource,
+                namespace: &namespace,
+                name,
+                object: Some(body),
+                old_object: target,
+            },
+            res,
+        )
+    }
+
     fn admit(
         &self,
         res: &Resource,
@@ -59,8 +106,8 @@ impl Admit for Chain {
         let name = str_at(obj, "/metadata/name").to_string();
         let namespace = res.namespace.clone().unwrap_or_default();
         if let Some(security) = &self.security {
-            if security.modes.contains(&super::AuthorizationMode::Node) {
-                let request = NodeRequest {
+            self.node_restriction(
+                &NodeRequest {
                     user: &user,
                     operation: if old.is_some() {
                         Operation::Update
@@ -73,15 +120,18 @@ impl Admit for Chain {
                     name: &name,
                     object: Some(obj),
                     old_object: old,
-                };
-                authz::node_restriction::admit(&request)
-                    .map_err(|reason| ApiError::forbidden(res, &name, &reason))?;
-            }
+                },
+                res,
+            )?;
             if res.info.group == "rbac.authorization.k8s.io" {
                 self.no_escalation(security, &user, res, obj, old)?;
             }
         }
-        if res.info.group.is_empty() && res.info.plural == "pods" && subresource.is_none() {
+        let is_pod = res.info.group.is_empty() && res.info.plural == "pods";
+        if is_pod && subresource.is_none() && old.is_none() && self.security.is_some() {
+            self.service_account(res, &namespace, &name, obj)?;
+        }
+        if is_pod && subresource.is_none() {
             let policy = self.pod_security_policy(&namespace);
             let outcome = admission::pod_security::check_pod(&policy, obj);
             if let Some(denied) = outcome.denied {
@@ -97,7 +147,123 @@ impl Admit for Chain {
     }
 }
 
+/// Where the ServiceAccount admission mounts the token, CA and namespace.
+const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 impl Chain {
+    /// Upstream's ServiceAccount admission: a pod runs as `default` unless it names an
+    /// account, the account must exist, and (unless either opts out with
+    /// `automountServiceAccountToken: false`) every container gets the projected
+    /// `kube-api-access-*` volume: a bound token, the cluster CA and the namespace. Only on a
+    /// secure server: without a CA there is nothing for the volume to carry.
+    fn service_account(
+        &self,
+        res: &Resource,
+        namespace: &str,
+        name: &str,
+        pod: &mut Value,
+    ) -> Result<(), ApiError> {
+        if pod
+            .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+            .is_some()
+        {
+            return Ok(());
+        }
+        let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        let account = match spec.get("serviceAccountName").and_then(Value::as_str) {
+            Some(a) if !a.is_empty() => a.to_string(),
+            _ => "default".to_string(),
+        };
+        spec.insert("serviceAccountName".into(), Value::from(account.clone()));
+        let sa = find("", "serviceaccounts", Some(namespace))
+            .and_then(|r| self.cache.get(&r.key(&account)))
+            .and_then(|o| serde_json::from_slice::<Value>(&o.json).ok())
+            .ok_or_else(|| {
+                ApiError::forbidden(
+                    res,
+                    name,
+                    &format!(
+                        "error looking up service account {namespace}/{account}: serviceaccount \"{account}\" not found"
+                    ),
+                )
+            })?;
+        let opted_out = |v: Option<&Value>| v.and_then(Value::as_bool) == Some(false);
+        let mount = self
+            .security
+            .as_ref()
+            .is_some_and(|s| s.mount_service_account_tokens);
+        if !mount
+            || opted_out(spec.get("automountServiceAccountToken"))
+            || (spec.get("automountServiceAccountToken").is_none()
+                && opted_out(sa.get("automountServiceAccountToken")))
+        {
+            return Ok(());
+        }
+        let mounted = |c: &Value| {
+            c.get("volumeMounts")
+                .and_then(Value::as_array)
+                .is_some_and(|m| {
+                    m.iter().any(|m| {
+                        m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT)
+                    })
+                })
+        };
+        let volume_name = format!("kube-api-access-{}", crate::object::random_suffix(5));
+        let volume = serde_json::json!({
+            "name": volume_name,
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+                ],
+            },
+        });
+        let mount = serde_json::json!({
+            "name": volume_name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT,
+        });
+        let mut added = false;
+        for list in ["initContainers", "containers"] {
+            if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                for c in containers.iter_mut().filter(|c| !mounted(c)) {
+                    if let Some(obj) = c.as_object_mut() {
+                        let mounts = obj
+                            .entry("volumeMounts")
+                            .or_insert_with(|| Value::Array(Vec::new()));
+                        if let Some(m) = mounts.as_array_mut() {
+                            m.push(mount.clone());
+                            added = true;
+                        }
+                    }
+                }
+            }
+        }
+        if added {
+            let volumes = spec
+                .entry("volumes")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(v) = volumes.as_array_mut() {
+                v.push(volume);
+            }
+        }
+        Ok(())
+    }
+
+    fn node_restriction(&self, request: &NodeRequest<'_>, res: &Resource) -> Result<(), ApiError> {
+        let node_mode = self
+            .security
+            .as_ref()
+            .is_some_and(|s| s.modes.contains(&super::AuthorizationMode::Node));
+        if !node_mode {
+            return Ok(());
+        }
+        authz::node_restriction::admit(request)
+            .map_err(|reason| ApiError::forbidden(res, request.name, &reason))
+    }
+
     fn pod_security_policy(&self, namespace: &str) -> admission::pod_security::NamespacePolicy {
         let labels: BTreeMap<String, String> = find("", "namespaces", None)
             .and_then(|r| self.cache.get(&r.key(namespace)))

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod attributes;
+pub mod audit;
 pub mod authn;
 mod policy;
 pub mod reviews;
@@ -67,6 +68,17 @@ pub struct SecurityConfig {
     /// `--anonymous-auth`: unauthenticated requests may reach the health and version
     /// endpoints (and nothing else, whatever RBAC says).
     pub anonymous_auth: bool,
+    /// Whether the ServiceAccount admission adds the projected `kube-api-access-*` volume
+    /// (it always sets `serviceAccountName` and checks the account exists). Off until every
+    /// node agent in the cluster can project ServiceAccount tokens.
+    pub mount_service_account_tokens: bool,
+    /// `--kubelet-client-certificate` / `--kubelet-client-key`: presented to node agents when
+    /// proxying logs, exec, attach and port-forward. With it, node agents are dialled over
+    /// HTTPS; without it, over plain HTTP (agents serving on loopback without TLS).
+    pub kubelet_client: Option<pki::CertKey>,
+    /// `--kubelet-certificate-authority`: verifies node agents' serving certificates
+    /// (default: `client_ca_pem`, the cluster CA that issues them).
+    pub kubelet_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for SecurityConfig {
@@ -96,6 +108,10 @@ pub struct Security {
     pub api_audiences: Vec<String>,
     pub tls: Arc<rustls::ServerConfig>,
     pub client_ca_pem: String,
+    pub mount_service_account_tokens: bool,
+    /// How to dial node agents over TLS (from `kubelet_client` and `kubelet_ca_pem`);
+    /// `None` dials them over plain HTTP.
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why the security configuration could not be used.
@@ -146,6 +162,18 @@ impl Security {
             api_audiences: audiences(config),
             tls: pki::server_config(&config.serving_cert_pem, &config.serving_key_pem)?,
             client_ca_pem: config.client_ca_pem.clone(),
+            mount_service_account_tokens: config.mount_service_account_tokens,
+            kubelet_tls: config
+                .kubelet_client
+                .as_ref()
+                .map(|client| {
+                    let ca = config
+                        .kubelet_ca_pem
+                        .as_ref()
+                        .unwrap_or(&config.client_ca_pem);
+                    pki::client_config(ca, Some(client))
+                })
+                .transpose()?,
         })
     }
 
@@ -198,18 +226,13 @@ pub async fn start(state: &Arc<State>) -> Result<(), String> {
     Ok(())
 }
 
-/// Middleware: authenticates and authorizes every request; the user travels on as a request
-/// extension for handlers (reviews, audit, admission).
-pub async fn guard(
-    AxumState(state): AxumState<Arc<State>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// Middleware: authenticates, authorizes and audits every request; the user travels on as a
+/// request extension (reviews) and as the task-local [`admission::REQUEST_USER`] (admission).
+pub async fn guard(AxumState(state): AxumState<Arc<State>>, req: Request, next: Next) -> Response {
     let Some(security) = &state.security else {
-        req.extensions_mut().insert(insecure_user());
-        return admission::REQUEST_USER
-            .scope(insecure_user(), next.run(req))
-            .await;
+        let user = insecure_user();
+        let attrs = attributes::of_request(user, req.method(), req.uri().path(), req.uri().query());
+        return serve(&state, attrs, ("allow", ""), req, next).await;
     };
     let peer = req.extensions().get::<tls::PeerCertificates>().cloned();
     let user = match security
@@ -231,16 +254,48 @@ pub async fn guard(
     };
     let attrs = attributes::of_request(user, req.method(), req.uri().path(), req.uri().query());
     match security.authorize(&attrs) {
-        Decision::Allow(_) => {}
+        Decision::Allow(reason) => serve(&state, attrs, ("allow", &reason), req, next).await,
         Decision::Deny(reason) | Decision::NoOpinion(reason) => {
             tracing::debug!(user = %attrs.user.username, verb = %attrs.verb, path = %attrs.path, %reason, "forbidden");
-            return forbidden(&attrs, &reason).into_response();
+            let answer = forbidden(&attrs, &reason).into_response();
+            match &state.auditor {
+                Some(auditor) => {
+                    let (_, record) = audit::begin(auditor, &attrs, req).await;
+                    match record {
+                        Some(r) => {
+                            audit::finish(auditor, r, &attrs, ("forbid", &reason), answer).await
+                        }
+                        None => answer,
+                    }
+                }
+                None => answer,
+            }
         }
     }
+}
+
+/// Hands an authorized request on, with its user, under audit.
+async fn serve(
+    state: &State,
+    attrs: Attributes,
+    decision: (&str, &str),
+    mut req: Request,
+    next: Next,
+) -> Response {
     req.extensions_mut().insert(attrs.user.clone());
-    admission::REQUEST_USER
-        .scope(attrs.user, next.run(req))
-        .await
+    let Some(auditor) = &state.auditor else {
+        return admission::REQUEST_USER
+            .scope(attrs.user.clone(), next.run(req))
+            .await;
+    };
+    let (req, record) = audit::begin(auditor, &attrs, req).await;
+    let resp = admission::REQUEST_USER
+        .scope(attrs.user.clone(), next.run(req))
+        .await;
+    match record {
+        Some(r) => audit::finish(auditor, r, &attrs, decision, resp).await,
+        None => resp,
+    }
 }
 
 fn unauthorized() -> Response {
@@ -286,6 +341,9 @@ impl SecurityConfig {
             api_audiences: Vec::new(),
             authorization_modes: vec![AuthorizationMode::Node, AuthorizationMode::Rbac],
             anonymous_auth: true,
+            mount_service_account_tokens: false,
+            kubelet_client: Some(pki.kubelet_client.clone()),
+            kubelet_ca_pem: Some(pki.ca.cert_pem().to_string()),
         }
     }
 }

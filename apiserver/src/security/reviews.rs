@@ -272,9 +272,11 @@ pub async fn token_request(
         let plural = match kind {
             "Pod" => "pods",
             "Secret" => "secrets",
-            other => return Err(ApiError::bad_request(format!(
+            other => {
+                return Err(ApiError::bad_request(format!(
                 "cannot bind token to object of kind {other:?}: supported kinds are Pod and Secret"
-            ))),
+            )))
+            }
         };
         let obj = state.registry.get(&lookup(plural)?, name).await?;
         let uid = str_at(&obj, "/metadata/uid").to_string();

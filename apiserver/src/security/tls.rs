@@ -19,6 +19,10 @@ use tower::ServiceExt;
 #[derive(Clone, Debug)]
 pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
+/// The client's address (audit's `sourceIPs`).
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
 /// Handshakes that take longer are dropped (a client that opens a socket and sends nothing
 /// must not hold a task forever).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +76,7 @@ pub async fn serve(
                     if let Some(peer) = &peer {
                         req.extensions_mut().insert(peer.clone());
                     }
+                    req.extensions_mut().insert(RemoteAddr(remote));
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );
