@@ -5,7 +5,11 @@
 //! options are valid, whether the pod is on a node) so those errors are upstream's `Status`es;
 //! the node agent answers the rest (kubelet's plain-text errors, wrapped here the way
 //! upstream's `GenericHttpResponseChecker` wraps them). The body is streamed chunk by chunk,
-//! so `kubectl logs -f` follows live.
+//! so `kubectl logs -f` follows live. With a kubelet client certificate configured (a secure
+//! cluster), node agents are dialled over HTTPS, as kube-apiserver dials kubelets: the agent's
+//! serving certificate is verified against the kubelet CA and the API server authenticates
+//! with its certificate (`kube-apiserver-kubelet-client`, `system:masters`), which the agent
+//! authorizes with a SubjectAccessReview.
 
 use std::time::Duration;
 
@@ -262,7 +266,13 @@ pub async fn pod_log(
         segment(&container),
         if query.is_empty() { "" } else { "?" },
     );
-    let resp = forward(&endpoint, &node, Request::get(path).body(Body::empty())).await?;
+    let resp = forward(
+        kubelet_tls(state),
+        &endpoint,
+        &node,
+        Request::get(path).body(Body::empty()),
+    )
+    .await?;
     let (parts, body) = resp.into_parts();
     if !parts.status.is_success() {
         return Err(node_error(parts.status, body, "pods/log", name).await);
@@ -278,10 +288,19 @@ pub async fn pod_log(
     Ok(out)
 }
 
+/// How node agents are dialled: over TLS with the API server's kubelet client certificate when
+/// the security configuration has one (`--kubelet-client-certificate`), else plain HTTP.
+fn kubelet_tls(state: &State) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+    state.security.as_ref()?.kubelet_tls.clone()
+}
+
 /// Sends one request to the node agent at `endpoint` on a fresh connection (upgrades are
 /// per-connection, and log follows hold theirs for as long as they run) and returns its
-/// response head with the body still streaming.
+/// response head with the body still streaming. With `tls` the connection is HTTPS: the
+/// agent's certificate must be valid for the address dialled (its node serving certificate
+/// names the node's IPs) and the API server presents its kubelet client certificate.
 async fn forward(
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     endpoint: &str,
     node: &str,
     req: Result<Request<Body>, axum::http::Error>,
@@ -289,9 +308,10 @@ async fn forward(
     let mut req = req.map_err(ApiError::internal)?;
     let host = HeaderValue::from_str(endpoint).map_err(ApiError::internal)?;
     req.headers_mut().insert(header::HOST, host);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let dial_error = |e: &dyn std::fmt::Display| {
         ApiError::service_unavailable(format!(
-            "error dialing the node agent of node \"{node}\" at {endpoint}: {e}"
+            "error dialing the node agent of node \"{node}\" at {scheme}://{endpoint}: {e}"
         ))
     };
     let stream = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(endpoint))
@@ -299,15 +319,46 @@ async fn forward(
         .map_err(|_| dial_error(&"timed out"))?
         .map_err(|e| dial_error(&e))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let Some(tls) = tls else {
+        return send(TokioIo::new(stream), req)
+            .await
+            .map_err(|e| dial_error(&e));
+    };
+    // `host:port` or `[v6]:port` → the name the certificate must carry.
+    let host = endpoint
+        .rsplit_once(':')
+        .map_or(endpoint, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let server_name =
+        rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| dial_error(&e))?;
+    let stream = tokio::time::timeout(
+        DIAL_TIMEOUT,
+        tokio_rustls::TlsConnector::from(tls).connect(server_name, stream),
+    )
+    .await
+    .map_err(|_| dial_error(&"TLS handshake timed out"))?
+    .map_err(|e| dial_error(&e))?;
+    send(TokioIo::new(stream), req)
         .await
-        .map_err(|e| dial_error(&e))?;
+        .map_err(|e| dial_error(&e))
+}
+
+/// One HTTP/1.1 exchange on `io`, the connection driven (upgrades included) by its own task.
+async fn send<IO>(
+    io: IO,
+    req: Request<Body>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "node agent connection ended");
         }
     });
-    sender.send_request(req).await.map_err(|e| dial_error(&e))
+    sender.send_request(req).await
 }
 
 /// Upstream's `GenericHttpResponseChecker`: a node agent's error body (plain text, at most
@@ -482,7 +533,7 @@ pub async fn pod_stream(
             req.headers_mut().append(k.clone(), v.clone());
         }
     }
-    let mut resp = forward(&endpoint, node, Ok(req)).await?;
+    let mut resp = forward(kubelet_tls(state), &endpoint, node, Ok(req)).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = resp.into_parts();
         return Err(node_error(parts.status, body, &format!("pods/{sub}"), name).await);

@@ -38,6 +38,19 @@ pub struct AgentConfig {
     pub initial_backoff: Duration,
     /// The streaming server (logs/exec/attach/port-forward); port 0 picks one.
     pub server_addr: Option<SocketAddr>,
+    /// With it, the streaming server is HTTPS and authenticates and authorizes every caller
+    /// (kubelet's port 10250 in a secure cluster); without it, plain HTTP for anyone who can
+    /// connect, which is only acceptable on loopback.
+    pub tls: Option<AgentTls>,
+}
+
+/// The streaming server's TLS: its serving certificate (SANs: the node name and the address
+/// the API server dials) and the CA whose client certificates it accepts (kubelet's
+/// `tlsCertFile`/`tlsPrivateKeyFile` and `authentication.x509.clientCAFile`).
+#[derive(Clone, Debug)]
+pub struct AgentTls {
+    pub serving: pki::CertKey,
+    pub client_ca_pem: String,
 }
 
 impl AgentConfig {
@@ -64,6 +77,7 @@ impl AgentConfig {
             sync_period: Duration::from_secs(1),
             initial_backoff: Duration::from_secs(10),
             server_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10250))),
+            tls: None,
         }
     }
 }
@@ -130,8 +144,20 @@ pub async fn start(
 
     let server_addr = match config.server_addr {
         Some(addr) => {
-            let (bound, task) =
-                crate::server::serve(addr, state.clone(), Some(cri.clone())).await?;
+            let (bound, task) = match &config.tls {
+                Some(tls) => {
+                    crate::server::serve_secure(
+                        addr,
+                        state.clone(),
+                        Some(cri.clone()),
+                        tls,
+                        client.clone(),
+                        &config.node.name,
+                    )
+                    .await?
+                }
+                None => crate::server::serve(addr, state.clone(), Some(cri.clone())).await?,
+            };
             tasks.push(task);
             config.node.kubelet_port = Some(bound.port());
             Some(bound)

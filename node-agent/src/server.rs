@@ -7,7 +7,12 @@
 //! relayed to the runtime's own streaming server (`stream`); errors as plain-text bodies with kubelet's status codes and wording (the API server wraps
 //! them in a `Status`). Runtime state comes only through [`PodLookup`], so the server is tested
 //! against a fixed table.
+//!
+//! [`serve`] is plain HTTP (tests, and nodes without certificates, on loopback);
+//! [`serve_secure`] is what a node of a secure cluster runs, as kubelet: HTTPS with the node's
+//! serving certificate, every request authenticated and authorized ([`auth`]).
 
+pub mod auth;
 pub mod logs;
 mod stream;
 mod ws;
@@ -28,6 +33,7 @@ use axum::Router;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::agent::AgentTls;
 use crate::cri::{api, Cri};
 use crate::lookup::PodLookup;
 use crate::Error;
@@ -85,8 +91,7 @@ pub fn router(lookup: Arc<dyn PodLookup>, cri: Option<Cri>) -> Router {
         .with_state(Arc::new(Shared { lookup, cri }))
 }
 
-/// Binds the streaming API's listener. The one place it is constructed, so serving it over TLS
-/// (kubelet's port is HTTPS with client-certificate authentication) changes only this function.
+/// Binds the streaming API's listener.
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
     Ok(tokio::net::TcpListener::bind(addr).await?)
 }
@@ -108,6 +113,97 @@ pub async fn serve(
         }
     });
     Ok((addr, task))
+}
+
+/// Serves the streaming API over HTTPS on `addr` with `tls.serving`, as kubelet serves port
+/// 10250: callers authenticate with a client certificate from `tls.client_ca_pem` or a bearer
+/// token (TokenReview), and are authorized by a SubjectAccessReview on Node `node`; both
+/// reviews go through `client` (the node's credentials). Returns like [`serve`].
+pub async fn serve_secure(
+    addr: SocketAddr,
+    lookup: Arc<dyn PodLookup>,
+    cri: Option<Cri>,
+    tls: &AgentTls,
+    client: kube::Client,
+    node: &str,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
+    let bad = |e: pki::Error| Error::Config(format!("streaming server TLS: {e}"));
+    let config = pki::server_config(&tls.serving.cert_pem, &tls.serving.key_pem).map_err(bad)?;
+    let auth = Arc::new(auth::Auth::new(&tls.client_ca_pem, client, node).map_err(bad)?);
+    let listener = bind(addr).await?;
+    let addr = listener.local_addr()?;
+    // `layer`, not `route_layer`: unknown paths are refused to strangers too.
+    let app = router(lookup, cri).layer(axum::middleware::from_fn_with_state(auth, auth::guard));
+    let task = tokio::spawn(serve_tls(listener, config, app));
+    Ok((addr, task))
+}
+
+/// Handshakes that take longer are dropped (a client that opens a socket and sends nothing
+/// must not hold a task forever).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS accept loop (axum's `serve` speaks only plain TCP): each connection is handshaken
+/// with rustls and served by hyper (HTTP/1.1 with upgrades, or HTTP/2) with the client's
+/// certificate chain attached to every request as [`auth::PeerCertificates`]. Connection tasks
+/// belong to the loop, so aborting it closes them; upgraded streams (exec sessions) live in
+/// their own tasks, as with plain HTTP. The same shape as the API server's
+/// `security::tls::serve` (duplicated rather than shared: `pki` stays free of axum and hyper).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    app: Router,
+) {
+    use tower::ServiceExt as _;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (tcp, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::warn!(error = %e, "streaming server: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        connections.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "streaming server: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "streaming server: TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = tls.get_ref().1.peer_certificates().map(|chain| {
+                auth::PeerCertificates(Arc::new(
+                    chain.iter().map(|c| c.clone().into_owned()).collect(),
+                ))
+            });
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if let Some(peer) = &peer {
+                        req.extensions_mut().insert(peer.clone());
+                    }
+                    app.clone().oneshot(req.map(Body::new))
+                },
+            );
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "streaming server: connection ended with an error");
+            }
+        });
+    }
 }
 
 /// A plain-text answer, as kubelet writes its errors.
