@@ -35,7 +35,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service, ServiceAccount};
 use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -59,6 +59,8 @@ where
     /// The senders of every subscription, handed to the watcher task when it starts.
     subscribers: Mutex<Vec<mpsc::Sender<Arc<K>>>>,
     api: Api<K>,
+    /// What the watcher asks for (everything, or a field selector).
+    watch: watcher::Config,
     deleted: broadcast::Sender<Arc<K>>,
     /// Whether any controller asked for this kind; unused kinds are never watched.
     used: AtomicBool,
@@ -75,12 +77,18 @@ where
         + 'static,
 {
     fn new(client: &Client) -> Self {
+        Self::with_watch(client, watcher::Config::default())
+    }
+
+    /// An informer for only the objects `watch` selects (e.g. one name in every namespace).
+    fn with_watch(client: &Client, watch: watcher::Config) -> Self {
         let writer = Writer::new(());
         Informer {
             store: writer.as_reader(),
             writer: Mutex::new(Some(writer)),
             subscribers: Mutex::new(Vec::new()),
             api: Api::all(client.clone()),
+            watch,
             deleted: broadcast::channel(SUBSCRIBER_BUFFER).0,
             used: AtomicBool::new(false),
         }
@@ -141,7 +149,7 @@ where
         }
         let writer = self.writer.lock().take()?;
         let subscribers = std::mem::take(&mut *self.subscribers.lock());
-        let events = watcher(self.api.clone(), watcher::Config::default()).default_backoff();
+        let events = watcher(self.api.clone(), self.watch.clone()).default_backoff();
         Some(fan_out(events, writer, subscribers, self.deleted.clone()).boxed())
     }
 }
@@ -229,6 +237,9 @@ pub struct Informers {
     pub daemonsets: Informer<DaemonSet>,
     /// StatefulSets.
     pub statefulsets: Informer<StatefulSet>,
+    /// The `kube-root-ca.crt` ConfigMap of every namespace (a field selector on the name:
+    /// the root-ca-cert-publisher needs no other ConfigMaps).
+    pub root_ca_configmaps: Informer<ConfigMap>,
 }
 
 impl Informers {
@@ -247,6 +258,13 @@ impl Informers {
             nodes: Informer::new(client),
             daemonsets: Informer::new(client),
             statefulsets: Informer::new(client),
+            root_ca_configmaps: Informer::with_watch(
+                client,
+                watcher::Config::default().fields(&format!(
+                    "metadata.name={}",
+                    crate::controllers::rootcacertpublisher::CONFIG_MAP
+                )),
+            ),
         }
     }
 
@@ -267,6 +285,7 @@ impl Informers {
         self.nodes.synced().await?;
         self.daemonsets.synced().await?;
         self.statefulsets.synced().await?;
+        self.root_ca_configmaps.synced().await?;
         Ok(())
     }
 
@@ -285,6 +304,7 @@ impl Informers {
             self.nodes.task(),
             self.daemonsets.task(),
             self.statefulsets.task(),
+            self.root_ca_configmaps.task(),
         ]
         .into_iter()
         .flatten()

@@ -14,7 +14,8 @@
 //! the per-key exponential retry delay. The `garbagecollector` (every kind in the resource
 //! table, through dynamic watchers), `podgc` and the node controllers (`nodelifecycle`,
 //! `taint-eviction-controller`, `nodeipam`: whole-cluster passes, as upstream's are) are
-//! level-based loops of their own.
+//! level-based loops of their own. `root-ca-cert-publisher` is a typed controller over
+//! namespaces and their `kube-root-ca.crt` ConfigMaps.
 //!
 //! Not here yet: leader election (`--leader-elect` is parsed and ignored; run one instance).
 
@@ -229,6 +230,17 @@ pub static REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        name: controllers::rootcacertpublisher::NAME,
+        start: |s| {
+            controllers::rootcacertpublisher::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.root_ca_pem.clone(),
+            )
+        },
+    },
+    Registration {
         name: controllers::cronjob::NAME,
         start: |s| {
             controllers::cronjob::controller(
@@ -336,6 +348,9 @@ pub struct Config {
     /// The time the CronJob controller schedules by (a [`controllers::cronjob::ManualClock`]
     /// in tests).
     pub clock: Arc<dyn controllers::cronjob::Clock>,
+    /// `--root-ca-file`'s content: the cluster CA (PEM) the root-ca-cert-publisher puts in
+    /// every namespace's `kube-root-ca.crt`; `None` leaves that controller idle.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Config {
@@ -349,6 +364,7 @@ impl Config {
             terminated_pod_gc_threshold: 12500,
             nodes: NodeSettings::default(),
             clock: Arc::new(controllers::cronjob::SystemClock),
+            root_ca_pem: None,
         }
     }
 }

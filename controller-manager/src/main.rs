@@ -71,6 +71,10 @@ struct Args {
     /// The prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// The cluster CA bundle (PEM) the root-ca-cert-publisher puts in every namespace's
+    /// `kube-root-ca.crt` ConfigMap; without it that controller is idle.
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
     /// Address for /healthz and /metrics.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
@@ -119,6 +123,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(m) = &args.master {
         kube_config.cluster_url = m.parse().context("--master")?;
     }
+    let root_ca_pem = match &args.root_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --root-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let client = kube::Client::try_from(kube_config)?;
     let leader_client = client.clone();
     let config = Config {
@@ -145,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             node_cidr_mask_size: args.node_cidr_mask_size,
         },
         clock: std::sync::Arc::new(controller_manager::controllers::cronjob::SystemClock),
+        root_ca_pem,
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

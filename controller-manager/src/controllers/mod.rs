@@ -13,6 +13,7 @@ pub mod nodelifecycle;
 pub mod ownership;
 pub mod podgc;
 pub mod replicaset;
+pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod tainteviction;

@@ -15,20 +15,27 @@ use k8s_openapi::ByteString;
 use kube::{Api, Client};
 
 use super::spec::{self, milli, Layout};
+use super::token::Tokens;
 use crate::cri::api;
+use crate::node::Writer;
 
-/// ConfigMaps and Secrets read during one sync, so a pod with ten references reads each once.
+/// ConfigMaps and Secrets read during one sync, so a pod with ten references reads each once,
+/// and the pod's ServiceAccount tokens (cached across syncs).
 pub struct Sources {
     client: Client,
+    writer: Writer,
+    tokens: Tokens,
     namespace: String,
     config_maps: HashMap<String, Option<ConfigMap>>,
     secrets: HashMap<String, Option<Secret>>,
 }
 
 impl Sources {
-    pub fn new(client: Client, namespace: &str) -> Sources {
+    pub fn new(writer: &Writer, namespace: &str, tokens: Tokens) -> Sources {
         Sources {
-            client,
+            client: writer.client.clone(),
+            writer: writer.clone(),
+            tokens,
             namespace: namespace.to_string(),
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
@@ -376,7 +383,9 @@ fn downward_files(
 }
 
 /// Materialises every volume of the pod under its pod directory. Idempotent: rewriting a
-/// configMap volume picks up changes (at the next sync, as kubelet's periodic refresh does).
+/// configMap volume picks up changes (at the next sync, as kubelet's periodic refresh does),
+/// and a projected ServiceAccount token is replaced once its cache entry is due. A failure
+/// reads as kubelet's `MountVolume.SetUp failed for volume "<name>" : <why>`.
 pub async fn prepare_volumes(
     pod: &Pod,
     layout: &Layout,
@@ -387,7 +396,9 @@ pub async fn prepare_volumes(
     let mut out = HashMap::new();
     let base = layout.pod_dir(spec::uid(pod)).join("volumes");
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let prepared = prepare_volume(pod, v, &base, sources, ips, node_allocatable).await?;
+        let prepared = prepare_volume(pod, v, &base, sources, ips, node_allocatable)
+            .await
+            .map_err(|e| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))?;
         out.insert(v.name.clone(), prepared);
     }
     Ok(out)
@@ -511,12 +522,17 @@ async fn prepare_volume(
                 let items = d.items.clone().unwrap_or_default();
                 files.extend(downward_files(pod, &items, mode, ips, node_allocatable)?);
             }
-            if src.service_account_token.is_some() {
-                return Err(
-                    "serviceAccountToken projections need the TokenRequest API, which this \
-                     control plane does not serve yet"
-                        .into(),
-                );
+            if let Some(t) = &src.service_account_token {
+                let token = sources
+                    .tokens
+                    .get(
+                        &sources.writer,
+                        pod,
+                        t.audience.as_deref(),
+                        t.expiration_seconds,
+                    )
+                    .await?;
+                files.push((t.path.clone(), token.into_bytes(), mode));
             }
         }
         ("kubernetes.io~projected", files)

@@ -12,6 +12,7 @@ pub mod inputs;
 pub mod probe;
 pub mod spec;
 pub mod status;
+pub mod token;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};

@@ -48,6 +48,8 @@ struct WorkerState {
     start_recorded: bool,
     /// Instances being stopped after a failed liveness/startup probe.
     killing: std::collections::HashSet<String>,
+    /// The pod's projected ServiceAccount tokens, reused until due for refresh.
+    tokens: super::token::Tokens,
 }
 
 pub(crate) async fn run(
@@ -505,7 +507,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
         }
     }
 
-    let mut sources = Sources::new(ctx.writer.client.clone(), spec::namespace(pod));
+    let mut sources = Sources::new(&ctx.writer, spec::namespace(pod), st.tokens.clone());
     let volumes = if st.terminal {
         Ok(HashMap::new())
     } else {
@@ -518,6 +520,10 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
         )
         .await
     };
+    // A projected token due for refresh is rewritten by the sync at that time.
+    if let Some(at) = st.tokens.next_refresh() {
+        next = next.min(at.saturating_duration_since(Instant::now()).max(RETRY));
+    }
 
     // What runs now, per container name: newest and previous instance.
     let all = containers(ctx, &uid).await?;
