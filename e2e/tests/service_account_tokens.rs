@@ -7,8 +7,8 @@
 //! that cannot be fetched keeps the pod's containers from starting, with kubelet's message,
 //! until a retry succeeds.
 //!
-//! The pods spell the volume out as the ServiceAccount admission writes it, so the test does
-//! not depend on that admission. Waits are bounded only to detect hangs.
+//! Most pods spell the volume out as the ServiceAccount admission writes it; one gets it from
+//! the admission itself. Waits are bounded only to detect hangs.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -371,8 +371,63 @@ async fn pods_get_a_bound_service_account_token_the_ca_and_their_namespace() {
     let token = exec(&cd, &late, &["cat", &format!("{MOUNT}/token")]).await;
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
 
+    // Without a volume of its own, a pod gets the ServiceAccount admission's (this secure
+    // test cluster turns it on) and the agent fills it just the same.
+    eventually("the default ServiceAccount", || async {
+        sas.get_opt("default").await.ok()?.map(|_| ())
+    })
+    .await;
+    let bare: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "auto", "namespace": NS},
+        "spec": {
+            "nodeName": NODE,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": BUSYBOX_IMAGE,
+                "command": ["sh", "-c", "exec sleep 3600"]}],
+        },
+    }))
+    .expect("pod");
+    let admitted = pods
+        .create(&PostParams::default(), &bare)
+        .await
+        .expect("create pod auto");
+    let volumes = admitted
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.name.starts_with("kube-api-access-") && v.projected.is_some()),
+        "{volumes:?}"
+    );
+    let auto = container_id(&pods, "auto").await;
+    assert_eq!(
+        exec(&cd, &auto, &["cat", &format!("{MOUNT}/namespace")]).await,
+        NS
+    );
+    assert_eq!(
+        exec(&cd, &auto, &["cat", &format!("{MOUNT}/ca.crt")]).await,
+        ca
+    );
+    let token = exec(&cd, &auto, &["cat", &format!("{MOUNT}/token")]).await;
+    let whoami = kubectl(
+        &cluster,
+        Some(&cluster.user_kubeconfig("auto", pki::Credentials::Token(&token))),
+        &["auth", "whoami"],
+    )
+    .await;
+    assert!(
+        whoami.ok
+            && whoami
+                .stdout
+                .contains("system:serviceaccount:tokens:default"),
+        "{whoami:?}"
+    );
+
     // Teardown: the pods go, then the agent and containerd; nothing may be left.
-    for p in ["web", "late"] {
+    for p in ["web", "late", "auto"] {
         pods.delete(p, &DeleteParams::default())
             .await
             .expect("delete pod");

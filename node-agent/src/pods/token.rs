@@ -116,6 +116,15 @@ impl Tokens {
         }
     }
 
+    /// Makes every cached token due, so the next [`Tokens::get`] asks for a new one (as the
+    /// passing of 80 % of its TTL would; tests cannot wait that long).
+    pub fn mark_due(&self) {
+        let now = Instant::now();
+        for c in self.cache.lock().values_mut() {
+            c.refresh_at = now;
+        }
+    }
+
     /// The earliest time a cached token is due for refresh (the worker syncs by then).
     pub fn next_refresh(&self) -> Option<Instant> {
         self.cache.lock().values().map(|c| c.refresh_at).min()
