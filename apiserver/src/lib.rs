@@ -20,6 +20,7 @@ mod object;
 mod openapi;
 mod proxy;
 pub mod query;
+mod quota;
 pub mod registry;
 pub mod resource;
 pub mod security;

@@ -295,6 +295,11 @@ impl Registry {
         }
     }
 
+    /// The watch cache (quota lookups read from memory).
+    pub(crate) fn cache(&self) -> &Arc<crate::cache::WatchCache> {
+        &self.cache
+    }
+
     /// Installs the admission chain (once; later calls are ignored).
     pub fn set_admission(&self, admission: Arc<dyn Admit>) {
         let _ = self.admission.set(admission);
@@ -519,6 +524,11 @@ impl Registry {
                     .allocate(&mut candidate, is_default)
                     .map_err(|cause| ApiError::invalid(res, &name, vec![cause]))?;
             }
+            if res.info.group.is_empty() && res.info.plural == "resourcequotas" {
+                if let Some(status) = self.quota_status(&candidate) {
+                    candidate["status"] = status;
+                }
+            }
             if opts.dry_run {
                 if is_service {
                     self.allocators.release(&candidate);
@@ -528,11 +538,23 @@ impl Registry {
                     warnings,
                 });
             }
-            match self
+            let charges = match Box::pin(self.charge_quota(res, &candidate, None)).await {
+                Ok(charges) => charges,
+                Err(e) => {
+                    if is_service {
+                        self.allocators.release(&candidate);
+                    }
+                    return Err(e);
+                }
+            };
+            let created = self
                 .storage
                 .create(&res.key(&name), encode(&candidate)?)
-                .await
-            {
+                .await;
+            if created.is_err() {
+                Box::pin(self.refund(&charges)).await;
+            }
+            match created {
                 Ok(rev) => {
                     set_resource_version(&mut candidate, rev);
                     return Ok(Written {
@@ -654,7 +676,7 @@ impl Registry {
                 }
                 return match self.storage.delete(&key, Some(kv.mod_revision)).await {
                     Ok(_) => {
-                        self.after_delete(res, &desired);
+                        self.after_delete(res, &desired).await;
                         Ok(Written {
                             object: desired,
                             warnings,
@@ -670,6 +692,17 @@ impl Registry {
                     warnings,
                 });
             }
+            let is_quota = res.info.group.is_empty() && res.info.plural == "resourcequotas";
+            if is_quota && subresource.is_none() && desired.get("spec") != current.get("spec") {
+                if let Some(status) = self.quota_status(&desired) {
+                    desired["status"] = status;
+                }
+            }
+            let charges = if subresource.is_none() {
+                Box::pin(self.charge_quota(res, &desired, Some(&current))).await?
+            } else {
+                Vec::new()
+            };
             match self
                 .storage
                 .update(&key, encode(&desired)?, kv.mod_revision)
@@ -682,8 +715,14 @@ impl Registry {
                         warnings,
                     });
                 }
-                Err(storage::Error::Conflict { .. }) if client_rv.is_none() => continue,
-                Err(e) => return Err(ApiError::from_storage(res, name, e)),
+                Err(storage::Error::Conflict { .. }) if client_rv.is_none() => {
+                    Box::pin(self.refund(&charges)).await;
+                    continue;
+                }
+                Err(e) => {
+                    Box::pin(self.refund(&charges)).await;
+                    return Err(ApiError::from_storage(res, name, e));
+                }
             }
         }
         Err(ApiError::conflict(res, name))
@@ -755,10 +794,11 @@ impl Registry {
                 .is_some_and(|f| !f.is_empty())
     }
 
-    fn after_delete(&self, res: &Resource, obj: &Value) {
+    async fn after_delete(&self, res: &Resource, obj: &Value) {
         if res.info.group.is_empty() && res.info.kind == "Service" {
             self.allocators.release(obj);
         }
+        Box::pin(self.refund_deleted(res, obj)).await;
     }
 
     /// Deletes an object, or only marks it (graceful pod deletion, finalizers, terminating
@@ -882,7 +922,7 @@ impl Registry {
             }
             match self.storage.delete(&key, Some(kv.mod_revision)).await {
                 Ok(deleted) => {
-                    self.after_delete(res, &current);
+                    self.after_delete(res, &current).await;
                     let mut obj = current;
                     set_resource_version(&mut obj, deleted.mod_revision);
                     return Ok((obj, true));

@@ -131,6 +131,18 @@ impl Admit for Chain {
         if is_pod && subresource.is_none() && old.is_none() && self.security.is_some() {
             self.service_account(res, &namespace, &name, obj)?;
         }
+        let is_pvc = res.info.group.is_empty() && res.info.plural == "persistentvolumeclaims";
+        if (is_pod || is_pvc) && subresource.is_none() && old.is_none() {
+            let ranges = self.limit_ranges(&namespace);
+            if !ranges.is_empty() {
+                let checked = if is_pod {
+                    admission::limit_ranger::apply_to_pod(obj, &ranges)
+                } else {
+                    admission::limit_ranger::check_pvc(obj, &ranges)
+                };
+                checked.map_err(|reason| ApiError::forbidden(res, &name, &reason))?;
+            }
+        }
         if is_pod && subresource.is_none() {
             let policy = self.pod_security_policy(&namespace);
             let outcome = admission::pod_security::check_pod(&policy, obj);
@@ -262,6 +274,22 @@ impl Chain {
         }
         authz::node_restriction::admit(request)
             .map_err(|reason| ApiError::forbidden(res, request.name, &reason))
+    }
+
+    fn limit_ranges(
+        &self,
+        namespace: &str,
+    ) -> Vec<api_types::k8s_openapi::api::core::v1::LimitRange> {
+        find("", "limitranges", Some(namespace))
+            .map(|r| {
+                self.cache
+                    .list(&r.prefix())
+                    .0
+                    .iter()
+                    .filter_map(|o| serde_json::from_slice(&o.json).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn pod_security_policy(&self, namespace: &str) -> admission::pod_security::NamespacePolicy {

@@ -212,7 +212,7 @@ async fn reconcile_defaults(state: &Arc<State>) -> Result<(), String> {
                     let result = state
                         .registry
                         .update_with(&resource, &name, None, &WriteOptions::default(), |cur| {
-                            let mut next = cur.clone();
+                            let mut next = unversioned(cur);
                             for f in &fields {
                                 match desired.get(*f) {
                                     Some(v) => next[*f] = v.clone(),
@@ -260,7 +260,7 @@ fn spawn_aggregation(state: &Arc<State>) {
                 let result = state
                     .registry
                     .update_with(&resource, &name, None, &WriteOptions::default(), |cur| {
-                        let mut next = cur.clone();
+                        let mut next = unversioned(cur);
                         next["rules"] = rules.clone();
                         Ok(next)
                     })
@@ -284,4 +284,14 @@ fn spawn_aggregation(state: &Arc<State>) {
             }
         }
     });
+}
+
+/// `obj` without its resourceVersion: an update transform that returns it lets the registry
+/// retry on conflict instead of failing as a client-named precondition would.
+fn unversioned(obj: &Value) -> Value {
+    let mut next = obj.clone();
+    if let Some(m) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    next
 }
