@@ -278,6 +278,29 @@ async fn service_account_tokens_and_pod_security() {
         cluster.must(&["delete", "serviceaccount", "robot"]);
         assert!(unauthorized(&cluster.kubectl_as(&robot, &["get", "pods"])), "a token of a deleted account");
 
+        // Bootstrap tokens (how a new node joins): the Secret in kube-system names the token.
+        let bootstrap = |id: &str, expiration: &str| {
+            let path = cluster.dir().join(format!("bootstrap-{id}.yaml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bootstrap-token-{id}\n  namespace: kube-system\ntype: bootstrap.kubernetes.io/token\nstringData:\n  token-id: {id}\n  token-secret: 0123456789abcdef\n  usage-bootstrap-authentication: \"true\"\n  auth-extra-groups: system:bootstrappers:coxswain:default-node-token\n  expiration: {expiration}\n"
+                ),
+            )
+            .expect("write");
+            cluster.must(&["create", "-f", path.to_str().expect("utf-8")]);
+        };
+        bootstrap("abcdef", "2999-01-01T00:00:00Z");
+        bootstrap("expire", "2000-01-01T00:00:00Z");
+        let joining = cluster.user_kubeconfig("joiner", pki::Credentials::Token("abcdef.0123456789abcdef"));
+        let whoami = cluster.kubectl_as(&joining, &["auth", "whoami"]);
+        assert!(whoami.ok && whoami.stdout.contains("system:bootstrap:abcdef"), "{whoami:?}");
+        assert!(whoami.stdout.contains("system:bootstrappers:coxswain:default-node-token"), "{whoami:?}");
+        let wrong = cluster.user_kubeconfig("wrong", pki::Credentials::Token("abcdef.0123456789abcdee"));
+        assert!(unauthorized(&cluster.kubectl_as(&wrong, &["auth", "whoami"])));
+        let expired = cluster.user_kubeconfig("expired", pki::Credentials::Token("expire.0123456789abcdef"));
+        assert!(unauthorized(&cluster.kubectl_as(&expired, &["auth", "whoami"])));
+
         // PodSecurity: a restricted namespace refuses a privileged pod with upstream's message.
         cluster.must(&["create", "namespace", "locked"]);
         cluster.must(&["label", "namespace", "locked", "pod-security.kubernetes.io/enforce=restricted"]);
@@ -351,4 +374,58 @@ async fn secrets_are_ciphertext_in_etcd() {
         .await
         .expect("raw configmap");
     assert!(String::from_utf8_lossy(&cm.value).contains("blue-plaintext"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_on_the_secure_port_never_crashes_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start_secure(Backend::Embedded, "").await;
+    let port: u16 = cluster
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    // Not TLS at all; a TLS record header announcing 16 MB; half a handshake, then silence.
+    let garbage: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0xff, 0xff, 0xff],
+        &[
+            0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03, 0x03,
+        ],
+    ];
+    for bytes in garbage {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let _ = conn.write_all(bytes).await;
+        let mut buf = [0u8; 256];
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await;
+    }
+    // A real TLS client with a 1 MB header and with a garbage token.
+    let pki = cluster.pki.as_ref().expect("secure");
+    let tls = pki::client_config(pki.ca.cert_pem(), None).expect("client config");
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    for request in [
+        format!("GET /version HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20)),
+        "GET /api/v1/pods HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \u{1}\u{2}...\r\nConnection: close\r\n\r\n".to_string(),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut conn = connector.connect(name, tcp).await.expect("handshake");
+        let _ = conn.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+        let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).to_string();
+        assert!(
+            head.is_empty() || head.starts_with("HTTP/1.1 4"),
+            "a 4xx or a closed connection: {head:?}"
+        );
+    }
+    // Still serving.
+    tokio::task::spawn_blocking(move || {
+        cluster.must(&["get", "namespaces"]);
+    })
+    .await
+    .expect("kubectl");
 }
