@@ -1,8 +1,9 @@
 //! The node agent's streaming port in a secure cluster, as kubelet's: HTTPS with a node
 //! serving certificate, callers authenticated by client certificate or bearer token
-//! (TokenReview) and authorized by a SubjectAccessReview on `nodes/proxy`. `kubectl logs` and
-//! `kubectl exec` still work through the API server (which presents its kubelet client
-//! certificate); direct callers get 401 without credentials, 403 without RBAC rights.
+//! (TokenReview) and authorized by a SubjectAccessReview on `nodes/proxy`. `kubectl logs`,
+//! `exec` (with stdin) and `port-forward` still work through the API server (which presents
+//! its kubelet client certificate); direct callers get 401 without (valid) credentials, 403
+//! without RBAC rights, and what RBAC grants otherwise.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,7 +149,7 @@ spec:
   containers:
   - name: main
     image: {BUSYBOX_IMAGE}
-    command: ["sh", "-c", "echo hello-over-tls; exec sleep 3600"]
+    command: ["sh", "-c", "mkdir -p /www && echo forwarded-over-tls > /www/index.html && httpd -p 8080 -h /www && echo hello-over-tls && exec sleep 3600"]
 "#
     )
 }
@@ -191,6 +192,40 @@ async fn the_streaming_port_is_https_and_authorizes_callers() {
     .await;
     let out = must(&cluster, &["exec", "p", "--", "echo", "exec-over-tls"]).await;
     assert_eq!(out.trim(), "exec-over-tls");
+    // stdin, and its end, cross the TLS hop (cat exits only when stdin closes).
+    let run = {
+        let c = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            c.kubectl_stdin(&["exec", "-i", "p", "--", "cat"], Some("stdin-over-tls\n"))
+        })
+        .await
+        .expect("kubectl task")
+    };
+    assert!(run.ok, "{run:?}");
+    assert_eq!(run.stdout, "stdin-over-tls\n");
+    // port-forward, then a GET through it.
+    let (mut pf, lines) = cluster.kubectl_lines(&["port-forward", "pod/p", ":8080"]);
+    let line = tokio::task::spawn_blocking(move || {
+        lines
+            .recv_timeout(HANG)
+            .expect("kubectl port-forward prints where it listens")
+    })
+    .await
+    .expect("port-forward line");
+    let local: u16 = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
+    let body = reqwest::get(format!("http://127.0.0.1:{local}/index.html"))
+        .await
+        .expect("GET through the port-forward")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body.trim(), "forwarded-over-tls");
+    let _ = pf.kill();
+    let _ = pf.wait();
 
     // (b) Straight to the agent.
     let logs = "/containerLogs/default/p/main";
