@@ -244,6 +244,31 @@ async fn pods_get_a_bound_service_account_token_the_ca_and_their_namespace() {
         )
     );
 
+    // ... and kubelet's Warning event on the pod, once (not once per retry).
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), NS);
+    let failed = eventually("a FailedMount event for pod late", || async {
+        let found: Vec<_> = events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some("late")
+                    && e.reason.as_deref() == Some("FailedMount")
+            })
+            .collect();
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(failed[0].message.as_deref(), Some(message.as_str()));
+    assert_eq!(
+        failed[0].source.as_ref().and_then(|s| s.host.as_deref()),
+        Some(NODE)
+    );
+
     // Inside the container: the three files.
     let id = container_id(&pods, "web").await;
     let ls = exec(&cd, &id, &["ls", MOUNT]).await;

@@ -50,6 +50,9 @@ struct WorkerState {
     killing: std::collections::HashSet<String>,
     /// The pod's projected ServiceAccount tokens, reused until due for refresh.
     tokens: super::token::Tokens,
+    /// The volume failure last reported as a `FailedMount` Event (one Event per distinct
+    /// message, not one per retry).
+    mount_error: Option<String>,
 }
 
 pub(crate) async fn run(
@@ -520,6 +523,14 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
         )
         .await
     };
+    match &volumes {
+        Err(m) if st.mount_error.as_ref() != Some(m) => {
+            record_event(ctx, pod, "Warning", "FailedMount", m).await;
+            st.mount_error = Some(m.clone());
+        }
+        Ok(_) => st.mount_error = None,
+        Err(_) => {}
+    }
     // A projected token due for refresh is rewritten by the sync at that time.
     if let Some(at) = st.tokens.next_refresh() {
         next = next.min(at.saturating_duration_since(Instant::now()).max(RETRY));
@@ -985,6 +996,58 @@ async fn remove_container(ctx: &Ctx, id: &str) {
     }
     if let Some(log) = log.filter(|l| !l.is_empty()) {
         let _ = std::fs::remove_file(log);
+    }
+}
+
+/// Writes a core/v1 Event about the pod as kubelet does (source `kubelet` on this node), so
+/// `kubectl describe pod` shows it. Best effort: a failure is logged only.
+async fn record_event(ctx: &Ctx, pod: &Pod, type_: &str, reason: &str, message: &str) {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let node = ctx.config.layout.node_name.clone();
+    let ns = spec::namespace(pod).to_string();
+    let event = Event {
+        metadata: ObjectMeta {
+            // Upstream's `<object>.<unix nanos in hex>`.
+            name: Some(format!("{}.{:x}", spec::name(pod), now.as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(spec::name(pod).to_string()),
+            namespace: Some(ns.clone()),
+            uid: Some(spec::uid(pod).to_string()),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.clone()),
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: Some(MicroTime(now)),
+        count: Some(1),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.writer.client.clone(), &ns);
+    if let Err(error) = ctx
+        .writer
+        .write(
+            "event",
+            api.create(&kube::api::PostParams::default(), &event),
+        )
+        .await
+    {
+        tracing::debug!(%error, reason, "could not record the event");
     }
 }
 
