@@ -95,6 +95,15 @@ struct Args {
     /// Allow privileged containers.
     #[arg(long)]
     allow_privileged: bool,
+    /// The streaming server's certificate (kubelet's flag): with it and --tls-private-key-file
+    /// the port serves HTTPS and authenticates and authorizes every caller.
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA that signs callers' client certificates (the cluster CA).
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
     /// Images to import into containerd before starting (OCI tarballs), e.g. the ones
     /// `deploy/images/build.sh` builds.
     #[arg(long = "import-image", value_name = "TARBALL")]
@@ -127,6 +136,26 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let tls = match (&args.tls_cert_file, &args.tls_private_key_file, &args.client_ca_file) {
+        (Some(cert), Some(key), Some(ca)) => Some(node_agent::agent::AgentTls {
+            serving: pki::CertKey {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+            },
+            client_ca_pem: read(ca)?,
+        }),
+        _ => None,
+    };
+    if tls.is_none() && args.simulate.is_none() && !args.bind_address.is_loopback() {
+        anyhow::bail!(
+            "refusing to serve logs and exec without authentication on {}: pass \
+             --tls-cert-file, --tls-private-key-file and --client-ca-file, or bind loopback",
+            args.bind_address
+        );
+    }
     let client = client(&args).await?;
     let metrics = Arc::new(Metrics::new()?);
     let (addr, _server) = node_agent::metrics::serve(
@@ -175,10 +204,10 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("importing {}", tarball.display()))?;
         tracing::info!(image = ?names, "imported");
     }
-    // The API server reaches the streaming server at the node's InternalIP. That server has
-    // no authentication until the security issue lands, so it listens on loopback by default,
-    // and a node without an explicit --node-ip then advertises that loopback address (a
-    // one-machine cluster); with --node-ip elsewhere, logs/exec need --bind-address to match.
+    // The API server reaches the streaming server at the node's InternalIP. Without TLS it
+    // listens on loopback only, and a node without an explicit --node-ip then advertises that
+    // loopback address (a one-machine cluster); with --node-ip elsewhere, logs/exec need
+    // --bind-address to match.
     let node_ip = match (&args.node_ip, args.bind_address.is_loopback()) {
         (None, true) => Some(args.bind_address.to_string()),
         (Some(ip), true) if ip.parse::<IpAddr>().is_ok_and(|ip| !ip.is_loopback()) => {
@@ -205,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_in_flight = args.max_in_flight;
     config.allow_privileged = args.allow_privileged;
     config.server_addr = Some(SocketAddr::new(args.bind_address, args.port));
+    config.tls = tls;
     let mut agent = node_agent::agent::start(client, config, metrics)
         .await
         .context("starting the node agent")?;
