@@ -139,7 +139,11 @@ async fn main() -> anyhow::Result<()> {
     let read = |p: &PathBuf| {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
-    let tls = match (&args.tls_cert_file, &args.tls_private_key_file, &args.client_ca_file) {
+    let tls = match (
+        &args.tls_cert_file,
+        &args.tls_private_key_file,
+        &args.client_ca_file,
+    ) {
         (Some(cert), Some(key), Some(ca)) => Some(node_agent::agent::AgentTls {
             serving: pki::CertKey {
                 cert_pem: read(cert)?,
