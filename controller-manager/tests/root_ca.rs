@@ -1,6 +1,7 @@
 //! The root-ca-cert-publisher against a real in-process API server: every namespace, the
 //! ones that exist at start and one created later, gets `kube-root-ca.crt` with the CA; a
-//! deleted or edited one is put back, and other ConfigMaps are left alone.
+//! deleted or edited one is put back, other ConfigMaps are left alone, and a namespace being
+//! deleted is not refilled (its deletion completes).
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,7 +37,7 @@ impl Drop for Task {
 
 fn start_publisher(c: &Cluster, root_ca: Option<&str>) -> Task {
     let mut config = controller_manager::Config::new(client(c));
-    config.controllers = vec!["root-ca-cert-publisher".into()];
+    config.controllers = vec!["root-ca-cert-publisher".into(), "namespace".into()];
     config.root_ca_pem = root_ca.map(str::to_string);
     Task(tokio::spawn(async move {
         if let Err(e) = controller_manager::run(config, std::future::pending(), |_| {}).await {
@@ -151,4 +152,15 @@ async fn every_namespace_gets_the_root_ca_and_keeps_it() {
             .map(String::as_str),
         Some("b")
     );
+
+    // A namespace being deleted is left alone, so its deletion completes.
+    namespaces
+        .delete("later", &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    eventually("namespace later to be gone", || async {
+        matches!(namespaces.get("later").await, Err(kube::Error::Api(s)) if s.code == 404)
+            .then_some(())
+    })
+    .await;
 }
