@@ -192,7 +192,7 @@ fn security(
         api_audiences: args.api_audiences.clone(),
         authorization_modes: args.authorization_mode.clone(),
         anonymous_auth: args.anonymous_auth,
-        mount_service_account_tokens: false,
+        mount_service_account_tokens: true,
         kubelet_client: Some(kubelet_client),
         kubelet_ca_pem: Some(kubelet_ca_pem),
     };

@@ -12,6 +12,8 @@ use std::time::Duration;
 use apiserver::{Config, Running, StorageConfig};
 use storage::testing::EtcdServer;
 
+pub mod multinode;
+
 /// The kubectl the tests pin: 1.32 as bundled next to the dispatcher at /usr/bin/kubectl.
 /// `/usr/bin/kubectl` itself would pick the same from `/version`; pinning it makes a wrong
 /// `/version` fail loudly instead of silently testing another kubectl.
@@ -123,8 +125,6 @@ impl Cluster {
             let token_file = dir.path().join("tokens.csv");
             std::fs::write(&token_file, tokens).expect("write the token file");
             security.token_auth_file = Some(token_file);
-            // The API-only cluster runs no pods: the admission's volume is checkable as is.
-            security.mount_service_account_tokens = true;
             pki = Some(generated);
             security
         });

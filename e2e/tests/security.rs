@@ -82,6 +82,21 @@ async fn rbac_with_kubectl_over_tls() {
             "{escalate:?}"
         );
 
+        // A ClusterRole of the admin's own, aggregated into from labelled roles.
+        let aggregated = cluster.dir().join("aggregated.yaml");
+        std::fs::write(
+            &aggregated,
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: monitoring\naggregationRule:\n  clusterRoleSelectors:\n  - matchLabels:\n      example.com/aggregate-to-monitoring: \"true\"\nrules: []\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: monitoring-endpoints\n  labels:\n    example.com/aggregate-to-monitoring: \"true\"\nrules:\n- apiGroups: [\"\"]\n  resources: [endpoints]\n  verbs: [get, list, watch]\n",
+        )
+        .expect("write");
+        cluster.must(&["create", "-f", aggregated.to_str().expect("utf-8")]);
+        eventually("monitoring aggregates monitoring-endpoints", || {
+            cluster
+                .kubectl(&["get", "clusterrole", "monitoring", "-o", "jsonpath={.rules[0].resources[0]}"])
+                .stdout
+                == "endpoints"
+        });
+
         // Bad credentials are 401, never a crash.
         let garbage = cluster.user_kubeconfig("mallory", pki::Credentials::Token("not-a-token"));
         assert!(unauthorized(&cluster.kubectl_as(&garbage, &["get", "pods"])));
@@ -311,6 +326,21 @@ async fn service_account_tokens_and_pod_security() {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: root\n  namespace: locked\nspec:\n  containers:\n  - name: c\n    image: busybox\n    securityContext:\n      privileged: true\n",
         )
         .expect("write");
+        // warn=baseline elsewhere: the pod is admitted, kubectl prints the warning.
+        cluster.must(&["create", "namespace", "watched"]);
+        cluster.must(&["label", "namespace", "watched", "pod-security.kubernetes.io/warn=baseline"]);
+        cluster.must(&["create", "serviceaccount", "default", "-n", "watched"]);
+        let warned = cluster.kubectl(&["create", "-f", pod.to_str().expect("utf-8"), "-n", "watched"]);
+        assert!(!warned.ok, "the manifest names namespace locked: {warned:?}");
+        let relaxed = cluster.dir().join("privileged-watched.yaml");
+        std::fs::write(&relaxed, std::fs::read_to_string(&pod).expect("read").replace("namespace: locked", "namespace: watched")).expect("write");
+        let warned = cluster.kubectl(&["create", "-f", relaxed.to_str().expect("utf-8")]);
+        assert!(warned.ok, "{warned:?}");
+        assert!(
+            warned.stderr.contains(r#"Warning: would violate PodSecurity "baseline:latest": privileged (container "c" must not set securityContext.privileged=true)"#),
+            "{warned:?}"
+        );
+
         let refused = cluster.kubectl(&["create", "-f", pod.to_str().expect("utf-8")]);
         assert!(!refused.ok);
         assert!(

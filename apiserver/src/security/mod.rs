@@ -69,8 +69,8 @@ pub struct SecurityConfig {
     /// endpoints (and nothing else, whatever RBAC says).
     pub anonymous_auth: bool,
     /// Whether the ServiceAccount admission adds the projected `kube-api-access-*` volume
-    /// (it always sets `serviceAccountName` and checks the account exists). Off until every
-    /// node agent in the cluster can project ServiceAccount tokens.
+    /// (it always sets `serviceAccountName` and checks the account exists); on by default,
+    /// off for clusters whose node agents cannot project tokens.
     pub mount_service_account_tokens: bool,
     /// `--kubelet-client-certificate` / `--kubelet-client-key`: presented to node agents when
     /// proxying logs, exec, attach and port-forward. With it, node agents are dialled over
@@ -341,7 +341,7 @@ impl SecurityConfig {
             api_audiences: Vec::new(),
             authorization_modes: vec![AuthorizationMode::Node, AuthorizationMode::Rbac],
             anonymous_auth: true,
-            mount_service_account_tokens: false,
+            mount_service_account_tokens: true,
             kubelet_client: Some(pki.kubelet_client.clone()),
             kubelet_ca_pem: Some(pki.ca.cert_pem().to_string()),
         }
