@@ -109,6 +109,7 @@ fn typed_kinds(generator: &mut SchemaGenerator) -> Vec<Typed> {
         authorization::v1::SelfSubjectAccessReview,
         authorization::v1::SelfSubjectRulesReview,
         authorization::v1::SubjectAccessReview,
+        certificates::v1::CertificateSigningRequest,
         networking::v1::Ingress,
         networking::v1::NetworkPolicy,
         scheduling::v1::PriorityClass,

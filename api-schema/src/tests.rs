@@ -57,7 +57,10 @@ fn index_lists_every_group_version() {
 #[test]
 fn every_resource_has_a_patch_operation_kubectl_accepts() {
     // Create-only kinds (the reviews) have no PATCH, as upstream.
-    for r in RESOURCES.iter().filter(|r| r.verbs.contains(&api_types::resources::Verb::Patch)) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.verbs.contains(&api_types::resources::Verb::Patch))
+    {
         let doc = v3(&gv_key(r.group, r.version));
         let paths = doc["paths"].as_object().expect("paths");
         let want = json!({"group": r.group, "version": r.version, "kind": r.kind});

@@ -578,6 +578,22 @@ pub static RESOURCES: &[ResourceInfo] = &[
             false,
         )
     },
+    // certificates.k8s.io/v1
+    ResourceInfo {
+        short_names: &["csr"],
+        subresources: &[
+            sub("approval", "CertificateSigningRequest", GET_PATCH_UPDATE),
+            status("CertificateSigningRequest"),
+        ],
+        ..res(
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            false,
+        )
+    },
     // networking.k8s.io/v1
     ResourceInfo {
         short_names: &["ing"],
@@ -784,6 +800,7 @@ mod tests {
             authorization::v1::SelfSubjectAccessReview,
             authorization::v1::SelfSubjectRulesReview,
             authorization::v1::SubjectAccessReview,
+            certificates::v1::CertificateSigningRequest,
             networking::v1::Ingress,
             networking::v1::NetworkPolicy,
             scheduling::v1::PriorityClass,
@@ -974,6 +991,7 @@ mod tests {
                 "rbac.authorization.k8s.io",
                 "authentication.k8s.io",
                 "authorization.k8s.io",
+                "certificates.k8s.io",
                 "networking.k8s.io",
                 "scheduling.k8s.io",
                 "storage.k8s.io",
@@ -1006,6 +1024,10 @@ mod tests {
             ["clusterroles.rbac.authorization.k8s.io"]
         );
         assert_eq!(resolved("endpoints"), ["endpoints."]);
+        assert_eq!(
+            resolved("csr"),
+            ["certificatesigningrequests.certificates.k8s.io"]
+        );
         assert!(resolve("deployments.batch").is_empty());
         assert!(resolve("nope").is_empty());
         assert!(resolve("").is_empty());

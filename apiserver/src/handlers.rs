@@ -311,7 +311,7 @@ async fn object_request(
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
-        (Method::GET, Some(name), Some("status")) => {
+        (Method::GET, Some(name), Some("status" | "approval")) => {
             let obj = registry.get(&res, &name).await?;
             Ok(json_response(StatusCode::OK, &obj))
         }
@@ -332,7 +332,11 @@ async fn object_request(
             let binding = decode_body(headers, &body)?;
             bind(&state, &res, &name, binding, &write_options(&q)?).await
         }
-        (Method::PUT, Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
+        (
+            Method::PUT,
+            Some(name),
+            sub @ (None | Some("status") | Some("finalize") | Some("approval")),
+        ) => {
             let opts = write_options(&q)?;
             let desired = decode_body(headers, &body)?;
             let Written { object, warnings } = registry
@@ -346,7 +350,7 @@ async fn object_request(
         (Method::PUT | Method::PATCH, Some(name), Some("scale")) => {
             scale(&state, &res, &name, headers, &q, &body).await
         }
-        (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+        (Method::PATCH, Some(name), sub @ (None | Some("status") | Some("approval"))) => {
             let opts = write_options(&q)?;
             let patch = Patch::decode(headers, &body)?;
             let Written { object, warnings } = registry

@@ -746,6 +746,17 @@ impl Registry {
                 }
                 out
             }
+            // CertificateSigningRequest approval: only status.conditions, as upstream's
+            // approval strategy (`strategy::certificate_request_merge` adds timestamps).
+            Some("approval") => {
+                let mut out = current.clone();
+                if let Some(conditions) = desired.pointer("/status/conditions") {
+                    out["status"]["conditions"] = conditions.clone();
+                } else if let Some(s) = out.get_mut("status").and_then(Value::as_object_mut) {
+                    s.remove("conditions");
+                }
+                out
+            }
             Some("finalize") => {
                 let mut out = current.clone();
                 if let Some(f) = desired.pointer("/spec/finalizers") {
@@ -766,6 +777,9 @@ impl Registry {
                 out
             }
         };
+        if res.info.group == "certificates.k8s.io" {
+            strategy::certificate_request_merge(subresource, current, &mut out);
+        }
         let m = meta_mut(&mut out);
         for field in [
             "name",

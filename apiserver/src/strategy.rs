@@ -99,6 +99,7 @@ pub fn for_kind(info: &ResourceInfo) -> &'static dyn Strategy {
         ("batch", "Job") => &Job,
         ("batch", "CronJob") => &CronJob,
         ("rbac.authorization.k8s.io", _) => &Rbac,
+        ("certificates.k8s.io", "CertificateSigningRequest") => &CertificateSigningRequest,
         _ => &Generic,
     }
 }
@@ -818,9 +819,354 @@ impl Strategy for CronJob {
     }
 }
 
+/// certificates.k8s.io/v1 CertificateSigningRequest (upstream's `pkg/registry/certificates`
+/// strategy and `pkg/apis/certificates/validation`). The requestor fields of the spec are
+/// set by admission from the caller.
+struct CertificateSigningRequest;
+
+/// Every `spec.usages` value upstream accepts.
+const KEY_USAGES: &[&str] = &[
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+];
+
+/// Decodes a `[]byte` field (base64 in JSON).
+fn bytes_at(obj: &Value, pointer: &str) -> Option<Result<Vec<u8>, ()>> {
+    use base64::Engine as _;
+    let s = obj.pointer(pointer)?.as_str()?;
+    Some(
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|_| ()),
+    )
+}
+
+fn conditions(obj: &Value) -> &[Value] {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn condition_type(c: &Value) -> &str {
+    c.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+impl Strategy for CertificateSigningRequest {
+    fn path_segment_names(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        match bytes_at(obj, "/spec/request") {
+            None => errs.push(required("spec.request")),
+            Some(Err(())) => errs.push(invalid(
+                "spec.request",
+                &Value::from("[]byte{...}"),
+                "not base64",
+            )),
+            Some(Ok(bytes)) => {
+                let parsed = std::str::from_utf8(&bytes)
+                    .map_err(|_| "PEM block type must be CERTIFICATE REQUEST".to_string())
+                    .and_then(|pem| {
+                        if !pem.contains("-----BEGIN CERTIFICATE REQUEST-----") {
+                            return Err("PEM block type must be CERTIFICATE REQUEST".to_string());
+                        }
+                        pki::parse_csr(pem).map_err(|e| e.to_string())
+                    });
+                if let Err(why) = parsed {
+                    errs.push(invalid("spec.request", &Value::from("[]byte{...}"), &why));
+                }
+            }
+        }
+        match obj.pointer("/spec/signerName").and_then(Value::as_str) {
+            None | Some("") => errs.push(required("spec.signerName")),
+            Some(signer) => {
+                let (domain, path) = signer.split_once('/').unwrap_or((signer, ""));
+                if path.is_empty() || !is_dns_subdomain(domain) || path.len() > 571 {
+                    errs.push(invalid(
+                        "spec.signerName",
+                        &Value::from(signer),
+                        "must be a fully qualified domain and path of the form 'example.com/signer-name'",
+                    ));
+                }
+            }
+        }
+        let usages = obj
+            .pointer("/spec/usages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if usages.is_empty() {
+            errs.push((
+                "spec.usages".into(),
+                "Required value: usages must be provided".into(),
+                "FieldValueRequired".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in usages.iter().enumerate() {
+            let s = u.as_str().unwrap_or("");
+            if !KEY_USAGES.contains(&s) {
+                errs.push((
+                    format!("spec.usages[{i}]"),
+                    format!("Unsupported value: {u}"),
+                    "FieldValueNotSupported".into(),
+                ));
+            } else if !seen.insert(s) {
+                errs.push((
+                    format!("spec.usages[{i}]"),
+                    format!("Duplicate value: {u}"),
+                    "FieldValueDuplicate".into(),
+                ));
+            }
+        }
+        if let Some(secs) = obj.pointer("/spec/expirationSeconds") {
+            if secs.as_i64().is_some_and(|s| s < 600) {
+                errs.push(invalid(
+                    "spec.expirationSeconds",
+                    secs,
+                    "may not specify a duration less than 600 seconds (10 minutes)",
+                ));
+            }
+        }
+        let mut types = std::collections::HashSet::new();
+        for (i, c) in conditions(obj).iter().enumerate() {
+            let t = condition_type(c);
+            let at = format!("status.conditions[{i}]");
+            if t.is_empty() {
+                errs.push(required(&format!("{at}.type")));
+                continue;
+            }
+            if matches!(t, "Approved" | "Denied" | "Failed") && !types.insert(t.to_string()) {
+                errs.push((
+                    format!("{at}.type"),
+                    format!("Duplicate value: \"{t}\""),
+                    "FieldValueDuplicate".into(),
+                ));
+            }
+            let status = c.get("status").and_then(Value::as_str).unwrap_or("");
+            if matches!(t, "Approved" | "Denied") && status != "True" {
+                errs.push((
+                    format!("{at}.status"),
+                    format!("Unsupported value: \"{status}\": supported values: \"True\""),
+                    "FieldValueNotSupported".into(),
+                ));
+            }
+        }
+        if types.contains("Approved") && types.contains("Denied") {
+            errs.push(invalid(
+                "status.conditions",
+                &Value::from("[]certificates.CertificateSigningRequestCondition{...}"),
+                "Approved and Denied conditions are mutually exclusive",
+            ));
+        }
+        if let Some(cert) = bytes_at(obj, "/status/certificate") {
+            let ok = cert.ok().is_some_and(|b| {
+                b.is_empty()
+                    || std::str::from_utf8(&b)
+                        .is_ok_and(|s| s.contains("-----BEGIN CERTIFICATE-----"))
+            });
+            if !ok {
+                errs.push(invalid(
+                    "status.certificate",
+                    &Value::from("<certificate data>"),
+                    "must contain at least one CERTIFICATE PEM block",
+                ));
+            }
+        }
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<Cause>) {
+        immutable(new, old, "/spec", "spec", errs);
+        for t in ["Approved", "Denied"] {
+            let had = conditions(old).iter().any(|c| condition_type(c) == t);
+            let has = conditions(new).iter().any(|c| condition_type(c) == t);
+            if had && !has {
+                errs.push(forbidden(
+                    "status.conditions",
+                    &format!("updates may not remove a condition of type \"{t}\""),
+                ));
+            }
+        }
+        let old_cert = old.pointer("/status/certificate").and_then(Value::as_str);
+        let new_cert = new.pointer("/status/certificate").and_then(Value::as_str);
+        if old_cert.is_some_and(|c| !c.is_empty()) && new_cert != old_cert {
+            errs.push(forbidden(
+                "status.certificate",
+                "updates may not modify existing certificate content",
+            ));
+        }
+    }
+}
+
+/// What `/status` and `/approval` of a CertificateSigningRequest may change, on top of the
+/// generic subresource merge: `/status` keeps the stored Approved/Denied conditions (only
+/// `/approval` decides), and both fill in missing condition timestamps as upstream does.
+pub fn certificate_request_merge(subresource: Option<&str>, current: &Value, out: &mut Value) {
+    if !matches!(subresource, Some("status" | "approval")) {
+        return;
+    }
+    let old = conditions(current).to_vec();
+    let mut new: Vec<Value> = conditions(out).to_vec();
+    if subresource == Some("status") {
+        new.retain(|c| !matches!(condition_type(c), "Approved" | "Denied"));
+        new.extend(
+            old.iter()
+                .filter(|c| matches!(condition_type(c), "Approved" | "Denied"))
+                .cloned(),
+        );
+    }
+    let now = crate::object::now_rfc3339();
+    for c in &mut new {
+        let Some(m) = c.as_object_mut() else {
+            continue;
+        };
+        let same_type = old.iter().find(|o| o.get("type") == m.get("type")).cloned();
+        let empty = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v == "");
+        if empty(m.get("lastUpdateTime")) {
+            let kept = same_type
+                .as_ref()
+                .filter(|o| {
+                    o.get("status") == m.get("status")
+                        && o.get("reason") == m.get("reason")
+                        && o.get("message") == m.get("message")
+                })
+                .and_then(|o| o.get("lastUpdateTime").cloned());
+            m.insert("lastUpdateTime".into(), kept.unwrap_or_else(|| json!(now)));
+        }
+        if empty(m.get("lastTransitionTime")) {
+            let kept = same_type
+                .as_ref()
+                .filter(|o| o.get("status") == m.get("status"))
+                .and_then(|o| o.get("lastTransitionTime").cloned());
+            m.insert(
+                "lastTransitionTime".into(),
+                kept.unwrap_or_else(|| json!(now)),
+            );
+        }
+    }
+    if new.is_empty() {
+        if let Some(status) = out.get_mut("status").and_then(Value::as_object_mut) {
+            status.remove("conditions");
+        }
+    } else if let Some(status) = out.as_object_mut().map(|m| {
+        m.entry("status")
+            .or_insert_with(|| Value::Object(Map::new()))
+    }) {
+        if let Some(s) = status.as_object_mut() {
+            s.insert("conditions".into(), Value::Array(new));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn csr(request: &str) -> Value {
+        use base64::Engine as _;
+        json!({
+            "metadata": {"name": "c"},
+            "spec": {
+                "request": base64::engine::general_purpose::STANDARD.encode(request),
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "usages": ["digital signature", "client auth"],
+            },
+        })
+    }
+
+    fn csr_causes(obj: &Value, old: Option<&Value>) -> Vec<String> {
+        let mut errs = Vec::new();
+        CertificateSigningRequest.validate(obj, &mut errs);
+        if let Some(old) = old {
+            CertificateSigningRequest.validate_update(obj, old, &mut errs);
+        }
+        errs.into_iter()
+            .map(|(f, m, _)| format!("{f}: {m}"))
+            .collect()
+    }
+
+    #[test]
+    fn certificate_signing_requests() {
+        let (pem, _) = pki::generate_csr("system:node:n1", Some("system:nodes")).unwrap();
+        let good = csr(&pem);
+        assert!(
+            csr_causes(&good, None).is_empty(),
+            "{:?}",
+            csr_causes(&good, None)
+        );
+        let bad = csr("not a csr");
+        assert!(csr_causes(&bad, None)[0].contains("PEM block type must be CERTIFICATE REQUEST"));
+        let mut no_signer = good.clone();
+        no_signer["spec"]["signerName"] = json!("");
+        no_signer["spec"]["usages"] = json!(["client auth", "client auth", "bogus"]);
+        let causes = csr_causes(&no_signer, None);
+        assert!(
+            causes.contains(&"spec.signerName: Required value".to_string()),
+            "{causes:?}"
+        );
+        assert!(causes
+            .iter()
+            .any(|c| c.starts_with("spec.usages[1]: Duplicate")));
+        assert!(causes
+            .iter()
+            .any(|c| c.starts_with("spec.usages[2]: Unsupported")));
+
+        // Approval: conditions only, with timestamps; /status cannot touch the decision.
+        let mut approved = good.clone();
+        approved["status"] =
+            json!({"conditions": [{"type": "Approved", "status": "True", "reason": "R"}]});
+        let mut out = good.clone();
+        out["status"] = approved["status"].clone();
+        certificate_request_merge(Some("approval"), &good, &mut out);
+        assert!(out["status"]["conditions"][0]["lastUpdateTime"].is_string());
+        assert!(csr_causes(&out, Some(&good)).is_empty());
+        let mut both = out.clone();
+        both["status"]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "Denied", "status": "True"}));
+        assert!(csr_causes(&both, Some(&out))
+            .iter()
+            .any(|c| c.contains("mutually exclusive")));
+        let mut status_write = out.clone();
+        status_write["status"]["conditions"] = json!([]);
+        status_write["status"]["certificate"] = json!("LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==");
+        certificate_request_merge(Some("status"), &out, &mut status_write);
+        assert_eq!(status_write["status"]["conditions"][0]["type"], "Approved");
+        let mut removed = out.clone();
+        removed["status"]["conditions"] = json!([]);
+        assert!(csr_causes(&removed, Some(&out))
+            .iter()
+            .any(|c| c.contains("may not remove a condition of type \"Approved\"")));
+        let mut changed_spec = out.clone();
+        changed_spec["spec"]["signerName"] = json!("example.com/x");
+        assert!(csr_causes(&changed_spec, Some(&out))
+            .iter()
+            .any(|c| c.starts_with("spec: Invalid value")));
+    }
 
     #[test]
     fn names_and_labels() {

@@ -55,6 +55,7 @@ typed_kinds![
     k8s_openapi::api::rbac::v1::RoleBinding,
     k8s_openapi::api::rbac::v1::ClusterRole,
     k8s_openapi::api::rbac::v1::ClusterRoleBinding,
+    k8s_openapi::api::certificates::v1::CertificateSigningRequest,
     k8s_openapi::api::networking::v1::Ingress,
     k8s_openapi::api::networking::v1::NetworkPolicy,
     k8s_openapi::api::scheduling::v1::PriorityClass,

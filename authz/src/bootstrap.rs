@@ -362,6 +362,35 @@ fn kube_controller_manager_rules() -> Vec<PolicyRule> {
         // Shared informers for every resource the controllers watch.
         rule(&["list", "watch"], &["*"], &["*"]),
         rule(&["create"], &[LEGACY], &["serviceaccounts/token"]),
+        // csrapproving and csrsigning (upstream's certificate-controller).
+        rule(
+            &["get", "list", "watch", "delete"],
+            &[CERTIFICATES],
+            &["certificatesigningrequests"],
+        ),
+        rule(
+            &["update"],
+            &[CERTIFICATES],
+            &[
+                "certificatesigningrequests/approval",
+                "certificatesigningrequests/status",
+            ],
+        ),
+        named(
+            &["approve"],
+            &[CERTIFICATES],
+            &["signers"],
+            &["kubernetes.io/kube-apiserver-client-kubelet"],
+        ),
+        named(
+            &["sign"],
+            &[CERTIFICATES],
+            &["signers"],
+            &[
+                "kubernetes.io/kube-apiserver-client",
+                "kubernetes.io/kube-apiserver-client-kubelet",
+            ],
+        ),
     ];
     for r in controller_rules() {
         if !rules.contains(&r) {
@@ -541,6 +570,46 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
                 &["create", "get", "list", "watch"],
                 &[CERTIFICATES],
                 &["certificatesigningrequests"],
+            )],
+        ),
+        // Auto-approval of node client certificates (csrapproving asks a SubjectAccessReview
+        // for these subresources).
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![rule(
+                &["create"],
+                &[CERTIFICATES],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![rule(
+                &["create"],
+                &[CERTIFICATES],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:kube-apiserver-client-approver",
+            &[],
+            vec![named(
+                &["approve"],
+                &[CERTIFICATES],
+                &["signers"],
+                &["kubernetes.io/kube-apiserver-client"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+            &[],
+            vec![named(
+                &["approve"],
+                &[CERTIFICATES],
+                &["signers"],
+                &["kubernetes.io/kube-apiserver-client-kubelet"],
             )],
         ),
         cluster_role(
@@ -820,6 +889,17 @@ pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         cluster_binding(
             "system:service-account-issuer-discovery",
             vec![group(names::SERVICE_ACCOUNTS_GROUP)],
+        ),
+        // Coxswain's additions, as kubeadm's `kubeadm:node-autoapprove-*` bindings: a
+        // bootstrap token's node gets its first client certificate approved, a node its
+        // renewed one.
+        cluster_binding(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            vec![group(names::BOOTSTRAPPERS_GROUP)],
+        ),
+        cluster_binding(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            vec![group("system:nodes")],
         ),
     ]
 }

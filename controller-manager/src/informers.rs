@@ -34,6 +34,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service, ServiceAccount};
 use kube::runtime::reflector::{store::Writer, Store};
@@ -240,6 +241,8 @@ pub struct Informers {
     /// The `kube-root-ca.crt` ConfigMap of every namespace (a field selector on the name:
     /// the root-ca-cert-publisher needs no other ConfigMaps).
     pub root_ca_configmaps: Informer<ConfigMap>,
+    /// CertificateSigningRequests (csrapproving, csrsigning).
+    pub csrs: Informer<CertificateSigningRequest>,
 }
 
 impl Informers {
@@ -265,6 +268,7 @@ impl Informers {
                     crate::controllers::rootcacertpublisher::CONFIG_MAP
                 )),
             ),
+            csrs: Informer::new(client),
         }
     }
 
@@ -286,6 +290,7 @@ impl Informers {
         self.daemonsets.synced().await?;
         self.statefulsets.synced().await?;
         self.root_ca_configmaps.synced().await?;
+        self.csrs.synced().await?;
         Ok(())
     }
 
@@ -305,6 +310,7 @@ impl Informers {
             self.daemonsets.task(),
             self.statefulsets.task(),
             self.root_ca_configmaps.task(),
+            self.csrs.task(),
         ]
         .into_iter()
         .flatten()

@@ -241,6 +241,23 @@ pub static REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        name: controllers::certificates::APPROVING_NAME,
+        start: |s| {
+            controllers::certificates::approving(s.client.clone(), s.informers, s.metrics.clone())
+        },
+    },
+    Registration {
+        name: controllers::certificates::SIGNING_NAME,
+        start: |s| {
+            controllers::certificates::signing(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+                s.config.cluster_signing.clone(),
+            )
+        },
+    },
+    Registration {
         name: controllers::cronjob::NAME,
         start: |s| {
             controllers::cronjob::controller(
@@ -351,6 +368,10 @@ pub struct Config {
     /// `--root-ca-file`'s content: the cluster CA (PEM) the root-ca-cert-publisher puts in
     /// every namespace's `kube-root-ca.crt`; `None` leaves that controller idle.
     pub root_ca_pem: Option<String>,
+    /// `--cluster-signing-cert-file`/`--cluster-signing-key-file` (and
+    /// `--cluster-signing-duration`): the CA csrsigning issues client certificates with;
+    /// `None` leaves that controller idle.
+    pub cluster_signing: Option<controllers::certificates::ClusterSigning>,
 }
 
 impl Config {
@@ -365,6 +386,7 @@ impl Config {
             nodes: NodeSettings::default(),
             clock: Arc::new(controllers::cronjob::SystemClock),
             root_ca_pem: None,
+            cluster_signing: None,
         }
     }
 }

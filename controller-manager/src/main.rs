@@ -75,6 +75,16 @@ struct Args {
     /// `kube-root-ca.crt` ConfigMap; without it that controller is idle.
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    /// The CA certificate (PEM) csrsigning issues client certificates with; with
+    /// --cluster-signing-key-file. Without them csrsigning is idle.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The CA private key (PEM) for --cluster-signing-cert-file.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// The longest validity of a signed certificate.
+    #[arg(long, value_parser = duration, default_value = "8760h")]
+    cluster_signing_duration: Duration,
     /// Address for /healthz and /metrics.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
@@ -130,6 +140,25 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let cluster_signing = match (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &PathBuf, flag: &str| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {flag} {}", path.display()))
+            };
+            Some(
+                controller_manager::controllers::certificates::ClusterSigning {
+                    cert_pem: read(cert, "--cluster-signing-cert-file")?,
+                    key_pem: read(key, "--cluster-signing-key-file")?,
+                    duration: args.cluster_signing_duration,
+                },
+            )
+        }
+        _ => None,
+    };
     let client = kube::Client::try_from(kube_config)?;
     let leader_client = client.clone();
     let config = Config {
@@ -157,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
         },
         clock: std::sync::Arc::new(controller_manager::controllers::cronjob::SystemClock),
         root_ca_pem,
+        cluster_signing,
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

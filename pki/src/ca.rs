@@ -237,7 +237,7 @@ fn leaf_params(common_name: &str) -> Result<CertificateParams, Error> {
 
 /// Random positive 128-bit serial: serials must be unique per issuer, and rcgen's default
 /// (a hash of the public key) would repeat if a key were ever reused.
-fn random_serial() -> SerialNumber {
+pub(crate) fn random_serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::random();
     bytes[0] &= 0x7f;
     // A leading zero byte would be stripped and is harmless; make the value non-zero.
@@ -245,17 +245,17 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-fn backdated(now: SystemTime) -> Result<SystemTime, Error> {
+pub(crate) fn backdated(now: SystemTime) -> Result<SystemTime, Error> {
     now.checked_sub(BACKDATE)
         .ok_or(Error::Validity("clock before the epoch"))
 }
 
-fn add(now: SystemTime, validity: Duration) -> Result<SystemTime, Error> {
+pub(crate) fn add(now: SystemTime, validity: Duration) -> Result<SystemTime, Error> {
     now.checked_add(validity)
         .ok_or(Error::Validity("validity overflows"))
 }
 
-fn set_validity(
+pub(crate) fn set_validity(
     params: &mut CertificateParams,
     not_before: SystemTime,
     not_after: SystemTime,

@@ -103,6 +103,9 @@ impl Admit for Chain {
         let Some(user) = current_user() else {
             return Ok(());
         };
+        if res.info.group == "certificates.k8s.io" && res.info.kind == "CertificateSigningRequest" {
+            self.certificate_request(res, subresource, obj, old, &user)?;
+        }
         let name = str_at(obj, "/metadata/name").to_string();
         let namespace = res.namespace.clone().unwrap_or_default();
         if let Some(security) = &self.security {
@@ -262,6 +265,88 @@ impl Chain {
             }
         }
         Ok(())
+    }
+
+    /// CertificateSigningRequests: on create the requestor is the caller (upstream's
+    /// `PrepareForCreate`); an approval that changes Approved/Denied needs `approve` on the
+    /// signer (upstream's CertificateApproval admission plugin).
+    fn certificate_request(
+        &self,
+        res: &Resource,
+        subresource: Option<&str>,
+        obj: &mut Value,
+        old: Option<&Value>,
+        user: &UserInfo,
+    ) -> Result<(), ApiError> {
+        if old.is_none() && subresource.is_none() {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("username".into(), Value::from(user.username.clone()));
+                for (field, empty) in [
+                    ("uid", user.uid.is_empty()),
+                    ("groups", user.groups.is_empty()),
+                    ("extra", user.extra.is_empty()),
+                ] {
+                    if empty {
+                        spec.remove(field);
+                    }
+                }
+                if !user.uid.is_empty() {
+                    spec.insert("uid".into(), Value::from(user.uid.clone()));
+                }
+                if !user.groups.is_empty() {
+                    spec.insert("groups".into(), serde_json::json!(user.groups));
+                }
+                if !user.extra.is_empty() {
+                    spec.insert("extra".into(), serde_json::json!(user.extra));
+                }
+            }
+            return Ok(());
+        }
+        let (Some(security), Some("approval"), Some(old)) = (&self.security, subresource, old)
+        else {
+            return Ok(());
+        };
+        let decisions = |v: &Value| -> Vec<Value> {
+            v.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .map(|c| {
+                    c.iter()
+                        .filter(|c| matches!(str_at(c, "/type"), "Approved" | "Denied"))
+                        .map(|c| serde_json::json!([str_at(c, "/type"), str_at(c, "/status")]))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if decisions(obj) == decisions(old) {
+            return Ok(());
+        }
+        let signer = str_at(old, "/spec/signerName").to_string();
+        let allowed = |name: String| {
+            security
+                .authorize(&Attributes {
+                    user: user.clone(),
+                    verb: "approve".into(),
+                    resource_request: true,
+                    api_group: "certificates.k8s.io".into(),
+                    api_version: "*".into(),
+                    resource: "signers".into(),
+                    name,
+                    ..Default::default()
+                })
+                .allowed()
+        };
+        let domain_wildcard = signer
+            .split_once('/')
+            .map(|(domain, _)| format!("{domain}/*"))
+            .unwrap_or_default();
+        if allowed(signer.clone()) || allowed(domain_wildcard) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(
+            res,
+            str_at(old, "/metadata/name"),
+            &format!("user not permitted to approve requests with signerName \"{signer}\""),
+        ))
     }
 
     fn node_restriction(&self, request: &NodeRequest<'_>, res: &Resource) -> Result<(), ApiError> {

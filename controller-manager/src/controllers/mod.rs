@@ -1,5 +1,6 @@
 //! The controllers, one module each, registered by name in [`crate::REGISTRY`].
 
+pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
