@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+pub mod bootstrap;
+pub use bootstrap::{agent_bootstrap, create_bootstrap_token, BootstrapConfig};
+
 /// Why a component could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,6 +26,8 @@ pub enum Error {
     Client(String),
     #[error("certificates: {0}")]
     Pki(#[from] pki::Error),
+    #[error("TLS bootstrap: {0}")]
+    Bootstrap(String),
 }
 
 /// What `coxswain up` / `coxswain server` run.
@@ -197,10 +202,17 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
     let (cm_shutdown, cm_stop) = tokio::sync::oneshot::channel::<()>();
     let allocate_node_cidrs = config.allocate_node_cidrs;
     let root_ca_pem = pki.ca.cert_pem().to_string();
+    // csrsigning issues node client certificates (TLS bootstrap) with the cluster CA.
+    let signing = controller_manager::controllers::certificates::ClusterSigning {
+        cert_pem: pki.ca.cert_pem().to_string(),
+        key_pem: pki.ca.key_pem().to_string(),
+        duration: controller_manager::controllers::certificates::DEFAULT_SIGNING_DURATION,
+    };
     let controller_manager = tokio::spawn(async move {
         let mut config = controller_manager::Config::new(cm_client);
         config.nodes.allocate_node_cidrs = allocate_node_cidrs;
         config.root_ca_pem = Some(root_ca_pem);
+        config.cluster_signing = Some(signing);
         let stop = async {
             let _ = cm_stop.await;
         };

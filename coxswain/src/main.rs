@@ -29,14 +29,52 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// A node agent joining a running server.
+    /// A node agent joining a running server: with --kubeconfig (a node certificate), or with
+    /// a bootstrap token (--token, --server, --ca-cert), requesting its certificate first.
     Agent {
         /// A kubeconfig with this node's credentials (a certificate with
         /// CN=system:node:<name>, O=system:nodes from the cluster CA).
+        #[arg(long, required_unless_present = "token", conflicts_with = "token")]
+        kubeconfig: Option<PathBuf>,
+        /// A bootstrap token (`<id>.<secret>`, from `coxswain token create`).
+        #[arg(long, requires_all = ["server", "ca_cert"])]
+        token: Option<String>,
+        /// The API server, https://HOST:PORT (with --token).
         #[arg(long)]
-        kubeconfig: PathBuf,
+        server: Option<String>,
+        /// The cluster CA certificate (PEM) the API server is verified with (with --token).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// Where the node's client certificate, key and kubeconfig are kept (with --token;
+        /// default <data-dir>/pki-agent).
+        #[arg(long)]
+        cert_dir: Option<PathBuf>,
+        /// The agent's state directory.
+        #[arg(long, default_value = "/var/lib/coxswain")]
+        data_dir: PathBuf,
+        /// How long to wait for the certificate to be approved and signed (seconds).
+        #[arg(long, default_value_t = 300)]
+        bootstrap_timeout_seconds: u64,
         #[command(flatten)]
         node: NodeArgs,
+    },
+    /// Bootstrap tokens, as `kubeadm token`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Creates a bootstrap token and prints it (`<id>.<secret>`).
+    Create {
+        /// An administrator's kubeconfig.
+        #[arg(long, default_value = "/var/lib/coxswain/kubeconfig")]
+        kubeconfig: PathBuf,
+        /// How long the token is valid (`24h`, `30m`; `0` never expires).
+        #[arg(long, default_value = "24h", value_parser = coxswain::bootstrap::parse_ttl)]
+        ttl: std::time::Duration,
     },
 }
 
@@ -153,13 +191,50 @@ async fn main() -> anyhow::Result<()> {
             until_signal().await?;
             cluster.stop().await;
         }
-        Command::Agent { kubeconfig, node } => {
-            let mut agent = coxswain::agent(&kubeconfig, node.options(), progress).await?;
+        Command::Agent {
+            kubeconfig,
+            token,
+            server,
+            ca_cert,
+            cert_dir,
+            data_dir,
+            bootstrap_timeout_seconds,
+            node,
+        } => {
+            let opts = node.options();
+            let mut agent = match (kubeconfig, token, server, ca_cert) {
+                (Some(kubeconfig), _, _, _) => coxswain::agent(&kubeconfig, opts, progress).await?,
+                (None, Some(token), Some(server), Some(ca_cert)) => {
+                    let ca_pem = std::fs::read_to_string(&ca_cert)
+                        .with_context(|| format!("reading --ca-cert {}", ca_cert.display()))?;
+                    let config = coxswain::BootstrapConfig {
+                        server,
+                        token,
+                        ca_pem,
+                        cert_dir: cert_dir.unwrap_or_else(|| data_dir.join("pki-agent")),
+                        node_name: opts.node_name.clone(),
+                        timeout: std::time::Duration::from_secs(bootstrap_timeout_seconds),
+                    };
+                    coxswain::agent_bootstrap(config, opts, progress).await?
+                }
+                _ => anyhow::bail!("give --kubeconfig, or --token with --server and --ca-cert"),
+            };
             println!("==> node agent running");
             tokio::select! {
                 _ = agent.wait() => anyhow::bail!("the node agent stopped"),
                 r = until_signal() => r?,
             }
+        }
+        Command::Token {
+            command: TokenCommand::Create { kubeconfig, ttl },
+        } => {
+            let yaml = std::fs::read_to_string(&kubeconfig)
+                .with_context(|| format!("reading {}", kubeconfig.display()))?;
+            let client = coxswain::client_from_kubeconfig(&yaml).await?;
+            println!(
+                "{}",
+                coxswain::create_bootstrap_token(client, Some(ttl)).await?
+            );
         }
     }
     Ok(())

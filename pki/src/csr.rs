@@ -110,6 +110,18 @@ pub fn generate_csr(
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
+/// Checks a PEM client certificate against the CA(s) in `ca_pem` as the API server would at
+/// time `at` (signed by the CA, valid then, clientAuth) and returns whom it names. A node
+/// uses it to decide whether the certificate it holds is still worth using.
+pub fn client_identity(
+    ca_pem: &str,
+    cert_pem: &str,
+    at: SystemTime,
+) -> Result<crate::CertIdentity, Error> {
+    let chain = crate::ca::cert_chain(cert_pem)?;
+    crate::ClientCertVerifier::new(ca_pem)?.verify(&chain, at)
+}
+
 impl Ca {
     /// Signs a PEM CSR as a client certificate (digitalSignature, keyEncipherment, clientAuth),
     /// valid for `validity` from now (backdated like every leaf), as the
@@ -178,6 +190,12 @@ mod tests {
         use rcgen::PublicKeyData as _;
         assert_eq!(x509.public_key().raw, key.subject_public_key_info());
         assert!(!x509.is_ca());
+        let id = client_identity(ca.cert_pem(), &cert, SystemTime::now()).unwrap();
+        assert_eq!(id.common_name, "system:node:n1");
+        let later = SystemTime::now() + Duration::from_secs(7200);
+        assert!(client_identity(ca.cert_pem(), &cert, later).is_err());
+        let other = Ca::generate("other").unwrap();
+        assert!(client_identity(other.cert_pem(), &cert, SystemTime::now()).is_err());
         let validity =
             x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp();
         assert_eq!(validity, 3600 + 300);

@@ -16,7 +16,7 @@ mod token;
 
 pub use ca::{Ca, CertKey, CA_VALIDITY};
 pub use cluster::{ensure, ClusterPki, PkiOptions, LEAF_VALIDITY};
-pub use csr::{generate_csr, parse_csr, CsrInfo};
+pub use csr::{client_identity, generate_csr, parse_csr, CsrInfo};
 pub use error::Error;
 pub use kubeconfig::{kubeconfig, Credentials, KUBECONFIG_NAME};
 pub use tls::{client_config, server_config, CertIdentity, ClientCertVerifier};

@@ -433,8 +433,83 @@ static CLUSTER_ROLE_BINDING: Printer = Printer {
     row: binding_row,
 };
 
+const CSR_COLUMNS: &[ColumnDefinition] = &[
+    NAME,
+    AGE,
+    col(
+        "SignerName",
+        "string",
+        "signerName indicates the requested signer, and is a qualified name.",
+        0,
+    ),
+    col(
+        "Requestor",
+        "string",
+        "username contains the name of the user that created the CertificateSigningRequest.",
+        0,
+    ),
+    col(
+        "RequestedDuration",
+        "string",
+        "expirationSeconds is the requested duration of validity of the issued certificate.",
+        0,
+    ),
+    col(
+        "Condition",
+        "string",
+        "conditions applied to the request. Known conditions are \"Approved\", \"Denied\", and \"Failed\".",
+        0,
+    ),
+];
+
+/// Upstream's `extractCSRStatus`: Denied wins over Approved, else Pending; then `,Failed`
+/// and `,Issued`.
+fn csr_condition(obj: &Value) -> String {
+    let has = |t: &str| {
+        arr(obj, "/status/conditions")
+            .iter()
+            .any(|c| s(c, "/type") == t)
+    };
+    let mut out = if has("Denied") {
+        "Denied".to_string()
+    } else if has("Approved") {
+        "Approved".to_string()
+    } else {
+        "Pending".to_string()
+    };
+    if has("Failed") {
+        out.push_str(",Failed");
+    }
+    if !s(obj, "/status/certificate").is_empty() {
+        out.push_str(",Issued");
+    }
+    out
+}
+
+fn csr_row(obj: &Value, ctx: &Ctx) -> Row {
+    let duration = match opt_i(obj, "/spec/expirationSeconds") {
+        Some(secs) => crate::duration::human_duration(i128::from(secs) * 1_000_000_000),
+        None => "<none>".to_string(),
+    };
+    vec![
+        name(obj),
+        json!(ctx.age(obj)),
+        json!(s(obj, "/spec/signerName")),
+        json!(s(obj, "/spec/username")),
+        json!(duration),
+        json!(csr_condition(obj)),
+    ]
+    .into()
+}
+
+static CSR: Printer = Printer {
+    columns: CSR_COLUMNS,
+    row: csr_row,
+};
+
 pub(super) fn printer(group: &str, kind: &str) -> Option<&'static Printer> {
     Some(match (group, kind) {
+        ("certificates.k8s.io", "CertificateSigningRequest") => &CSR,
         ("coordination.k8s.io", "Lease") => &LEASE,
         ("discovery.k8s.io", "EndpointSlice") => &ENDPOINT_SLICE,
         ("networking.k8s.io", "Ingress") => &INGRESS,
