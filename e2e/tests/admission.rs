@@ -59,7 +59,10 @@ async fn quota_counts_stay_exact_under_concurrent_creates() {
         "spec": {"hard": {"configmaps": "30", "pods": "1", "requests.cpu": "1"}},
     }))
     .expect("quota");
-    quotas.create(&PostParams::default(), &quota).await.expect("create quota");
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("create quota");
 
     // 50 creates at once against a limit of 30: exactly 30 succeed.
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -90,11 +93,23 @@ async fn quota_counts_stay_exact_under_concurrent_creates() {
     }
     assert_eq!(created, 30);
     let used = |q: &ResourceQuota, k: &str| {
-        q.status.as_ref().and_then(|s| s.used.as_ref()).and_then(|u| u.get(k)).map(|v| v.0.clone())
+        q.status
+            .as_ref()
+            .and_then(|s| s.used.as_ref())
+            .and_then(|u| u.get(k))
+            .map(|v| v.0.clone())
     };
     let q = quotas.get("small").await.expect("quota");
     assert_eq!(used(&q, "configmaps").as_deref(), Some("30"));
-    assert_eq!(configmaps.list(&Default::default()).await.expect("list").items.len(), 30);
+    assert_eq!(
+        configmaps
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        30
+    );
 
     // Deleting gives the usage back.
     for i in 0..5 {
@@ -104,11 +119,20 @@ async fn quota_counts_stay_exact_under_concurrent_creates() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let q = quotas.get("small").await.expect("quota");
-        let listed = configmaps.list(&Default::default()).await.expect("list").items.len();
+        let listed = configmaps
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len();
         if used(&q, "configmaps") == Some(listed.to_string()) {
             break;
         }
-        assert!(Instant::now() < deadline, "used {:?} vs {listed} listed", used(&q, "configmaps"));
+        assert!(
+            Instant::now() < deadline,
+            "used {:?} vs {listed} listed",
+            used(&q, "configmaps")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
