@@ -34,6 +34,40 @@ pub struct EtcdStore {
     client: Client,
 }
 
+/// How often a request that reached no etcd member is tried again, and the pause between tries.
+const UNREACHED_RETRIES: u32 = 10;
+const UNREACHED_BACKOFF: Duration = Duration::from_millis(50);
+
+/// gRPC's UNAVAILABLE (tonic is not a dependency of this crate).
+const UNAVAILABLE: i32 = 14;
+
+/// Whether `e` says the request never reached an etcd member: the balanced channel picked the
+/// endpoint of a member that is down and the TCP connect failed. Such a request had no effect,
+/// so sending it again (to whichever endpoint the balancer picks next) is safe even for a write.
+fn never_reached(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status)
+        if status.code() as i32 == UNAVAILABLE && status.message().contains("connect error"))
+}
+
+/// Evaluates `$call` (one etcd request, built afresh on each attempt) again while it fails
+/// without having reached any member ([`never_reached`]): with one member of three stopped,
+/// etcd-client's balanced channel still sends a share of the requests to it, and those fail
+/// at connect time, although the cluster has quorum and the other members would answer.
+macro_rules! reach {
+    ($call:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            match $call {
+                Err(e) if attempt < UNREACHED_RETRIES && never_reached(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(UNREACHED_BACKOFF).await;
+                }
+                r => break r,
+            }
+        }
+    }};
+}
+
 fn unavailable(e: etcd_client::Error) -> Error {
     match &e {
         etcd_client::Error::GRpcStatus(status)
@@ -112,12 +146,7 @@ impl Storage for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value.to_vec(), None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+        let resp = reach!(self.client.kv_client().txn(txn.clone()).await).map_err(unavailable)?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.into() });
         }
@@ -125,12 +154,7 @@ impl Storage for EtcdStore {
     }
 
     async fn get(&self, key: &str) -> Result<KeyValue> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(unavailable)?;
+        let resp = reach!(self.client.kv_client().get(key, None).await).map_err(unavailable)?;
         match resp.kvs().first() {
             Some(kv) => to_kv(kv),
             None => Err(Error::NotFound { key: key.into() }),
@@ -151,7 +175,12 @@ impl Storage for EtcdStore {
         if let Some(limit) = opts.limit.filter(|l| *l > 0) {
             get = get.with_limit(limit as i64);
         }
-        let resp = match self.client.kv_client().get(start, Some(get)).await {
+        let resp = match reach!(
+            self.client
+                .kv_client()
+                .get(start.as_str(), Some(get.clone()))
+                .await
+        ) {
             Ok(resp) => resp,
             Err(e) => {
                 return Err(match unavailable(e) {
@@ -199,12 +228,7 @@ impl Storage for EtcdStore {
             )])
             .and_then([TxnOp::put(key, value.to_vec(), None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+        let resp = reach!(self.client.kv_client().txn(txn.clone()).await).map_err(unavailable)?;
         if !resp.succeeded() {
             return Err(Self::conflict_or_missing(
                 key,
@@ -228,12 +252,7 @@ impl Storage for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+        let resp = reach!(self.client.kv_client().txn(txn.clone()).await).map_err(unavailable)?;
         let revision = header_revision(resp.header());
         if !resp.succeeded() {
             return Err(Self::conflict_or_missing(
@@ -273,29 +292,31 @@ impl Storage for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        let resp = self
-            .client
-            .kv_client()
-            .get("\0", Some(GetOptions::new().with_count_only()))
-            .await
-            .map_err(unavailable)?;
+        let resp = reach!(
+            self.client
+                .kv_client()
+                .get("\0", Some(GetOptions::new().with_count_only()))
+                .await
+        )
+        .map_err(unavailable)?;
         Ok(header_revision(resp.header()))
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(
-                prefix,
-                Some(
-                    GetOptions::new()
-                        .with_range(prefix_end(prefix))
-                        .with_count_only(),
-                ),
-            )
-            .await
-            .map_err(unavailable)?;
+        let resp = reach!(
+            self.client
+                .kv_client()
+                .get(
+                    prefix,
+                    Some(
+                        GetOptions::new()
+                            .with_range(prefix_end(prefix))
+                            .with_count_only(),
+                    ),
+                )
+                .await
+        )
+        .map_err(unavailable)?;
         Ok(resp.count() as u64)
     }
 
