@@ -40,10 +40,12 @@
 //! rules), the host veths and the bridge are deleted; the directory is removed and the subnet
 //! claim released. [`LocalCluster::leftovers`] / [`leftovers`] list whatever is still there.
 //!
-//! **Joining.** Nodes authenticate with node client certificates from the PKI
-//! ([`NodeJoin::ClientCert`]). Bootstrap-token joining (a CSR signed through the API) is the
-//! hook [`NodeJoin`] leaves room for: a new variant whose kubeconfig carries the token, plus the
-//! agent flag that makes it request its certificate.
+//! **Joining.** By default nodes join with a bootstrap token over TLS ([`NodeJoin`]): from
+//! inside its namespace each node sends a CertificateSigningRequest authenticated only by the
+//! token, the controller managers (`--cluster-signing-cert-file`/`--cluster-signing-key-file`
+//! = the cluster CA) approve and sign it, and the agent runs with the signed certificate.
+//! [`NodeJoin::ClientCert`] issues the node certificates from the PKI directly instead. The
+//! agents' serving certificates (port 10250) are issued from the PKI in both cases.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -64,15 +66,20 @@ pub fn pod_cidr(i: usize) -> String {
     format!("10.244.{i}.0/24")
 }
 
-/// How nodes get their credentials.
+/// How nodes get their client certificates.
 #[derive(Clone, Debug, Default)]
 pub enum NodeJoin {
-    /// A client certificate (`system:node:<name>`, `system:nodes`) issued from the cluster PKI
-    /// before the agent starts.
+    /// TLS bootstrapping, as kubeadm joins: one bootstrap token (a `bootstrap.kubernetes.io/token`
+    /// Secret, deleted once every node has joined); from inside each node's namespace, kubectl
+    /// with only that token and the CA creates a CertificateSigningRequest for
+    /// `system:node:<name>` (signer `kubernetes.io/kube-apiserver-client-kubelet`, key generated
+    /// for the node), the controller manager's csrapproving approves it and csrsigning signs it
+    /// with the cluster CA, and the node's kubeconfig carries the signed certificate.
     #[default]
+    BootstrapToken,
+    /// A client certificate (`system:node:<name>`, `system:nodes`) issued straight from the
+    /// cluster PKI before the agent starts.
     ClientCert,
-    // Hook: `BootstrapToken(String)` — the node's kubeconfig carries the token and the agent
-    // obtains its certificate through a CertificateSigningRequest (being built separately).
 }
 
 /// What [`LocalCluster::up`] builds.
@@ -112,7 +119,7 @@ impl Options {
             prefix: prefix.to_string(),
             subnet,
             nodes: 3,
-            join: NodeJoin::ClientCert,
+            join: NodeJoin::BootstrapToken,
             node_monitor_grace_period: Duration::from_secs(16),
             eviction_toleration_seconds: 10,
             node_lease_renew_interval: Duration::from_secs(2),
@@ -474,6 +481,7 @@ impl LocalCluster {
         .map_err(|e| format!("generating the PKI: {e}"))?;
         let ca_file = dir.join("ca.crt");
         std::fs::write(&ca_file, pki.ca.cert_pem()).map_err(|e| format!("ca.crt: {e}"))?;
+        let ca_key_file = dir.join("pki").join("ca.key");
 
         // API servers.
         let etcd_servers: Vec<String> = self
@@ -540,6 +548,11 @@ impl LocalCluster {
                 "0".into(),
                 "--root-ca-file".into(),
                 ca_file.display().to_string(),
+                // csrsigning signs node client certificates (TLS bootstrapping).
+                "--cluster-signing-cert-file".into(),
+                ca_file.display().to_string(),
+                "--cluster-signing-key-file".into(),
+                ca_key_file.display().to_string(),
                 // Each node's pod CIDR is fixed by --pod-cidr (known before its first pod).
                 "--allocate-node-cidrs=false".into(),
                 "--node-monitor-period".into(),
@@ -585,6 +598,10 @@ impl LocalCluster {
             })
             .map_err(|e| self.with_log(&name, e))?;
         }
+        let token = match opts.join {
+            NodeJoin::BootstrapToken => Some(self.create_bootstrap_token()?),
+            NodeJoin::ClientCert => None,
+        };
         let busybox = opts.images_dir.join("busybox.tar");
         let pause = opts.images_dir.join("pause.tar");
         for i in 1..=l.nodes {
@@ -593,8 +610,12 @@ impl LocalCluster {
             let ip = l.node_ip(i);
             let url = self.apiserver_url(i % 2);
             let kc = nd.join("kubeconfig");
-            match &opts.join {
-                NodeJoin::ClientCert => {
+            match &token {
+                Some((_, token)) => {
+                    let yaml = self.join_with_token(i, &url, token, pki.ca.cert_pem())?;
+                    write_private(&kc, &yaml)?;
+                }
+                None => {
                     let cert = pki
                         .node_client(&name)
                         .map_err(|e| format!("node certificate: {e}"))?;
@@ -657,6 +678,14 @@ impl LocalCluster {
                 Some(l.netns(i)),
             )?;
         }
+        if let Some((id, _)) = &token {
+            // Every node has its certificate: the token has done its job.
+            let secret = format!("bootstrap-token-{id}");
+            let r = self.kubectl(&["delete", "secret", "-n", "kube-system", &secret]);
+            if !r.ok {
+                return Err(format!("deleting the bootstrap token: {}", r.stderr));
+            }
+        }
         for i in 1..=l.nodes {
             let name = self.node_name(i);
             poll(
@@ -670,6 +699,99 @@ impl LocalCluster {
             .map_err(|e| self.with_log(&format!("node-agent-{i}"), e))?;
         }
         Ok(())
+    }
+
+    /// Creates a bootstrap token Secret (authentication and signing usages) in `kube-system`,
+    /// as `coxswain token create` does; returns `(id, "<id>.<secret>")`.
+    fn create_bootstrap_token(&self) -> Result<(String, String)> {
+        let id = random_alnum(6)?;
+        let secret = random_alnum(16)?;
+        let yaml = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bootstrap-token-{id}\n  \
+             namespace: kube-system\ntype: bootstrap.kubernetes.io/token\nstringData:\n  \
+             token-id: {id}\n  token-secret: {secret}\n  \
+             usage-bootstrap-authentication: \"true\"\n  usage-bootstrap-signing: \"true\"\n  \
+             description: local-cluster node join\n"
+        );
+        let r = self.kubectl_stdin(&["create", "-f", "-"], &yaml);
+        if !r.ok {
+            return Err(format!("creating the bootstrap token: {}", r.stderr));
+        }
+        Ok((id.clone(), format!("{id}.{secret}")))
+    }
+
+    /// Node `i` joins with the bootstrap token: from inside its namespace, kubectl (holding
+    /// only the token and the CA) creates a CSR for `system:node:<name>` and waits until it is
+    /// approved and signed. Returns the node's kubeconfig with its key and signed certificate.
+    fn join_with_token(&self, i: usize, url: &str, token: &str, ca_pem: &str) -> Result<String> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let name = self.node_name(i);
+        let user = format!("system:node:{name}");
+        let (csr_pem, key_pem) = pki::generate_csr(&user, Some("system:nodes"))
+            .map_err(|e| format!("generating a CSR: {e}"))?;
+        let nd = self.layout.node_dir(i);
+        let bootstrap_kc = nd.join("bootstrap.kubeconfig");
+        let yaml = pki::kubeconfig(
+            url,
+            ca_pem,
+            "tls-bootstrap-token-user",
+            pki::Credentials::Token(token),
+        );
+        write_private(&bootstrap_kc, &yaml)?;
+        let csr_name = format!("node-csr-{name}-{}", random_alnum(6)?);
+        let csr = format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  \
+             name: {csr_name}\nspec:\n  request: {}\n  \
+             signerName: kubernetes.io/kube-apiserver-client-kubelet\n  \
+             usages: [digital signature, client auth]\n",
+            b64.encode(csr_pem.as_bytes())
+        );
+        let ns = self.layout.netns(i);
+        let r = kubectl_in(
+            &self.layout.dir,
+            &ns,
+            &bootstrap_kc,
+            &["create", "-f", "-"],
+            Some(&csr),
+        );
+        if !r.ok {
+            return Err(format!(
+                "{name}: creating its CSR with the bootstrap token: {}",
+                r.stderr
+            ));
+        }
+        let cert_pem = poll(
+            Duration::from_secs(60),
+            &format!("{name}'s CSR approved and signed"),
+            || {
+                let r = kubectl_in(
+                    &self.layout.dir,
+                    &ns,
+                    &bootstrap_kc,
+                    &[
+                        "get",
+                        "csr",
+                        &csr_name,
+                        "-o",
+                        "jsonpath={.status.certificate}",
+                    ],
+                    None,
+                );
+                let cert = b64.decode(r.stdout.trim()).ok()?;
+                let cert = String::from_utf8(cert).ok()?;
+                cert.contains("BEGIN CERTIFICATE").then_some(cert)
+            },
+        )
+        .map_err(|e| self.with_log("controller-manager-0", e))?;
+        let _ = std::fs::remove_file(&bootstrap_kc);
+        let cert = pki::CertKey { cert_pem, key_pem };
+        Ok(pki::kubeconfig(
+            url,
+            ca_pem,
+            &user,
+            pki::Credentials::ClientCert(&cert),
+        ))
     }
 
     /// The bridge, one namespace + veth per node, addresses, forwarding and pod routes.
@@ -1062,6 +1184,53 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .map_err(|e| format!("write {}: {e}", path.display()))?;
     f.write_all(text.as_bytes())
         .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// kubectl inside network namespace `ns` (`nsenter --net`), with `kubeconfig` and optional
+/// standard input.
+fn kubectl_in(dir: &Path, ns: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    use std::io::Write;
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--request-timeout", "20s"])
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nsenter kubectl");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).expect("kubectl stdin");
+    }
+    child.wait_with_output().expect("kubectl output").into()
+}
+
+/// `n` random characters from `[a-z0-9]` (from /dev/urandom), as bootstrap tokens use.
+fn random_alnum(n: usize) -> Result<String> {
+    use std::io::Read;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(n);
+    let mut f = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+    let mut byte = [0u8; 1];
+    while out.len() < n {
+        f.read_exact(&mut byte)
+            .map_err(|e| format!("/dev/urandom: {e}"))?;
+        // 252 = 7 * 36: reject the rest so every character is equally likely.
+        if byte[0] < 252 {
+            out.push(char::from(CHARS[usize::from(byte[0] % 36)]));
+        }
+    }
+    Ok(out)
 }
 
 /// kubectl with `kubeconfig`, HOME (its cache) in `dir`.

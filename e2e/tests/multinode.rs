@@ -250,6 +250,31 @@ fn scenarios(c: &mut LocalCluster) {
     must(c, &["create", "namespace", NS]);
     let nodes: BTreeSet<String> = (1..=c.nodes()).map(|i| c.node_name(i)).collect();
 
+    // 0. Proves: every node joined with the bootstrap token over TLS: one CSR per node, made
+    //    by the token's `system:bootstrap:<id>` user, approved and issued by the controller
+    //    manager, for that node's `system:node:<name>`; the token is gone afterwards.
+    let csrs = must(
+        c,
+        &[
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}|{.spec.username}|{.status.conditions[0].type}|{.status.certificate}{\"\\n\"}{end}",
+        ],
+    );
+    for node in &nodes {
+        let line = csrs
+            .lines()
+            .find(|l| l.starts_with(&format!("node-csr-{node}-")))
+            .unwrap_or_else(|| panic!("no CSR for {node}: {csrs}"));
+        let f: Vec<&str> = line.split('|').collect();
+        assert!(f[1].starts_with("system:bootstrap:"), "{line}");
+        assert_eq!(f[2], "Approved", "{line}");
+        assert!(!f[3].is_empty(), "not issued: {line}");
+    }
+    let tokens = must(c, &["get", "secret", "-n", "kube-system", "-o", "name"]);
+    assert!(!tokens.contains("bootstrap-token-"), "{tokens}");
+
     // 1. Proves: a Deployment rolls out over all three nodes (scheduler spreading across real
     //    nodes, three containerds, each node's CNI in its own namespace).
     apply(c, &web_yaml(6, "1"));
