@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A multi-node Coxswain cluster on this machine (as root): 3 etcd members, 2 API servers,
 # 2 schedulers and 2 controller managers (leader-elected), and 3 nodes, each in its own network
-# namespace with its own containerd and pod CIDR. See deploy/multinode/README.md.
+# namespace with its own containerd and pod CIDR, joining with a bootstrap token over TLS.
+# See deploy/multinode/README.md.
 #
 #   deploy/local-cluster.sh up       # builds what is missing, starts it, prints the KUBECONFIG line
 #   deploy/local-cluster.sh down     # removes every process, namespace, interface, mount, cgroup, file

@@ -70,7 +70,10 @@ fn main() -> ExitCode {
                     );
                     println!("logs: {}/logs", dir.display());
                     println!("export KUBECONFIG={}", cluster.kubeconfig().display());
-                    println!("stop with: deploy/local-cluster.sh down");
+                    println!(
+                        "stop with: deploy/local-cluster.sh down --dir {}",
+                        dir.display()
+                    );
                     cluster.detach();
                     ExitCode::SUCCESS
                 }
