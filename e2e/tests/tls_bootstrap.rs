@@ -191,6 +191,31 @@ async fn bootstrap_token_to_node_certificate() {
         let again = cluster.kubectl(&["certificate", "approve", "odd"]);
         assert!(!again.ok, "approving a denied request: {again:?}");
 
+        // Approved by hand, a kubelet request that is no node client certificate is not
+        // signed: the signer marks it Failed.
+        let (bob_pem, _) = pki::generate_csr("bob", Some("system:nodes")).expect("csr");
+        let bob = csr_manifest(&cluster, "bob", &bob_pem, KUBELET_SIGNER);
+        cluster.must(&["create", "-f", &bob]);
+        cluster.must(&["certificate", "approve", "bob"]);
+        let failed = eventually("bob to fail", Duration::from_secs(30), || {
+            let csr = get_csr(&cluster, "bob");
+            conditions(&csr)
+                .contains(&"Failed".to_string())
+                .then_some(csr)
+        });
+        assert_eq!(
+            failed["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Failed"))
+                .map(|c| c["reason"].clone())
+                .unwrap_or_default(),
+            "SignerValidationFailure",
+            "{failed}"
+        );
+        assert!(failed.pointer("/status/certificate").is_none(), "{failed}");
+        let shown = cluster.must(&["get", "csr", "bob"]);
+        assert!(shown.contains("Approved,Failed"), "{shown}");
+
         // A client certificate for a person, approved by hand with kubectl.
         let (alice_pem, alice_key) = pki::generate_csr("alice", Some("devs")).expect("csr");
         let alice = csr_manifest(
