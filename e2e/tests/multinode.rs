@@ -648,9 +648,8 @@ spec:
     });
     assert_ne!(new_leader, leader);
     wait_running(c, NS, "app=after-scheduler", 3, 30, |_| true);
-    let rs = must(
-        c,
-        &[
+    wait_for(60, "the ReplicaSets' status to count 7 replicas", || {
+        let rs = c.kubectl(&[
             "get",
             "rs",
             "-n",
@@ -659,26 +658,38 @@ spec:
             "app=web",
             "-o",
             "jsonpath={.items[*].status.replicas}",
-        ],
-    );
-    let total: u32 = rs
-        .split_whitespace()
-        .filter_map(|s| s.parse::<u32>().ok())
-        .sum();
-    assert_eq!(total, 7, "ReplicaSet replicas: {rs}");
+        ]);
+        let total: u32 = rs
+            .stdout
+            .split_whitespace()
+            .filter_map(|s| s.parse::<u32>().ok())
+            .sum();
+        (total == 7).then_some(())
+    });
+    // Nothing was scaled down here, so a duplicate would still exist (or be terminating).
+    let all = pods(c, NS, "app=web");
+    assert_eq!(all.len(), 7, "duplicate pods after the takeover: {all:#?}");
     c.restart(&leader).unwrap();
 
     // 13. Proves: a node whose agent dies goes NotReady (Unknown) after the grace period, its
     //     pods are evicted after the unreachable toleration and the Deployment's replacements
     //     run on the remaining nodes.
-    let victim = "node-2";
     let before = pods(c, NS, "app=web");
+    // The node with the most web pods.
+    let i = (1..=c.nodes())
+        .max_by_key(|i| {
+            let name = c.node_name(*i);
+            before.iter().filter(|p| p.node == name).count()
+        })
+        .unwrap();
+    let victim = c.node_name(i);
+    let victim = victim.as_str();
     assert!(
         before.iter().any(|p| p.node == victim),
         "no web pod on {victim} to evict: {before:#?}"
     );
-    c.kill("node-agent-2").unwrap();
-    wait_for(90, "node-2 not Ready", || {
+    c.kill(&format!("node-agent-{i}")).unwrap();
+    wait_for(90, &format!("{victim} not Ready"), || {
         let s = node_ready(c, victim);
         (s == "Unknown" || s == "False").then_some(())
     });
