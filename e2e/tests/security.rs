@@ -51,6 +51,20 @@ async fn rbac_with_kubectl_over_tls() {
         let can = cluster.kubectl_as(&alice, &["auth", "can-i", "create", "pods"]);
         assert_eq!((can.ok, can.stdout.trim()), (false, "no"), "{can:?}");
 
+        // Impersonation: the admin may act as alice (and then gets alice's answers); alice may
+        // not act as anyone.
+        let as_alice = cluster.kubectl(&["auth", "can-i", "create", "pods", "--as=alice"]);
+        assert_eq!(as_alice.stdout.trim(), "no", "{as_alice:?}");
+        let as_alice = cluster.kubectl(&["get", "pods", "--as=alice"]);
+        assert!(as_alice.stderr.contains(r#"User "alice" cannot list resource "pods""#), "{as_alice:?}");
+        let whoami = cluster.must(&["auth", "whoami", "--as=alice", "--as-group=devs"]);
+        assert!(whoami.contains("alice") && whoami.contains("devs"), "{whoami}");
+        let sneaky = cluster.kubectl_as(&alice, &["get", "pods", "--as=bob"]);
+        assert!(
+            sneaky.stderr.contains(r#"users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+            "{sneaky:?}"
+        );
+
         // Granting `edit` in default (an aggregated role) lets alice work there, not elsewhere.
         cluster.must(&["create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", "default"]);
         eventually("alice may create deployments", || {

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod attributes;
 pub mod audit;
 pub mod authn;
+mod impersonation;
 mod policy;
 pub mod reviews;
 pub mod tls;
@@ -250,6 +251,16 @@ pub async fn guard(AxumState(state): AxumState<Arc<State>>, req: Request, next: 
         authn::Outcome::Rejected(why) => {
             tracing::debug!(path = %req.uri().path(), %why, "authentication failed");
             return unauthorized();
+        }
+    };
+    let user = match impersonation::resolve(security, &user, req.headers()) {
+        Ok(None) => user,
+        Ok(Some(impersonated)) => impersonated,
+        Err(impersonation::Refusal::Forbidden(attrs)) => {
+            return forbidden(&attrs, "").into_response();
+        }
+        Err(impersonation::Refusal::BadRequest(message)) => {
+            return ApiError::bad_request(message).into_response();
         }
     };
     let attrs = attributes::of_request(user, req.method(), req.uri().path(), req.uri().query());
