@@ -305,12 +305,15 @@ pub fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// Where [`claim_subnet`] keeps its claims, one file per octet holding the claimer's pid.
+const CLAIMS_DIR: &str = "/tmp/coxswain-mn-subnets";
+
 /// Picks a free `10.99.X.0/24` (no host address in it) and claims it with a file under
 /// `/tmp/coxswain-mn-subnets` holding this process's pid (claims of dead processes are taken
 /// over). Returns the octet and the claim file.
 pub fn claim_subnet() -> Result<(u8, PathBuf)> {
     let addrs = run_cmd("ip", &["-4", "-o", "addr", "show"])?;
-    let claims = PathBuf::from("/tmp/coxswain-mn-subnets");
+    let claims = PathBuf::from(CLAIMS_DIR);
     std::fs::create_dir_all(&claims).map_err(|e| format!("claims dir: {e}"))?;
     let start = std::process::id() % 200;
     for k in 0..200u32 {
@@ -1361,6 +1364,16 @@ pub fn down(dir: &Path) -> Vec<String> {
         return vec![format!("{}: no cluster.json", dir.display())];
     };
     teardown_layout(&layout);
+    // A test's subnet claim ([`claim_subnet`]) whose process died with its cluster.
+    let claim = Path::new(CLAIMS_DIR).join(layout.subnet.to_string());
+    let holder = std::fs::read_to_string(&claim).unwrap_or_default();
+    let alive = holder
+        .trim()
+        .parse::<u32>()
+        .is_ok_and(|p| Path::new("/proc").join(p.to_string()).exists());
+    if !holder.is_empty() && !alive {
+        let _ = std::fs::remove_file(claim);
+    }
     leftovers_of(&layout)
 }
 
