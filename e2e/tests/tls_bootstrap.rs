@@ -84,7 +84,7 @@ fn forbidden(run: &Run) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_token_to_node_certificate() {
-    let cluster = Cluster::start_secure(Backend::Embedded, "").await;
+    let cluster = Cluster::start_secure(Backend::Embedded, "mallory-token,mallory,1001\n").await;
     let pki = cluster.pki.as_ref().expect("secure");
 
     // The controller manager, with its own identity and the CSR controllers only.
@@ -215,6 +215,33 @@ async fn bootstrap_token_to_node_certificate() {
         assert!(failed.pointer("/status/certificate").is_none(), "{failed}");
         let shown = cluster.must(&["get", "csr", "bob"]);
         assert!(shown.contains("Approved,Failed"), "{shown}");
+
+        // Writing a certificate into a request takes `sign` on its signer, not only RBAC on
+        // the status subresource.
+        cluster.apply(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: csr-status-writer\nrules:\n- apiGroups: [certificates.k8s.io]\n  resources: [certificatesigningrequests, certificatesigningrequests/status]\n  verbs: [get, update, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: mallory-csr-status\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: csr-status-writer\nsubjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: mallory\n",
+            &[],
+        );
+        let mallory = cluster.user_kubeconfig("mallory", pki::Credentials::Token("mallory-token"));
+        let forged = cluster.kubectl_as(
+            &mallory,
+            &[
+                "patch",
+                "csr",
+                "odd",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"certificate":"LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="}}"#,
+            ],
+        );
+        assert!(forbidden(&forged), "{forged:?}");
+        assert!(
+            forged
+                .stderr
+                .contains("user not permitted to sign requests with signerName"),
+            "{forged:?}"
+        );
 
         // A client certificate for a person, approved by hand with kubectl.
         let (alice_pem, alice_key) = pki::generate_csr("alice", Some("devs")).expect("csr");

@@ -269,7 +269,8 @@ impl Chain {
 
     /// CertificateSigningRequests: on create the requestor is the caller (upstream's
     /// `PrepareForCreate`); an approval that changes Approved/Denied needs `approve` on the
-    /// signer (upstream's CertificateApproval admission plugin).
+    /// signer, a status write that sets the certificate `sign` (upstream's
+    /// CertificateApproval and CertificateSigning admission plugins).
     fn certificate_request(
         &self,
         res: &Resource,
@@ -302,8 +303,7 @@ impl Chain {
             }
             return Ok(());
         }
-        let (Some(security), Some("approval"), Some(old)) = (&self.security, subresource, old)
-        else {
+        let (Some(security), Some(old)) = (&self.security, old) else {
             return Ok(());
         };
         let decisions = |v: &Value| -> Vec<Value> {
@@ -317,15 +317,22 @@ impl Chain {
                 })
                 .unwrap_or_default()
         };
-        if decisions(obj) == decisions(old) {
-            return Ok(());
-        }
+        let verb = match subresource {
+            Some("approval") if decisions(obj) != decisions(old) => "approve",
+            // Upstream's CertificateSigning plugin: issuing a certificate needs `sign`.
+            Some("status")
+                if obj.pointer("/status/certificate") != old.pointer("/status/certificate") =>
+            {
+                "sign"
+            }
+            _ => return Ok(()),
+        };
         let signer = str_at(old, "/spec/signerName").to_string();
         let allowed = |name: String| {
             security
                 .authorize(&Attributes {
                     user: user.clone(),
-                    verb: "approve".into(),
+                    verb: verb.into(),
                     resource_request: true,
                     api_group: "certificates.k8s.io".into(),
                     api_version: "*".into(),
@@ -345,7 +352,7 @@ impl Chain {
         Err(ApiError::forbidden(
             res,
             str_at(old, "/metadata/name"),
-            &format!("user not permitted to approve requests with signerName \"{signer}\""),
+            &format!("user not permitted to {verb} requests with signerName \"{signer}\""),
         ))
     }
 
