@@ -352,6 +352,34 @@ async fn seed(state: &State) -> Result<(), StartError> {
             }
         }
     }
+    // The two system PriorityClasses every cluster has (upstream's scheduling post-start hook).
+    let classes = Resource {
+        info: api_types::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+            .ok_or_else(|| StartError::Seed("priorityclasses missing from the table".into()))?,
+        namespace: None,
+    };
+    for (class, value, description) in [
+        ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        let obj = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                         "metadata": {"name": class}, "value": value, "description": description,
+                         "preemptionPolicy": "PreemptLowerPriority"});
+        match state
+            .registry
+            .create(&classes, obj, &WriteOptions::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == 409 => {}
+            Err(e) => {
+                return Err(StartError::Seed(format!(
+                    "priorityclass {class}: {:?}",
+                    e.0.message
+                )))
+            }
+        }
+    }
     // The `kubernetes` Service, with the first address of the range, as every cluster has.
     let services = Resource {
         info: api_types::resources::find("", "v1", "services")

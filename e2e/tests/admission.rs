@@ -169,3 +169,42 @@ async fn quota_counts_stay_exact_under_concurrent_creates() {
     .await
     .expect("test body");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn priority_classes_and_default_tolerations() {
+    let cluster = Cluster::start(Backend::Embedded).await;
+    tokio::task::spawn_blocking(move || {
+        // The system classes exist in every cluster.
+        let classes = cluster.must(&["get", "priorityclasses", "-o", "name"]);
+        assert!(
+            classes.contains("priorityclass.scheduling.k8s.io/system-node-critical")
+                && classes.contains("priorityclass.scheduling.k8s.io/system-cluster-critical"),
+            "{classes}"
+        );
+        cluster.must(&["create", "priorityclass", "batch-low", "--value=10", "--preemption-policy=Never"]);
+        let pod = |name: &str, extra: &str| {
+            write(
+                &cluster,
+                &format!("{name}.yaml"),
+                &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{extra}  containers:\n  - name: c\n    image: busybox\n"),
+            )
+        };
+        cluster.must(&["create", "-f", &pod("plain", "")]);
+        let got = cluster.must(&["get", "pod", "plain", "-o", "jsonpath={.spec.priority} {.spec.tolerations[*].key} {.spec.tolerations[*].tolerationSeconds}"]);
+        assert_eq!(got, "0 node.kubernetes.io/not-ready node.kubernetes.io/unreachable 300 300");
+        cluster.must(&["create", "-f", &pod("low", "  priorityClassName: batch-low\n")]);
+        let got = cluster.must(&["get", "pod", "low", "-o", "jsonpath={.spec.priority} {.spec.preemptionPolicy}"]);
+        assert_eq!(got, "10 Never");
+        let missing = cluster.kubectl(&["create", "-f", &pod("lost", "  priorityClassName: nope\n")]);
+        assert!(
+            missing.stderr.contains(r#"pods "lost" is forbidden: no PriorityClass with name nope was found"#),
+            "{missing:?}"
+        );
+        // A pod that tolerates the taints itself keeps its own toleration.
+        cluster.must(&["create", "-f", &pod("tolerant", "  tolerations:\n  - operator: Exists\n")]);
+        let got = cluster.must(&["get", "pod", "tolerant", "-o", "jsonpath={.spec.tolerations}"]);
+        assert_eq!(got, r#"[{"operator":"Exists"}]"#);
+    })
+    .await
+    .expect("test body");
+}

@@ -395,11 +395,23 @@ async fn higher_priority_pod_preempts_a_lower_priority_one() {
     let kc = client(&c);
     node(&kc, "n", "2", serde_json::json!({})).await;
     let _s = start(&c, "only", None).await;
+    // Priorities come from PriorityClasses (the API server's Priority admission).
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(kc.clone());
+    for (name, value) in [("low", 1), ("high", 1000)] {
+        let class = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "value": value,
+        }))
+        .expect("priority class");
+        classes
+            .create(&Default::default(), &class)
+            .await
+            .expect("create priority class");
+    }
     pod(
         &kc,
         "low",
         "1500m",
-        serde_json::json!({"spec": {"priority": 1}}),
+        serde_json::json!({"spec": {"priorityClassName": "low"}}),
     )
     .await;
     assert_eq!(bound_node(&kc, "low").await, "n");
@@ -407,7 +419,7 @@ async fn higher_priority_pod_preempts_a_lower_priority_one() {
         &kc,
         "high",
         "1500m",
-        serde_json::json!({"spec": {"priority": 1000}}),
+        serde_json::json!({"spec": {"priorityClassName": "high"}}),
     )
     .await;
     let api: Api<Pod> = Api::namespaced(kc.clone(), "default");

@@ -134,6 +134,10 @@ impl Admit for Chain {
         if is_pod && subresource.is_none() && old.is_none() && self.security.is_some() {
             self.service_account(res, &namespace, &name, obj)?;
         }
+        if is_pod && subresource.is_none() && old.is_none() {
+            self.priority(res, &name, obj)?;
+            default_tolerations(obj);
+        }
         let is_pvc = res.info.group.is_empty() && res.info.plural == "persistentvolumeclaims";
         if (is_pod || is_pvc) && subresource.is_none() && old.is_none() {
             let ranges = self.limit_ranges(&namespace);
@@ -159,6 +163,43 @@ impl Admit for Chain {
             warnings.extend(outcome.warnings);
         }
         Ok(())
+    }
+}
+
+/// Upstream's DefaultTolerationSeconds admission (`--default-not-ready-toleration-seconds`,
+/// `--default-unreachable-toleration-seconds`, both 300): a pod without a toleration for the
+/// not-ready/unreachable NoExecute taints gets one for 5 minutes, so it is evicted from a lost
+/// node after that long rather than at once.
+const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+fn default_tolerations(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let tolerations = spec
+        .entry("tolerations")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        // Upstream: any toleration that would tolerate the NoExecute taint counts.
+        let tolerated = list.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let t_key = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
+            (effect.is_empty() || effect == "NoExecute")
+                && (t_key == key || (t_key.is_empty() && exists))
+        });
+        if !tolerated {
+            list.push(serde_json::json!({
+                "key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+            }));
+        }
     }
 }
 
@@ -366,6 +407,73 @@ impl Chain {
         }
         authz::node_restriction::admit(request)
             .map_err(|reason| ApiError::forbidden(res, request.name, &reason))
+    }
+
+    /// Upstream's Priority admission: `spec.priority` (and `preemptionPolicy`) come from the
+    /// pod's PriorityClass, or from the class marked `globalDefault`, else 0; a pod naming a
+    /// class that does not exist is refused; a client may not set a different priority itself.
+    fn priority(&self, res: &Resource, name: &str, pod: &mut Value) -> Result<(), ApiError> {
+        let classes: Vec<Value> = find("scheduling.k8s.io", "priorityclasses", None)
+            .map(|r| {
+                self.cache
+                    .list(&r.prefix())
+                    .0
+                    .iter()
+                    .filter_map(|o| serde_json::from_slice(&o.json).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        let wanted = spec
+            .get("priorityClassName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let class = match &wanted {
+            Some(n) => Some(
+                classes
+                    .iter()
+                    .find(|c| str_at(c, "/metadata/name") == n)
+                    .ok_or_else(|| {
+                        ApiError::forbidden(
+                            res,
+                            name,
+                            &format!("no PriorityClass with name {n} was found"),
+                        )
+                    })?,
+            ),
+            None => classes
+                .iter()
+                .find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true)),
+        };
+        let value = class
+            .and_then(|c| c.get("value"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if let Some(given) = spec.get("priority").and_then(Value::as_i64) {
+            if given != value {
+                return Err(ApiError::forbidden(
+                    res,
+                    name,
+                    "the integer value of priority must not be provided in pod spec; priority admission controller computed the priority from the given PriorityClass name",
+                ));
+            }
+        }
+        spec.insert("priority".into(), Value::from(value));
+        if let Some(c) = class {
+            spec.insert(
+                "priorityClassName".into(),
+                Value::from(str_at(c, "/metadata/name")),
+            );
+            let policy = c
+                .get("preemptionPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("PreemptLowerPriority");
+            spec.insert("preemptionPolicy".into(), Value::from(policy));
+        }
+        Ok(())
     }
 
     fn limit_ranges(
