@@ -686,7 +686,9 @@ impl Registry {
                     Err(e) => Err(ApiError::from_storage(res, name, e)),
                 };
             }
-            if desired == current || opts.dry_run {
+            // A stale stored form (an older encryption key) is rewritten even when nothing
+            // changed: `kubectl replace` of every Secret finishes a key rotation.
+            if (desired == current && !kv.stale) || opts.dry_run {
                 return Ok(Written {
                     object: desired,
                     warnings,

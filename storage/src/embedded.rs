@@ -531,6 +531,7 @@ fn kv(key: &str, value: Bytes, create_revision: Revision, mod_revision: Revision
         value,
         create_revision,
         mod_revision,
+        stale: false,
     }
 }
 

@@ -669,6 +669,9 @@ fn decrypt(config: &EncryptionConfig, key: &str, value: Bytes) -> Result<Bytes> 
 }
 
 fn decrypt_kv(config: &EncryptionConfig, mut kv: KeyValue) -> Result<KeyValue> {
+    kv.stale = config
+        .providers_for(&kv.key)
+        .is_some_and(|p| p.is_stale(&kv.value));
     kv.value = decrypt(config, &kv.key, kv.value)?;
     Ok(kv)
 }

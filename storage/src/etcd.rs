@@ -103,6 +103,7 @@ fn to_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
         value: Bytes::copy_from_slice(kv.value()),
         create_revision: kv.create_revision() as Revision,
         mod_revision: kv.mod_revision() as Revision,
+        stale: false,
     })
 }
 

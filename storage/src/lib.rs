@@ -52,6 +52,10 @@ pub struct KeyValue {
     pub create_revision: Revision,
     /// The revision of the last write to the key: the object's `resourceVersion`.
     pub mod_revision: Revision,
+    /// The stored form is out of date (upstream's "stale": written under an older encryption
+    /// key or provider), so an update should write it even when the content is unchanged —
+    /// that is how `kubectl replace` of every Secret finishes a key rotation.
+    pub stale: bool,
 }
 
 /// How to read a list.
@@ -296,7 +300,7 @@ where
         };
         let value = try_update(current.as_ref()).map_err(UpdateError::Aborted)?;
         let written = match &current {
-            Some(kv) if kv.value == value => return Ok(kv.clone()),
+            Some(kv) if kv.value == value && !kv.stale => return Ok(kv.clone()),
             Some(kv) => store
                 .update(key, value.clone(), kv.mod_revision)
                 .await
@@ -310,6 +314,7 @@ where
                     value,
                     create_revision,
                     mod_revision,
+                    stale: false,
                 })
             }
             Err(

@@ -288,7 +288,8 @@ pub async fn crud_and_preconditions(s: &dyn Storage) {
             key: k.clone(),
             value: b("v1"),
             create_revision: r1,
-            mod_revision: r1
+            mod_revision: r1,
+            stale: false
         }
     );
 
@@ -588,7 +589,8 @@ pub async fn watch_replays_from_revision_in_order(s: &dyn Storage) {
             key: k.clone(),
             value: b("1"),
             create_revision: r1,
-            mod_revision: r1
+            mod_revision: r1,
+            stale: false
         })
     );
     assert_eq!(
@@ -598,7 +600,8 @@ pub async fn watch_replays_from_revision_in_order(s: &dyn Storage) {
                 key: k.clone(),
                 value: b("2"),
                 create_revision: r1,
-                mod_revision: r2
+                mod_revision: r2,
+                stale: false
             },
             prev: b("1"),
         }
@@ -609,7 +612,8 @@ pub async fn watch_replays_from_revision_in_order(s: &dyn Storage) {
             key: k.clone(),
             value: b("2"),
             create_revision: r1,
-            mod_revision: r3
+            mod_revision: r3,
+            stale: false
         })
     );
     let r4 = s.create(&k, b("live")).await.unwrap();

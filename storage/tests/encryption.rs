@@ -584,3 +584,28 @@ async fn encrypted_fixture() -> storage::testing::Fixture {
 mod conformance {
     storage::conformance_tests!(super::encrypted_fixture);
 }
+
+#[tokio::test]
+async fn values_under_an_older_key_read_as_stale_and_an_unchanged_update_rewrites_them() {
+    let f = fixture();
+    let old = EncryptedStorage::new(f.inner.clone(), config(&aesgcm("old", 1)));
+    old.create(SECRET_KEY, Bytes::from_static(PLAINTEXT))
+        .await
+        .expect("create");
+    assert!(!old.get(SECRET_KEY).await.expect("get").stale);
+    let rotated = EncryptedStorage::new(
+        f.inner.clone(),
+        config(&format!("{}{}", aesgcm("new", 2), aesgcm("old", 1))),
+    );
+    assert!(rotated.get(SECRET_KEY).await.expect("get").stale);
+    // The read-modify-write helper writes a stale value even though the content is unchanged
+    // (upstream's GuaranteedUpdate), which is what completes a rotation.
+    storage::guaranteed_update(&rotated, SECRET_KEY, |current| {
+        Ok::<_, std::convert::Infallible>(current.map(|kv| kv.value.clone()).unwrap_or_default())
+    })
+    .await
+    .expect("rewrite");
+    let raw = f.inner.get(SECRET_KEY).await.expect("raw");
+    assert!(raw.value.starts_with(b"k8s:enc:aesgcm:v1:new:"));
+    assert!(!rotated.get(SECRET_KEY).await.expect("get").stale);
+}
