@@ -217,12 +217,21 @@ async fn the_streaming_port_is_https_and_authorizes_callers() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
-    let body = reqwest::get(format!("http://127.0.0.1:{local}/index.html"))
-        .await
-        .expect("GET through the port-forward")
-        .text()
-        .await
-        .expect("body");
+    // The pod is Running once its process starts, which may be a moment before httpd listens:
+    // a refused connection inside the pod resets the forwarded one, so try until it answers.
+    let deadline = std::time::Instant::now() + HANG;
+    let body = loop {
+        match reqwest::get(format!("http://127.0.0.1:{local}/index.html")).await {
+            Ok(resp) => break resp.text().await.expect("body"),
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "GET through the port-forward: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
     assert_eq!(body.trim(), "forwarded-over-tls");
     let _ = pf.kill();
     let _ = pf.wait();
