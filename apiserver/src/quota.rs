@@ -29,10 +29,7 @@ pub struct Charge {
 }
 
 fn quotas_resource(namespace: &str) -> Option<Resource> {
-    Some(Resource {
-        info: api_types::resources::find("", "v1", "resourcequotas")?,
-        namespace: Some(namespace.to_string()),
-    })
+    Resource::builtin("", "resourcequotas", Some(namespace)).ok()
 }
 
 fn is_quota(res: &Resource) -> bool {

@@ -12,6 +12,23 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// A built-in `v1` resource by group and plural, for the server's own reads and writes (a
+    /// missing table entry is a bug, answered as a 500).
+    pub fn builtin(
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Result<Resource, crate::error::ApiError> {
+        Ok(Resource {
+            info: resources::find(group, "v1", plural).ok_or_else(|| {
+                crate::error::ApiError::internal(format!(
+                    "{plural} missing from the resource table"
+                ))
+            })?,
+            namespace: namespace.map(String::from),
+        })
+    }
+
     /// The storage key of the named object.
     pub fn key(&self, name: &str) -> String {
         self.info.storage_key(self.namespace.as_deref(), name)

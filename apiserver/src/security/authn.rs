@@ -215,7 +215,7 @@ fn secret_field(secret: &Value, key: &str) -> Option<String> {
 /// A bootstrap token, checked against its Secret `kube-system/bootstrap-token-<id>`.
 async fn bootstrap_user(state: &State, id: &str, secret: &str) -> Result<UserInfo, String> {
     let invalid = || "invalid bootstrap token".to_string();
-    let res = resource("", "v1", "secrets", Some("kube-system"))?;
+    let res = resource("", "secrets", Some("kube-system"))?;
     let obj = state
         .registry
         .get(&res, &format!("bootstrap-token-{id}"))
@@ -287,7 +287,7 @@ async fn service_account_user(
     let sa_obj = state
         .registry
         .get(
-            &resource("", "v1", "serviceaccounts", Some(&k.namespace))?,
+            &resource("", "serviceaccounts", Some(&k.namespace))?,
             &k.serviceaccount.name,
         )
         .await
@@ -299,7 +299,7 @@ async fn service_account_user(
     if let Some(pod) = &k.pod {
         let obj = state
             .registry
-            .get(&resource("", "v1", "pods", Some(&k.namespace))?, &pod.name)
+            .get(&resource("", "pods", Some(&k.namespace))?, &pod.name)
             .await
             .map_err(|_| stale("pod"))?;
         if uid_of(&obj) != pod.uid || obj.pointer("/metadata/deletionTimestamp").is_some() {
@@ -317,10 +317,7 @@ async fn service_account_user(
     if let Some(secret) = &k.secret {
         let obj = state
             .registry
-            .get(
-                &resource("", "v1", "secrets", Some(&k.namespace))?,
-                &secret.name,
-            )
+            .get(&resource("", "secrets", Some(&k.namespace))?, &secret.name)
             .await
             .map_err(|_| stale("secret"))?;
         if uid_of(&obj) != secret.uid {
@@ -355,17 +352,8 @@ async fn service_account_user(
     })
 }
 
-fn resource(
-    group: &str,
-    version: &str,
-    plural: &str,
-    ns: Option<&str>,
-) -> Result<Resource, String> {
-    Ok(Resource {
-        info: api_types::resources::find(group, version, plural)
-            .ok_or_else(|| format!("{plural} missing from the resource table"))?,
-        namespace: ns.map(String::from),
-    })
+fn resource(group: &str, plural: &str, ns: Option<&str>) -> Result<Resource, String> {
+    Resource::builtin(group, plural, ns).map_err(|e| format!("{:?}", e.0.message))
 }
 
 #[cfg(test)]

@@ -16,11 +16,7 @@ use crate::State;
 const RBAC: &str = "rbac.authorization.k8s.io";
 
 fn res(group: &str, plural: &str, namespace: Option<&str>) -> Result<Resource, String> {
-    Ok(Resource {
-        info: api_types::resources::find(group, "v1", plural)
-            .ok_or_else(|| format!("{plural} missing from the resource table"))?,
-        namespace: namespace.map(String::from),
-    })
+    Resource::builtin(group, plural, namespace).map_err(|e| format!("{:?}", e.0.message))
 }
 
 pub async fn start(state: &Arc<State>) -> Result<(), String> {

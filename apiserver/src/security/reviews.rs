@@ -229,13 +229,7 @@ pub async fn token_request(
     let signer = security.signer.as_ref().ok_or_else(|| {
         ApiError::service_unavailable("no --service-account-signing-key-file is configured")
     })?;
-    let lookup = |plural: &str| -> Result<Resource, ApiError> {
-        Ok(Resource {
-            info: api_types::resources::find("", "v1", plural)
-                .ok_or_else(|| ApiError::internal(format!("{plural} missing")))?,
-            namespace: Some(namespace.to_string()),
-        })
-    };
+    let lookup = |plural: &str| Resource::builtin("", plural, Some(namespace));
     let sa = state
         .registry
         .get(&lookup("serviceaccounts")?, sa_name)
@@ -302,11 +296,7 @@ pub async fn token_request(
             }
             let node = str_at(&obj, "/spec/nodeName");
             if !node.is_empty() {
-                let nodes = Resource {
-                    info: api_types::resources::find("", "v1", "nodes")
-                        .ok_or_else(|| ApiError::internal("nodes missing"))?,
-                    namespace: None,
-                };
+                let nodes = Resource::builtin("", "nodes", None)?;
                 if let Ok(n) = state.registry.get(&nodes, node).await {
                     kube.node = Some(pki::ObjectRef {
                         name: node.to_string(),
