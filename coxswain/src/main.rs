@@ -63,6 +63,22 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Writes a kubeconfig for a component from the cluster PKI (as `kubeadm kubeconfig
+    /// user`): admin, scheduler, controller-manager or node:<name>.
+    Kubeconfig {
+        /// The PKI directory (`cox-apiserver --cert-dir`, `<data-dir>/pki` by default).
+        #[arg(long, default_value = "/var/lib/coxswain/pki")]
+        cert_dir: PathBuf,
+        /// The API server URL the kubeconfig points at.
+        #[arg(long, default_value = "https://127.0.0.1:6443")]
+        server: String,
+        /// Whose credentials: admin, scheduler, controller-manager or node:<name>.
+        #[arg(long = "for", value_name = "WHO")]
+        who: String,
+        /// Write here (mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,6 +239,52 @@ async fn main() -> anyhow::Result<()> {
             tokio::select! {
                 _ = agent.wait() => anyhow::bail!("the node agent stopped"),
                 r = until_signal() => r?,
+            }
+        }
+        Command::Kubeconfig {
+            cert_dir,
+            server,
+            who,
+            output,
+        } => {
+            // Never mint a new CA here: a kubeconfig from the wrong one would be useless.
+            if !cert_dir.join("ca.crt").exists() || !cert_dir.join("ca.key").exists() {
+                anyhow::bail!(
+                    "no cluster CA in {} (start cox-apiserver or coxswain once to create it)",
+                    cert_dir.display()
+                );
+            }
+            let pki = pki::ensure(&cert_dir, &pki::PkiOptions::default())
+                .with_context(|| format!("the PKI in {}", cert_dir.display()))?;
+            let node_cert;
+            let (cert, user) = match who.as_str() {
+                "admin" => (&pki.admin, "admin".to_string()),
+                "scheduler" => (&pki.scheduler, "system:kube-scheduler".to_string()),
+                "controller-manager" => (
+                    &pki.controller_manager,
+                    "system:kube-controller-manager".to_string(),
+                ),
+                other => match other.strip_prefix("node:") {
+                    Some(node) if !node.is_empty() => {
+                        node_cert = pki.node_client(node)?;
+                        (&node_cert, format!("system:node:{node}"))
+                    }
+                    _ => anyhow::bail!(
+                        "--for: want admin, scheduler, controller-manager or node:<name>, got {other:?}"
+                    ),
+                },
+            };
+            match output {
+                Some(path) => pki.write_kubeconfig(&path, &server, cert, &user)?,
+                None => print!(
+                    "{}",
+                    pki::kubeconfig(
+                        &server,
+                        pki.ca.cert_pem(),
+                        &user,
+                        pki::Credentials::ClientCert(cert)
+                    )
+                ),
             }
         }
         Command::Token {

@@ -418,6 +418,43 @@ async fn secrets_are_ciphertext_in_etcd() {
         .await
         .expect("raw configmap");
     assert!(String::from_utf8_lossy(&cm.value).contains("blue-plaintext"));
+
+    // Key rotation, as upstream documents it: a new key first (the old one still reads), then
+    // `kubectl replace` of every Secret rewrites them under the new key although their content
+    // is unchanged.
+    let mut cluster = std::sync::Arc::into_inner(cluster).expect("the only handle");
+    std::fs::write(
+        cluster.dir().join("encryption.yaml"),
+        e2e::ENCRYPTION_CONFIG.replace(
+            "      keys:\n",
+            "      keys:\n      - name: key2\n        secret: YW5vdGhlciBzZWNyZXQga2V5OiAzMiBieXRlcyEhISE=\n",
+        ),
+    )
+    .expect("rotate the config");
+    cluster.restart().await;
+    let cluster = std::sync::Arc::new(cluster);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        let through_api = c.must(&["get", "secret", "db", "-o", "jsonpath={.data.password}"]);
+        assert_eq!(
+            through_api, "aHVudGVyMi1wbGFpbnRleHQ=",
+            "the old key still reads"
+        );
+        let json = c.must(&["get", "secrets", "-o", "json"]);
+        let replaced = c.kubectl_stdin(&["replace", "-f", "-"], Some(&json));
+        assert!(replaced.ok, "{replaced:?}");
+    })
+    .await
+    .expect("kubectl");
+    let secret = etcd
+        .get("/registry/core/secrets/default/db")
+        .await
+        .expect("raw secret");
+    assert!(
+        secret.value.starts_with(b"k8s:enc:aesgcm:v1:key2:"),
+        "rewritten under the new key: {:?}",
+        String::from_utf8_lossy(&secret.value[..40.min(secret.value.len())])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
