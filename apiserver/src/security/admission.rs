@@ -133,7 +133,6 @@ impl Admit for Chain {
         }
         if is_pod && subresource.is_none() && old.is_none() {
             self.priority(res, &name, obj)?;
-            default_tolerations(obj);
         }
         let is_pvc = res.info.group.is_empty() && res.info.plural == "persistentvolumeclaims";
         if (is_pod || is_pvc) && subresource.is_none() && old.is_none() {
@@ -160,43 +159,6 @@ impl Admit for Chain {
             warnings.extend(outcome.warnings);
         }
         Ok(())
-    }
-}
-
-/// Upstream's DefaultTolerationSeconds admission (`--default-not-ready-toleration-seconds`,
-/// `--default-unreachable-toleration-seconds`, both 300): a pod without a toleration for the
-/// not-ready/unreachable NoExecute taints gets one for 5 minutes, so it is evicted from a lost
-/// node after that long rather than at once.
-const DEFAULT_TOLERATION_SECONDS: i64 = 300;
-
-fn default_tolerations(pod: &mut Value) {
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let tolerations = spec
-        .entry("tolerations")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    let Some(list) = tolerations.as_array_mut() else {
-        return;
-    };
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        // Upstream: any toleration that would tolerate the NoExecute taint counts.
-        let tolerated = list.iter().any(|t| {
-            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            let t_key = t.get("key").and_then(Value::as_str).unwrap_or("");
-            let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
-            (effect.is_empty() || effect == "NoExecute")
-                && (t_key == key || (t_key.is_empty() && exists))
-        });
-        if !tolerated {
-            list.push(serde_json::json!({
-                "key": key, "operator": "Exists", "effect": "NoExecute",
-                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
-            }));
-        }
     }
 }
 
