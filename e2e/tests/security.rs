@@ -342,7 +342,7 @@ async fn service_account_tokens_and_pod_security() {
         .expect("write");
         // warn=baseline elsewhere: the pod is admitted, kubectl prints the warning.
         cluster.must(&["create", "namespace", "watched"]);
-        cluster.must(&["label", "namespace", "watched", "pod-security.kubernetes.io/warn=baseline"]);
+        cluster.must(&["label", "namespace", "watched", "pod-security.kubernetes.io/warn=baseline", "pod-security.kubernetes.io/audit=restricted"]);
         cluster.must(&["create", "serviceaccount", "default", "-n", "watched"]);
         let warned = cluster.kubectl(&["create", "-f", pod.to_str().expect("utf-8"), "-n", "watched"]);
         assert!(!warned.ok, "the manifest names namespace locked: {warned:?}");
@@ -353,6 +353,26 @@ async fn service_account_tokens_and_pod_security() {
         assert!(
             warned.stderr.contains(r#"Warning: would violate PodSecurity "baseline:latest": privileged (container "c" must not set securityContext.privileged=true)"#),
             "{warned:?}"
+        );
+        // audit=restricted: the violations are in the pod create's audit event.
+        let log = std::fs::read_to_string(cluster.dir().join("audit.log")).expect("audit log");
+        let annotated = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| {
+                e["stage"] == "ResponseComplete"
+                    && e["objectRef"]["resource"] == "pods"
+                    && e["objectRef"]["namespace"] == "watched"
+                    && e["verb"] == "create"
+            })
+            .expect("the pod create is audited");
+        let violations = annotated["annotations"]["pod-security.kubernetes.io/audit-violations"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            violations.starts_with(r#"would violate PodSecurity "restricted:latest": privileged"#),
+            "{annotated}"
         );
 
         let refused = cluster.kubectl(&["create", "-f", pod.to_str().expect("utf-8")]);

@@ -21,6 +21,16 @@ use crate::resource::Resource;
 tokio::task_local! {
     /// The authenticated caller of the request being served.
     pub static REQUEST_USER: UserInfo;
+    /// Audit annotations admission adds to the request's audit event (PodSecurity's
+    /// `pod-security.kubernetes.io/audit-violations` and friends); set only when auditing.
+    pub static AUDIT_ANNOTATIONS: std::sync::Arc<parking_lot::Mutex<Vec<(String, String)>>>;
+}
+
+fn annotate(annotations: &std::collections::BTreeMap<String, String>) {
+    let _ = AUDIT_ANNOTATIONS.try_with(|a| {
+        a.lock()
+            .extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())))
+    });
 }
 
 /// The caller of the current request, if any.
@@ -149,6 +159,7 @@ impl Admit for Chain {
         if is_pod && subresource.is_none() {
             let policy = self.pod_security_policy(&namespace);
             let outcome = admission::pod_security::check_pod(&policy, obj);
+            annotate(&outcome.audit_annotations);
             if let Some(denied) = outcome.denied {
                 return Err(ApiError::forbidden(res, &name, &denied));
             }
@@ -156,6 +167,7 @@ impl Admit for Chain {
         } else if subresource.is_none() && res.info.namespaced {
             let policy = self.pod_security_policy(&namespace);
             let outcome = admission::pod_security::check_template(&policy, res.info.kind, obj);
+            annotate(&outcome.audit_annotations);
             warnings.extend(outcome.warnings);
         }
         Ok(())

@@ -144,6 +144,7 @@ pub async fn finish(
     record: Record,
     attrs: &Attributes,
     decision: (&str, &str),
+    annotations: &[(String, String)],
     resp: Response,
 ) -> Response {
     let Record {
@@ -155,6 +156,9 @@ pub async fn finish(
     event.annotate(audit::ANNOTATION_DECISION, decision.0);
     if !decision.1.is_empty() {
         event.annotate(audit::ANNOTATION_REASON, decision.1);
+    }
+    for (k, v) in annotations {
+        event.annotate(k.clone(), v.clone());
     }
     if let Some(body) = recorded_body {
         if let Ok(v) = serde_json::from_slice(&body) {

@@ -274,7 +274,8 @@ pub async fn guard(AxumState(state): AxumState<Arc<State>>, req: Request, next: 
                     let (_, record) = audit::begin(auditor, &attrs, req).await;
                     match record {
                         Some(r) => {
-                            audit::finish(auditor, r, &attrs, ("forbid", &reason), answer).await
+                            audit::finish(auditor, r, &attrs, ("forbid", &reason), &[], answer)
+                                .await
                         }
                         None => answer,
                     }
@@ -300,11 +301,16 @@ async fn serve(
             .await;
     };
     let (req, record) = audit::begin(auditor, &attrs, req).await;
-    let resp = admission::REQUEST_USER
-        .scope(attrs.user.clone(), next.run(req))
+    let annotations: Arc<parking_lot::Mutex<Vec<(String, String)>>> = Default::default();
+    let resp = admission::AUDIT_ANNOTATIONS
+        .scope(
+            annotations.clone(),
+            admission::REQUEST_USER.scope(attrs.user.clone(), next.run(req)),
+        )
         .await;
+    let annotations = std::mem::take(&mut *annotations.lock());
     match record {
-        Some(r) => audit::finish(auditor, r, &attrs, decision, resp).await,
+        Some(r) => audit::finish(auditor, r, &attrs, decision, &annotations, resp).await,
         None => resp,
     }
 }
