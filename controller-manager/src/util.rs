@@ -141,10 +141,37 @@ impl Backoff {
 /// Events are core/v1 Events, as client-go's `record.EventRecorder` writes for
 /// kube-controller-manager, because that is what `kubectl describe` and `kubectl get events`
 /// read. Each call writes one Event; there is no aggregation into counts or series yet.
+///
+/// Like client-go's `EventSourceObjectSpamFilter`, each involved object (per event type) may
+/// have a burst of [`SPAM_BURST`] events, refilled at one per [`SPAM_REFILL`]; further events
+/// are dropped. Without it a ReplicaSet of 5,000 replicas writes 5,000 `SuccessfulCreate`
+/// events, one API write per pod, inside its reconcile.
 #[derive(Clone)]
 pub struct Recorder {
     client: kube::Client,
     component: &'static str,
+    spam: std::sync::Arc<Mutex<HashMap<String, SpamBucket>>>,
+}
+
+/// Events an object may have in a burst (client-go's `defaultSpamBurst`).
+pub const SPAM_BURST: f64 = 25.0;
+/// How long one more event takes to be allowed (client-go's `defaultSpamQPS`: 1/300).
+pub const SPAM_REFILL: Duration = Duration::from_secs(300);
+/// Objects remembered by the spam filter before full buckets are forgotten (client-go's
+/// `maxLruCacheEntries`).
+const SPAM_OBJECTS: usize = 4096;
+
+struct SpamBucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl SpamBucket {
+    fn refill(&mut self, now: std::time::Instant) {
+        let earned = now.duration_since(self.at).as_secs_f64() / SPAM_REFILL.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(SPAM_BURST);
+        self.at = now;
+    }
 }
 
 impl Recorder {
@@ -153,6 +180,30 @@ impl Recorder {
         Recorder {
             client: client.clone(),
             component,
+            spam: Default::default(),
+        }
+    }
+
+    /// Whether one more event about the object `key` is allowed now (and takes it).
+    fn allow(&self, key: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut spam = self.spam.lock();
+        if spam.len() >= SPAM_OBJECTS && !spam.contains_key(key) {
+            spam.retain(|_, b| {
+                b.refill(now);
+                b.tokens < SPAM_BURST
+            });
+        }
+        let bucket = spam.entry(key.to_string()).or_insert(SpamBucket {
+            tokens: SPAM_BURST,
+            at: now,
+        });
+        bucket.refill(now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
@@ -169,6 +220,16 @@ impl Recorder {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
+        let spam_key = format!(
+            "{}/{ns}/{}/{}/Normal",
+            K::kind(&()),
+            obj.meta().name.as_deref().unwrap_or_default(),
+            obj.meta().uid.as_deref().unwrap_or_default(),
+        );
+        if !self.allow(&spam_key) {
+            tracing::debug!(reason, "event dropped by the spam filter");
+            return;
+        }
         let now = now();
         let suffix: u64 = rand::random();
         let ev = Event {
@@ -268,6 +329,18 @@ mod tests {
         }]);
         assert!(!selector_matches(&sel, &labels));
         assert!(selector_is_empty(&LabelSelector::default()));
+    }
+
+    #[tokio::test]
+    async fn spam_filter_allows_a_burst_per_object() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:1".parse().expect("url"),
+        ))
+        .expect("client");
+        let r = Recorder::new(&client, "test");
+        let allowed = (0..100).filter(|_| r.allow("a")).count();
+        assert_eq!(allowed, SPAM_BURST as usize);
+        assert!(r.allow("b"), "another object has its own burst");
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //! from the stores is confirmed absent with a live GET before anything is deleted, as
 //! upstream's `attemptToDeleteItem` does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api_types::resources::{self, ResourceInfo, Verb};
 use futures::future::BoxFuture;
@@ -46,8 +47,13 @@ pub const ORPHAN: &str = "orphan";
 
 /// How long to gather changes before a pass: a rollout changes many objects at once.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Passes wait this many times the last pass's graph-building time (at least [`DEBOUNCE`]).
+const GRAPH_SHARE: u32 = 4;
 /// A pass also runs this often without changes, so a failed write is retried.
 const RESYNC: Duration = Duration::from_secs(10);
+/// Owner checks and dependent deletions in flight at once (upstream's
+/// `--concurrent-gc-syncs` default).
+const GC_WORKERS: usize = 20;
 
 /// The `ApiResource` of a resource table entry.
 pub fn api_resource(info: &ResourceInfo) -> ApiResource {
@@ -112,11 +118,19 @@ pub fn controller(client: Client, metrics: Arc<Metrics>) -> BoxFuture<'static, (
                 .boxed(),
         );
     }
-    let gc = Collector { client, kinds };
+    let gc = Collector {
+        client,
+        kinds,
+        graph_time: AtomicU64::new(0),
+    };
     let pass_loop = async move {
         loop {
             let _ = tokio::time::timeout(RESYNC, notify.notified()).await;
-            tokio::time::sleep(DEBOUNCE).await;
+            // Each pass rebuilds the graph from every store, so with many objects and a steady
+            // stream of changes (heartbeats, pods starting) passes would take a core; waiting
+            // GRAPH_SHARE times the last graph's cost keeps it to a fraction of one.
+            let graph = Duration::from_micros(gc.graph_time.load(Ordering::Relaxed));
+            tokio::time::sleep(DEBOUNCE.max(graph * GRAPH_SHARE)).await;
             let timer = metrics.start(NAME);
             let result = gc.pass().instrument(tracing::info_span!("gc_pass")).await;
             timer.finish(result.is_ok());
@@ -135,6 +149,8 @@ pub fn controller(client: Client, metrics: Arc<Metrics>) -> BoxFuture<'static, (
 struct Collector {
     client: Client,
     kinds: Vec<Kind>,
+    /// How long the last pass took to build its graph (µs), its CPU-bound part.
+    graph_time: AtomicU64,
 }
 
 /// One object in the graph.
@@ -159,27 +175,47 @@ impl Collector {
             .iter()
             .map(|k| (k.info, k.store.state()))
             .collect();
-        let mut by_uid: HashMap<&str, Node<'_>> = HashMap::new();
-        let mut dependents: HashMap<&str, Vec<(Node<'_>, &OwnerReference)>> = HashMap::new();
+        // Every uid present, and the owners being deleted in foreground or orphaning their
+        // dependents; dependents are gathered for those owners only (the graph is rebuilt
+        // every pass, so it is kept to what the pass uses).
+        let started = Instant::now();
+        let total: usize = snapshot.iter().map(|(_, objs)| objs.len()).sum();
+        let mut by_uid: HashSet<&str> = HashSet::with_capacity(total);
+        let mut finalizing: Vec<Node<'_>> = Vec::new();
         for (info, objs) in &snapshot {
             for obj in objs {
                 if let Some(uid) = obj.metadata.uid.as_deref() {
-                    by_uid.insert(uid, Node { info, obj });
+                    by_uid.insert(uid);
                 }
-                for r in obj.owner_references() {
-                    dependents
-                        .entry(r.uid.as_str())
-                        .or_default()
-                        .push((Node { info, obj }, r));
+                if obj.metadata.deletion_timestamp.is_some()
+                    && obj
+                        .finalizers()
+                        .iter()
+                        .any(|f| f == ORPHAN || f == FOREGROUND)
+                {
+                    finalizing.push(Node { info, obj });
+                }
+            }
+        }
+        let mut dependents: HashMap<&str, Vec<(Node<'_>, &OwnerReference)>> = finalizing
+            .iter()
+            .filter_map(|n| n.obj.metadata.uid.as_deref())
+            .map(|uid| (uid, Vec::new()))
+            .collect();
+        if !dependents.is_empty() {
+            for (info, objs) in &snapshot {
+                for obj in objs {
+                    for r in obj.owner_references() {
+                        if let Some(deps) = dependents.get_mut(r.uid.as_str()) {
+                            deps.push((Node { info, obj }, r));
+                        }
+                    }
                 }
             }
         }
         let mut first_err: Option<Error> = None;
         // Owners being deleted in foreground or orphaning their dependents.
-        for node in by_uid.values() {
-            if node.obj.metadata.deletion_timestamp.is_none() {
-                continue;
-            }
+        for node in &finalizing {
             let finalizers = node.obj.finalizers();
             let uid = node.obj.metadata.uid.as_deref().unwrap_or_default();
             let deps = dependents.get(uid).map(Vec::as_slice).unwrap_or_default();
@@ -194,24 +230,84 @@ impl Collector {
                 first_err.get_or_insert(e);
             }
         }
-        // Dependents whose owners are gone.
-        for (info, objs) in &snapshot {
+        // Dependents whose owners are missing from the stores (owned, as the concurrent
+        // requests below need).
+        // (index of the kind in `self.kinds`, the object, its missing owners)
+        type Dangling = (usize, Arc<DynamicObject>, Vec<OwnerReference>);
+        let mut dangling: Vec<Dangling> = Vec::new();
+        for (kind, (_, objs)) in snapshot.iter().enumerate() {
             for obj in objs {
                 let refs = obj.owner_references();
                 if refs.is_empty() || obj.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
-                let missing: Vec<&OwnerReference> = refs
+                let missing: Vec<OwnerReference> = refs
                     .iter()
-                    .filter(|r| !by_uid.contains_key(r.uid.as_str()))
+                    .filter(|r| !by_uid.contains(r.uid.as_str()))
+                    .cloned()
                     .collect();
-                if missing.is_empty() {
-                    continue;
+                if !missing.is_empty() {
+                    dangling.push((kind, obj.clone(), missing));
                 }
-                let node = Node { info, obj };
-                if let Err(e) = self.dangling(&node, &missing).await {
+            }
+        }
+        self.graph_time.store(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        // Each missing owner is confirmed gone with one live GET per pass, however many
+        // dependents it had (upstream's absent-owner cache), not one GET per dependent.
+        let mut owners: HashMap<(Option<String>, String), OwnerReference> = HashMap::new();
+        for (_, obj, missing) in &dangling {
+            for r in missing {
+                owners.insert((obj.namespace(), r.uid.clone()), r.clone());
+            }
+        }
+        let checks: Vec<_> = futures::stream::iter(owners)
+            .map(|(key, r)| async move {
+                let absent = self.owner_absent(&r, key.0.as_deref()).await;
+                (key, absent)
+            })
+            .buffer_unordered(GC_WORKERS)
+            .collect()
+            .await;
+        let mut absent: HashSet<(Option<String>, String)> = HashSet::new();
+        for (key, result) in checks {
+            match result {
+                Ok(true) => {
+                    absent.insert(key);
+                }
+                Ok(false) => {}
+                Err(e) => {
                     first_err.get_or_insert(e);
                 }
+            }
+        }
+        // Then the dependents, GC_WORKERS at a time (upstream's --concurrent-gc-syncs).
+        type Work = (usize, Arc<DynamicObject>, Vec<String>);
+        let work: Vec<Work> = dangling
+            .into_iter()
+            .map(|(kind, obj, missing)| {
+                let ns = obj.namespace();
+                let gone = missing
+                    .into_iter()
+                    .filter(|r| absent.contains(&(ns.clone(), r.uid.clone())))
+                    .map(|r| r.uid)
+                    .collect();
+                (kind, obj, gone)
+            })
+            .collect();
+        let results: Vec<Result<(), Error>> = futures::stream::iter(work)
+            .map(|(kind, obj, gone): Work| async move {
+                let info = self.kinds[kind].info;
+                self.dangling(&Node { info, obj: &obj }, &gone).await
+            })
+            .buffer_unordered(GC_WORKERS)
+            .collect()
+            .await;
+        for r in results {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -239,16 +335,10 @@ impl Collector {
         }
     }
 
-    /// Handles a dependent with owners missing from the stores: deletes it if all its owners
-    /// are confirmed gone, or drops the references to the gone ones otherwise.
-    async fn dangling(&self, node: &Node<'_>, missing: &[&OwnerReference]) -> Result<(), Error> {
+    /// Handles a dependent with owners confirmed gone (`gone`: their uids): deletes it if all
+    /// its owners are gone, or drops the references to the gone ones otherwise.
+    async fn dangling(&self, node: &Node<'_>, gone: &[String]) -> Result<(), Error> {
         let ns = node.obj.namespace();
-        let mut gone = Vec::new();
-        for r in missing {
-            if self.owner_absent(r, ns.as_deref()).await? {
-                gone.push(r.uid.clone());
-            }
-        }
         if gone.is_empty() {
             return Ok(());
         }

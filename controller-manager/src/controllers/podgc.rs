@@ -1,7 +1,8 @@
 //! The pod garbage collector: deletes the oldest finished pods beyond
 //! `--terminated-pod-gc-threshold`, force-deletes pods bound to nodes that no longer exist
-//! (after a quarantine, confirmed by a live GET), and force-deletes terminating pods that
-//! were never scheduled (no node agent will ever finish their deletion).
+//! (missing from the node store, then after a quarantine confirmed by a live GET, as
+//! upstream), and force-deletes terminating pods that were never scheduled (no node agent
+//! will ever finish their deletion).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::DeleteParams;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use crate::informers::Informers;
@@ -39,11 +40,13 @@ pub fn controller(
 ) -> Option<BoxFuture<'static, ()>> {
     let mut changes = informers.pods.subscribe()?;
     let pods = informers.pods.store();
+    let node_store = informers.nodes.store();
     Some(
         async move {
             let mut gc = PodGc {
                 client,
                 pods,
+                nodes: node_store,
                 threshold,
                 missing_since: HashMap::new(),
             };
@@ -71,6 +74,7 @@ pub fn controller(
 struct PodGc {
     client: Client,
     pods: Store<Pod>,
+    nodes: Store<Node>,
     threshold: usize,
     /// When each node name was first seen missing.
     missing_since: HashMap<String, Instant>,
@@ -120,7 +124,12 @@ impl PodGc {
         }
         self.missing_since.retain(|n, _| bound.contains_key(n));
         for (node, pods) in bound {
-            if nodes.get_opt(&node).await?.is_some() {
+            // Only a node missing from the store is looked up live: one GET per bound node
+            // each pass would hold the pass (and this subscriber, and so the shared pod
+            // informer) for as many round trips as there are nodes.
+            if self.nodes.get(&ObjectRef::new(&node)).is_some()
+                || nodes.get_opt(&node).await?.is_some()
+            {
                 self.missing_since.remove(&node);
                 continue;
             }

@@ -230,7 +230,7 @@ async fn sync(rs: &ReplicaSet, ctx: &Context, key: &str) -> Result<Action, Error
     }
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let deleting = rs.metadata.deletion_timestamp.is_some();
-    let mut owned: Vec<Pod> = Vec::new();
+    let mut owned: Vec<Arc<Pod>> = Vec::new();
     for pod in ctx.pods.state() {
         if pod.namespace().as_deref() != Some(ns.as_str()) {
             continue;
@@ -239,7 +239,7 @@ async fn sync(rs: &ReplicaSet, ctx: &Context, key: &str) -> Result<Action, Error
         match util::controller_of(pod.as_ref()) {
             Some(r) if r.uid == uid => {
                 if matches {
-                    owned.push(pod.as_ref().clone());
+                    owned.push(pod.clone());
                 } else if !deleting {
                     // Orphan: the pod's labels no longer match.
                     let refs: Vec<_> = pod
@@ -261,12 +261,16 @@ async fn sync(rs: &ReplicaSet, ctx: &Context, key: &str) -> Result<Action, Error
                     let mut refs = pod.owner_references().to_vec();
                     refs.push(controller_ref(rs));
                     let adopted = patch_owner_refs(&pods_api, &pod, refs).await?;
-                    owned.push(adopted);
+                    owned.push(Arc::new(adopted));
                 }
             }
         }
     }
-    let active: Vec<&Pod> = owned.iter().filter(|p| util::pod_is_active(p)).collect();
+    let active: Vec<&Pod> = owned
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| util::pod_is_active(p))
+        .collect();
     let desired = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
     if !deleting {
         if active.len() < desired {
