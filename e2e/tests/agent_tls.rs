@@ -203,38 +203,39 @@ async fn the_streaming_port_is_https_and_authorizes_callers() {
     };
     assert!(run.ok, "{run:?}");
     assert_eq!(run.stdout, "stdin-over-tls\n");
-    // port-forward, then a GET through it.
-    let (mut pf, lines) = cluster.kubectl_lines(&["port-forward", "pod/p", ":8080"]);
-    let line = tokio::task::spawn_blocking(move || {
-        lines
-            .recv_timeout(HANG)
-            .expect("kubectl port-forward prints where it listens")
-    })
-    .await
-    .expect("port-forward line");
-    let local: u16 = line
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
-    // The pod is Running once its process starts, which may be a moment before httpd listens:
-    // a refused connection inside the pod resets the forwarded one, so try until it answers.
+    // port-forward, then a GET through it. kubectl 1.32's port-forward exits when a forwarded
+    // connection fails (e.g. reset while the machine is loaded), so a failed attempt starts a
+    // new port-forward rather than retrying through a dead one.
     let deadline = std::time::Instant::now() + HANG;
     let body = loop {
-        match reqwest::get(format!("http://127.0.0.1:{local}/index.html")).await {
-            Ok(resp) => break resp.text().await.expect("body"),
-            Err(e) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "GET through the port-forward: {e}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
+        let (mut pf, lines) = cluster.kubectl_lines(&["port-forward", "pod/p", ":8080"]);
+        let line = tokio::task::spawn_blocking(move || lines.recv_timeout(HANG).ok())
+            .await
+            .expect("port-forward line");
+        let local: Option<u16> = line.as_deref().and_then(|l| {
+            l.strip_prefix("Forwarding from 127.0.0.1:")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+        });
+        let got = match local {
+            Some(port) => match reqwest::get(format!("http://127.0.0.1:{port}/index.html")).await {
+                Ok(resp) => resp.text().await.ok(),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let _ = pf.kill();
+        let _ = pf.wait();
+        if let Some(body) = got {
+            break body;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no GET through a port-forward succeeded (last output {line:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
     assert_eq!(body.trim(), "forwarded-over-tls");
-    let _ = pf.kill();
-    let _ = pf.wait();
 
     // (b) Straight to the agent.
     let logs = "/containerLogs/default/p/main";
@@ -304,7 +305,15 @@ async fn the_streaming_port_is_https_and_authorizes_callers() {
     eventually("carol may get nodes/proxy", || async {
         kubectl(
             &cluster,
-            &["auth", "can-i", "get", "nodes/proxy", "--as=carol"],
+            // (`nodes/proxy` alone would mean the node named "proxy".)
+            &[
+                "auth",
+                "can-i",
+                "get",
+                "nodes",
+                "--subresource=proxy",
+                "--as=carol",
+            ],
         )
         .await
         .stdout
