@@ -447,7 +447,17 @@ async fn main() {
     }
     let (obs, observer) = observe(client.clone());
     tokio::task::block_in_place(|| c.wait_for_watchers("Pod", 3));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle once its CPU time stops growing (two readings 500 ms apart, at most 30 s).
+    let idle_deadline = Instant::now() + Duration::from_secs(30);
+    let mut cpu = cpu_seconds(cm_pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = cpu_seconds(cm_pid);
+        if now - cpu < 0.01 || Instant::now() > idle_deadline {
+            break;
+        }
+        cpu = now;
+    }
     let cm_idle_rss = status_kib(cm_pid, "VmRSS:");
     let cm_cpu_start = cpu_seconds(cm_pid);
 

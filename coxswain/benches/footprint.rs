@@ -41,6 +41,21 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Waits until the process's RSS stops moving (two readings 1 s apart within 1 %, at most
+/// 30 s) and returns it: the figure after start-up or a burst of work has settled.
+async fn settled_rss(pid: u32) -> (f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = rss_mib(pid);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rss_mib(pid);
+        if (now.0 - last.0).abs() <= last.0 * 0.01 || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -166,9 +181,8 @@ async fn main() {
     .await;
     let first_pod = started.elapsed();
 
-    // 3. Idle RSS (after a settling period), then with 1,000 pods.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let (idle_rss, idle_hwm) = rss_mib(pid);
+    // 3. Idle RSS (once it has settled), then with 1,000 pods.
+    let (idle_rss, idle_hwm) = settled_rss(pid).await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let deployment: Deployment = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "many"},
@@ -201,8 +215,7 @@ async fn main() {
     })
     .await;
     let thousand = scaled.elapsed();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let (loaded_rss, loaded_hwm) = rss_mib(pid);
+    let (loaded_rss, loaded_hwm) = settled_rss(pid).await;
     drop(sim);
     drop(server);
 
