@@ -154,7 +154,7 @@ impl Registry {
                         .map_err(|message| ApiError::forbidden(res, &name, &message))?;
                     let mut next_used = used.clone();
                     admission::resources::add_into(&mut next_used, &charged);
-                    let mut next = unversioned(cur);
+                    let mut next = crate::registry::unversioned(cur);
                     next["status"]["hard"] = list_json(&hard);
                     next["status"]["used"] = list_json(&next_used);
                     Ok(next)
@@ -200,7 +200,7 @@ impl Registry {
                             left
                         };
                     }
-                    let mut next = unversioned(cur);
+                    let mut next = crate::registry::unversioned(cur);
                     next["status"]["used"] = list_json(&used);
                     Ok(next)
                 },
@@ -274,14 +274,4 @@ impl Registry {
         }
         Some(json!({"hard": list_json(&hard_of(&q)), "used": list_json(&used)}))
     }
-}
-
-/// `obj` without its resourceVersion: an update transform that returns it lets the registry
-/// retry on conflict instead of failing as a client-named precondition would.
-fn unversioned(obj: &Value) -> Value {
-    let mut next = obj.clone();
-    if let Some(m) = next.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-    }
-    next
 }

@@ -239,6 +239,17 @@ pub trait Admit: Send + Sync {
     }
 }
 
+/// `obj` without its resourceVersion, for [`Registry::update_with`] transforms written by the
+/// server itself: the registry then retries on conflict instead of failing as it must when a
+/// client named the revision.
+pub(crate) fn unversioned(obj: &Value) -> Value {
+    let mut next = obj.clone();
+    if let Some(m) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    next
+}
+
 /// The registry: every kind's CRUD on one storage.
 pub struct Registry {
     pub storage: Arc<dyn Storage>,

@@ -208,7 +208,7 @@ async fn reconcile_defaults(state: &Arc<State>) -> Result<(), String> {
                     let result = state
                         .registry
                         .update_with(&resource, &name, None, &WriteOptions::default(), |cur| {
-                            let mut next = unversioned(cur);
+                            let mut next = crate::registry::unversioned(cur);
                             for f in &fields {
                                 match desired.get(*f) {
                                     Some(v) => next[*f] = v.clone(),
@@ -256,7 +256,7 @@ fn spawn_aggregation(state: &Arc<State>) {
                 let result = state
                     .registry
                     .update_with(&resource, &name, None, &WriteOptions::default(), |cur| {
-                        let mut next = unversioned(cur);
+                        let mut next = crate::registry::unversioned(cur);
                         next["rules"] = rules.clone();
                         Ok(next)
                     })
@@ -280,14 +280,4 @@ fn spawn_aggregation(state: &Arc<State>) {
             }
         }
     });
-}
-
-/// `obj` without its resourceVersion: an update transform that returns it lets the registry
-/// retry on conflict instead of failing as a client-named precondition would.
-fn unversioned(obj: &Value) -> Value {
-    let mut next = obj.clone();
-    if let Some(m) = next.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-    }
-    next
 }
