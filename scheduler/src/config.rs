@@ -4,10 +4,12 @@
 //! [`Framework`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::framework::Framework;
+use crate::listers::Listers;
 use crate::plugins::{registry, PluginArgs, DEFAULT_PLUGINS};
 use crate::Error;
 
@@ -87,15 +89,17 @@ impl ProfileConfig {
     /// extension point (`*` disables all defaults), plus anything enabled; weights come from
     /// `score` or `multiPoint` entries, else the default weight (1 for non-default plugins).
     pub fn build(&self, client: Option<kube::Client>) -> Result<Framework, Error> {
-        self.build_with(client, &[])
+        self.build_with(client, &[], Default::default())
     }
 
     /// Like [`ProfileConfig::build`], with out-of-tree plugins added to the registry
     /// (upstream's `WithFrameworkOutOfTreeRegistry`); they are enabled by name like any other.
+    /// Plugins read other objects from `listers`, which the scheduler's watches fill.
     pub fn build_with(
         &self,
         client: Option<kube::Client>,
         out_of_tree: &[(&'static str, crate::plugins::Factory)],
+        listers: Arc<Listers>,
     ) -> Result<Framework, Error> {
         let disabled: BTreeSet<&str> = self
             .plugins
@@ -141,6 +145,7 @@ impl ProfileConfig {
                     .find(|c| c.name == name)
                     .map(|c| c.args.clone())
                     .unwrap_or_default(),
+                listers: listers.clone(),
             };
             fw.add(factory(&args), weight.max(1));
         }

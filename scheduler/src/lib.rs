@@ -2,7 +2,8 @@
 //! kube-scheduler (see `framework` for the plugin model).
 //!
 //! Flow: two watches (nodes, pods) feed the [`cache::Cache`] and the
-//! [`queue::SchedulingQueue`]; [`scheduler::Scheduler::run_loop`] pops one pod at a time,
+//! [`queue::SchedulingQueue`], more feed the [`listers::Listers`] plugins read (PDBs,
+//! Services, controllers); [`scheduler::Scheduler::run_loop`] pops one pod at a time,
 //! runs the profile's [`framework::Framework`] on a cache snapshot, assumes the pod on the
 //! chosen node and binds it through `pods/binding` in a separate task. With leader election
 //! all of that runs only while this replica holds the `kube-system/kube-scheduler` Lease.
@@ -11,6 +12,7 @@ pub mod cache;
 pub mod config;
 mod error;
 pub mod framework;
+pub mod listers;
 /// Leader election, shared with the controller manager.
 pub use leader_election as leader;
 pub mod metrics;
@@ -120,9 +122,14 @@ pub async fn client_from(
 /// Starts the scheduler in the background.
 pub async fn start(config: Config) -> Result<Running, Error> {
     let metrics = Arc::new(metrics::Metrics::new()?);
+    let listers = Arc::new(listers::Listers::default());
     let mut profiles = HashMap::new();
     for p in config.configuration.profiles(&config.scheduler_name) {
-        let fw = p.build_with(Some(config.client.clone()), &config.out_of_tree)?;
+        let fw = p.build_with(
+            Some(config.client.clone()),
+            &config.out_of_tree,
+            listers.clone(),
+        )?;
         profiles.insert(fw.profile_name.clone(), Arc::new(fw));
     }
     let (health_addr, health) = match config.health_addr {
@@ -137,11 +144,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         profiles,
         metrics.clone(),
         config.identity.clone(),
+        listers,
     ));
     let work = async move {
         tokio::select! {
             r = sched.clone().watch_nodes() => r,
             r = sched.clone().watch_pods() => r,
+            r = sched.clone().watch_listers() => r,
             () = sched.clone().housekeeping() => Ok(()),
             () = sched.clone().run_loop() => Ok(()),
         }

@@ -19,9 +19,13 @@ use crate::framework::{
     fit_error_message, pod_key, CycleState, Framework, NodeInfo, PostFilterContext,
     PostFilterResult, Status,
 };
+use crate::listers::{Listers, Store};
 use crate::metrics::Metrics;
 use crate::queue::{QueuedPod, SchedulingQueue};
 use crate::Error;
+
+/// How many watches must list before scheduling starts: nodes, pods and the [`Listers`].
+const WATCHES: u32 = 6;
 
 /// Upstream's message when the cluster has no nodes at all.
 pub const NO_NODES: &str = "no nodes available to schedule pods";
@@ -133,8 +137,11 @@ pub struct Scheduler {
     rng: AtomicU64,
     /// The scheduling loop's copy of the nodes, refreshed incrementally each cycle.
     snapshot: parking_lot::Mutex<Snapshot>,
-    /// One permit per watch that has delivered its initial list: the loop starts after both
-    /// (upstream's `WaitForCacheSync`), so a pod is never judged against a half-known cluster.
+    /// What plugins read besides nodes and pods, filled by [`Scheduler::watch_listers`].
+    pub listers: Arc<Listers>,
+    /// One permit per watch that has delivered its initial list: the loop starts after all
+    /// of them (upstream's `WaitForCacheSync`), so a pod is never judged against a
+    /// half-known cluster.
     synced: tokio::sync::Semaphore,
     nodes_synced: std::sync::atomic::AtomicBool,
     pods_synced: std::sync::atomic::AtomicBool,
@@ -160,6 +167,7 @@ impl Scheduler {
         profiles: HashMap<String, Arc<Framework>>,
         metrics: Arc<Metrics>,
         identity: String,
+        listers: Arc<Listers>,
     ) -> Scheduler {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -176,6 +184,7 @@ impl Scheduler {
             next_start: AtomicUsize::new(0),
             rng: AtomicU64::new(seed),
             snapshot: parking_lot::Mutex::new(Snapshot::default()),
+            listers,
             synced: tokio::sync::Semaphore::new(0),
             nodes_synced: std::sync::atomic::AtomicBool::new(false),
             pods_synced: std::sync::atomic::AtomicBool::new(false),
@@ -290,6 +299,48 @@ impl Scheduler {
         Err(Error::WatchEnded("pods"))
     }
 
+    /// The watches behind [`Listers`], each counted as synced after its first list.
+    pub async fn watch_listers(self: Arc<Self>) -> Result<(), Error> {
+        let c = &self.client;
+        let l = &self.listers;
+        tokio::select! {
+            r = self.watch_store(Api::all(c.clone()), &l.pdbs, "poddisruptionbudgets") => r,
+            r = self.watch_store(Api::all(c.clone()), &l.services, "services") => r,
+            r = self.watch_store(Api::all(c.clone()), &l.replica_sets, "replicasets") => r,
+            r = self.watch_store(Api::all(c.clone()), &l.stateful_sets, "statefulsets") => r,
+        }
+    }
+
+    async fn watch_store<K>(
+        &self,
+        api: Api<K>,
+        store: &Store<K>,
+        what: &'static str,
+    ) -> Result<(), Error>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        let mut stream = watcher(api).default_backoff().boxed();
+        let mut buffer = Vec::new();
+        let mut synced = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(WEvent::Apply(o)) => store.apply(o),
+                Ok(WEvent::Delete(o)) => store.delete(&o),
+                Ok(WEvent::Init) => buffer.clear(),
+                Ok(WEvent::InitApply(o)) => buffer.push(o),
+                Ok(WEvent::InitDone) => {
+                    store.replace(std::mem::take(&mut buffer));
+                    if !std::mem::replace(&mut synced, true) {
+                        self.synced.add_permits(1);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, resource = what, "watch error"),
+            }
+        }
+        Err(Error::WatchEnded(what))
+    }
+
     /// Once a second: expired backoffs, 5-minute unschedulable retries, assumed-pod expiry,
     /// queue gauges.
     pub async fn housekeeping(self: Arc<Self>) {
@@ -304,8 +355,8 @@ impl Scheduler {
 
     /// The scheduling loop: once both watches have listed, one pod at a time, forever.
     pub async fn run_loop(self: Arc<Self>) {
-        // Both watches have listed once (the semaphore is never closed).
-        if let Ok(permits) = self.synced.acquire_many(2).await {
+        // Every watch has listed once (the semaphore is never closed).
+        if let Ok(permits) = self.synced.acquire_many(WATCHES).await {
             permits.forget();
         }
         loop {

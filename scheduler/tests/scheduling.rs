@@ -649,3 +649,79 @@ async fn gated_pods_wait_until_their_gates_are_removed() {
     .expect("remove gates");
     assert_eq!(bound_node(&kc, "gated").await, "n");
 }
+
+async fn priority_classes(client: &Client, classes: &[(&str, i32)]) {
+    let api: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(client.clone());
+    for (name, value) in classes {
+        let class = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "value": value,
+        }))
+        .expect("priority class");
+        api.create(&Default::default(), &class)
+            .await
+            .expect("create priority class");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_spares_pods_protected_by_a_disruption_budget() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let kc = client(&c);
+    node(&kc, "n1", "2", serde_json::json!({})).await;
+    node(&kc, "n2", "2", serde_json::json!({})).await;
+    priority_classes(&kc, &[("low", 1), ("mid", 2), ("high", 1000)]).await;
+    // Without the budget n1 would be chosen: its victim has the lower priority.
+    pod(
+        &kc,
+        "guarded",
+        "2",
+        serde_json::json!({"metadata": {"labels": {"app": "db"}},
+            "spec": {"priorityClassName": "low", "nodeName": "n1"}}),
+    )
+    .await;
+    pod(
+        &kc,
+        "unguarded",
+        "2",
+        serde_json::json!({"spec": {"priorityClassName": "mid", "nodeName": "n2"}}),
+    )
+    .await;
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(kc.clone(), "default");
+    let budget = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+    }))
+    .expect("pdb");
+    pdbs.create(&PostParams::default(), &budget)
+        .await
+        .expect("create pdb");
+    // What the disruption controller would report: no disruption allowed.
+    pdbs.patch_status(
+        "db",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"status": {"disruptionsAllowed": 0,
+            "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}})),
+    )
+    .await
+    .expect("pdb status");
+    let _s = start(&c, "only", None).await;
+    pod(
+        &kc,
+        "urgent",
+        "2",
+        serde_json::json!({"spec": {"priorityClassName": "high"}}),
+    )
+    .await;
+    let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
+    let nominated = wait_for("urgent to be nominated", || {
+        let api = api.clone();
+        async move { api.get("urgent").await.ok()?.status?.nominated_node_name }
+    })
+    .await;
+    assert_eq!(nominated, "n2");
+    wait_event(&kc, "unguarded", "Preempted").await;
+    let guarded = api.get("guarded").await.expect("guarded still exists");
+    assert!(guarded.metadata.deletion_timestamp.is_none());
+    assert!(events(&kc, "guarded", "Preempted").await.is_empty());
+}

@@ -15,13 +15,16 @@ pub mod topology_spread;
 use std::sync::Arc;
 
 use crate::framework::PluginSet;
+use crate::listers::Listers;
 
 /// What a plugin factory gets: the API client (only the binder needs it; `None` in unit
-/// tests) and the plugin's `pluginConfig` args.
+/// tests), the plugin's `pluginConfig` args, and the stores of other objects plugins read
+/// (upstream reaches the last two through its framework handle).
 #[derive(Clone, Default)]
 pub struct PluginArgs {
     pub client: Option<kube::Client>,
     pub args: serde_json::Value,
+    pub listers: Arc<Listers>,
 }
 
 /// Builds one plugin's extension points.
@@ -106,8 +109,10 @@ pub fn registry() -> Vec<(&'static str, Factory)> {
                 ..Default::default()
             }
         }),
-        ("DefaultPreemption", |_| PluginSet {
-            post_filter: Some(Arc::new(preemption::DefaultPreemption)),
+        ("DefaultPreemption", |a| PluginSet {
+            post_filter: Some(Arc::new(preemption::DefaultPreemption {
+                listers: a.listers.clone(),
+            })),
             ..Default::default()
         }),
         ("DefaultBinder", |a| PluginSet {

@@ -510,3 +510,164 @@ fn inter_pod_affinity_and_anti_affinity() {
         assert_eq!(got, want, "{}", crate::framework::pod_key(&p));
     }
 }
+
+fn framework_with(listers: std::sync::Arc<crate::listers::Listers>) -> Framework {
+    ProfileConfig::default()
+        .build_with(None, &[], listers)
+        .expect("default profile")
+}
+
+fn pdb(allowed: i32, disrupted: &[&str]) -> k8s_openapi::api::policy::v1::PodDisruptionBudget {
+    let disrupted: serde_json::Map<String, serde_json::Value> = disrupted
+        .iter()
+        .map(|n| (n.to_string(), json!("2024-01-01T00:00:00Z")))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": "ns"},
+        "spec": {"selector": {"matchLabels": {"app": "db"}}},
+        "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1,
+                   "expectedPods": 1, "disruptedPods": disrupted}}))
+    .expect("pdb")
+}
+
+fn db_pod(name: &str, cpu: &str, priority: i32) -> Pod {
+    let mut p = cpu_pod(name, cpu, priority);
+    p.metadata.labels = Some([("app".to_string(), "db".to_string())].into());
+    p
+}
+
+/// (nominated node, victims) of a preemption, or a panic.
+fn preempt(fw: &Framework, preemptor: &Pod, nodes: &[NodeInfo]) -> (String, Vec<String>) {
+    let mut state = CycleState::default();
+    match schedule_pod(fw, &mut state, preemptor, nodes, 0, 0) {
+        Err(Failure::Unschedulable {
+            preemption: Some(p),
+            ..
+        }) => (
+            p.nominated_node,
+            p.victims.iter().map(crate::framework::pod_key).collect(),
+        ),
+        other => panic!("expected preemption, got {other:?}"),
+    }
+}
+
+#[test]
+fn preemption_respects_pod_disruption_budgets() {
+    // n1 holds a low-priority pod guarded by the PDB; n2 a higher-priority unguarded one.
+    let mut n1 = node("n1", "2", json!({}));
+    n1.add_pod(db_pod("guarded", "2", 1));
+    let mut n2 = node("n2", "2", json!({}));
+    n2.add_pod(cpu_pod("free", "2", 5));
+    let nodes = vec![n1, n2];
+    let urgent = cpu_pod("urgent", "1", 10);
+    // (PDB, node chosen): no PDB or budget left → the lower victim; no budget → the node
+    // without violations; a pod already in disruptedPods spends no budget.
+    let table = [
+        (None, "n1"),
+        (Some(pdb(1, &[])), "n1"),
+        (Some(pdb(0, &[])), "n2"),
+        (Some(pdb(0, &["guarded"])), "n1"),
+    ];
+    for (budget, want) in table {
+        let listers = std::sync::Arc::new(crate::listers::Listers::default());
+        if let Some(b) = budget.clone() {
+            listers.pdbs.apply(b);
+        }
+        let fw = framework_with(listers);
+        assert_eq!(preempt(&fw, &urgent, &nodes).0, want, "{budget:?}");
+    }
+    // Only violating nodes: the fewest violations wins even over lower priorities.
+    let mut n3 = node("n3", "2", json!({}));
+    n3.add_pod(db_pod("g1", "1", 1));
+    n3.add_pod(db_pod("g2", "1", 1));
+    let mut n4 = node("n4", "2", json!({}));
+    n4.add_pod(db_pod("g3", "2", 3));
+    let listers = std::sync::Arc::new(crate::listers::Listers::default());
+    listers.pdbs.apply(pdb(0, &[]));
+    let fw = framework_with(listers);
+    let (node, victims) = preempt(&fw, &cpu_pod("big", "2", 10), &[n3, n4]);
+    assert_eq!((node.as_str(), victims), ("n4", vec!["ns/g3".to_string()]));
+}
+
+#[test]
+fn pdb_violating_victims_are_reprieved_first() {
+    // Either pod frees enough. Without a PDB the more important `b` is reprieved, so `a`
+    // is the victim; with a budget of one, `a` (visited second) would violate it, so it is
+    // reprieved first and `b` is evicted within budget.
+    let mut n = node("n", "2", json!({}));
+    n.add_pod(db_pod("a", "1", 1));
+    n.add_pod(db_pod("b", "1", 2));
+    let nodes = vec![n];
+    let urgent = cpu_pod("urgent", "1", 10);
+    for (budget, want) in [(None, "ns/a"), (Some(pdb(1, &[])), "ns/b")] {
+        let listers = std::sync::Arc::new(crate::listers::Listers::default());
+        if let Some(b) = budget.clone() {
+            listers.pdbs.apply(b);
+        }
+        let (_, victims) = preempt(&framework_with(listers), &urgent, &nodes);
+        assert_eq!(victims, [want], "{budget:?}");
+    }
+}
+
+#[test]
+fn preemption_tie_breaks_follow_upstream() {
+    use super::preemption::{pick_one_node, Candidate};
+    let started = |name: &str, prio: i32, at: &str| {
+        let mut p = cpu_pod(name, "1", prio);
+        p.status = Some(serde_json::from_value(json!({"startTime": at})).expect("status"));
+        p
+    };
+    let cand = |node: &str, victims: Vec<Pod>, pdb: usize| Candidate {
+        node: node.into(),
+        victims,
+        num_pdb_violations: pdb,
+    };
+    let t1 = "2024-01-01T00:00:01Z";
+    let t2 = "2024-01-01T00:00:02Z";
+    let table = [
+        // fewer PDB violations beats everything else
+        (
+            vec![
+                cand("a", vec![started("x", 1, t1)], 1),
+                cand("b", vec![started("y", 9, t1), started("z", 9, t1)], 0),
+            ],
+            "b",
+        ),
+        // lowest highest-priority victim
+        (
+            vec![
+                cand("a", vec![started("x", 5, t1)], 0),
+                cand("b", vec![started("y", 4, t1), started("z", 4, t1)], 0),
+            ],
+            "b",
+        ),
+        // smallest sum of (shifted) priorities, i.e. fewer victims at equal top priority
+        (
+            vec![
+                cand("a", vec![started("x", 4, t1), started("w", 1, t1)], 0),
+                cand("b", vec![started("y", 4, t1)], 0),
+            ],
+            "b",
+        ),
+        // latest start of the highest-priority victims
+        (
+            vec![
+                cand("a", vec![started("x", 4, t1)], 0),
+                cand("b", vec![started("y", 4, t2)], 0),
+            ],
+            "b",
+        ),
+        // all equal: the first node
+        (
+            vec![
+                cand("a", vec![started("x", 4, t1)], 0),
+                cand("b", vec![started("y", 4, t1)], 0),
+            ],
+            "a",
+        ),
+    ];
+    for (i, (cands, want)) in table.into_iter().enumerate() {
+        let got = pick_one_node(cands).map(|c| c.node);
+        assert_eq!(got.as_deref(), Some(want), "case {i}");
+    }
+}
