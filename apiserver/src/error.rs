@@ -167,6 +167,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&status::to_json(&self.0)).unwrap_or_default();
-        (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        // As kube-apiserver's `ErrorNegotiated`: a suggested retry delay is also a
+        // `Retry-After` header, which client-go honours by retrying by itself.
+        if let Some(secs) = self
+            .0
+            .details
+            .as_ref()
+            .and_then(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
 }

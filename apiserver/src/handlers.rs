@@ -423,7 +423,14 @@ async fn object_request(
         }
         (Method::POST, Some(name), Some("eviction")) => {
             let eviction = decode_body(headers, &body)?;
-            evict(&state, &res, &name, &eviction).await
+            evict(
+                &state,
+                &res,
+                &name,
+                &eviction,
+                q.get("dryRun") == Some("All"),
+            )
+            .await
         }
         _ => Err(method_not_allowed_plain()),
     }
@@ -900,88 +907,370 @@ async fn bind(
     ))
 }
 
-/// `pods/eviction`: deletes the pod unless a PodDisruptionBudget selecting it allows no more
-/// disruptions, in which case the answer is 429 and the pod stays.
+/// The most evictions a budget may have recorded and not yet seen confirmed by the disruption
+/// controller (upstream's `MaxDisruptedPodSize`).
+const MAX_DISRUPTED_POD_SIZE: usize = 2000;
+
+/// How many times an eviction re-reads a budget after losing a compare-and-swap race before it
+/// gives up with upstream's timeout (upstream retries 20 times too, 500 ms apart).
+const EVICTION_ATTEMPTS: u32 = 20;
+
+/// The message of every eviction refused by a budget (kubectl drain matches on the 429).
+const EVICTION_REFUSED: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
+
+/// A 429 refusing an eviction, with the `DisruptionBudget` cause upstream gives and, when the
+/// client should come back later, `retryAfterSeconds`.
+fn eviction_refused(cause: String, retry_after: Option<i32>) -> ApiError {
+    use api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+    let mut err = ApiError::too_many_requests(EVICTION_REFUSED);
+    err.0.details = Some(StatusDetails {
+        causes: Some(vec![StatusCause {
+            reason: Some("DisruptionBudget".into()),
+            message: Some(cause),
+            field: None,
+        }]),
+        retry_after_seconds: retry_after,
+        ..Default::default()
+    });
+    err
+}
+
+/// Upstream's `createTooManyRequestsError`: the budget's status is behind its spec (or the
+/// pod changed under an unhealthy-pod eviction), so the client should retry.
+fn budget_being_processed(pdb_name: &str) -> ApiError {
+    eviction_refused(
+        format!("The disruption budget {pdb_name} is still being processed by the server."),
+        Some(10),
+    )
+}
+
+/// A Status with only a code and a message (upstream returns such bare Statuses from the
+/// eviction REST handler, without a reason).
+fn bare_failure(code: i32, message: &str) -> ApiError {
+    ApiError::new(
+        api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::Status {
+            status: Some("Failure".into()),
+            message: Some(message.into()),
+            code: Some(code),
+            ..Default::default()
+        },
+    )
+}
+
+/// Whether the pod's Ready condition is True (`podutil.IsPodReady`).
+fn pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+/// `pods/eviction`, as kube-apiserver's `EvictionREST.Create`: a pod that is finished, still
+/// Pending or already terminating is deleted outright; otherwise the one
+/// PodDisruptionBudget selecting it (more than one is a 500) must allow a disruption, which
+/// is taken by a compare-and-swap on the budget's status — `disruptionsAllowed` decremented
+/// and the pod recorded in `disruptedPods`, written with the revision it was read at — and
+/// only then is the pod deleted. Two concurrent evictions against an allowance of one thus
+/// cannot both succeed: the loser's write conflicts, it re-reads the budget and finds no
+/// disruption left (429).
 async fn evict(
     state: &State,
     res: &Resource,
     name: &str,
     eviction: &Value,
+    query_dry_run: bool,
 ) -> Result<Response, ApiError> {
-    let pod = state.registry.get(res, name).await?;
+    let success = || {
+        json_response(
+            StatusCode::CREATED,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
+    };
+    if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
+    let options = eviction
+        .get("deleteOptions")
+        .filter(|o| o.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let body_dry_run = options
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|d| d.iter().any(|v| v == "All"));
+    let mut opts = DeleteOptions {
+        dry_run: query_dry_run || body_dry_run,
+        grace_period_seconds: options.get("gracePeriodSeconds").and_then(Value::as_i64),
+        propagation_policy: options
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        precondition_uid: options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string),
+        precondition_resource_version: options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| !rv.is_empty())
+            .map(str::to_string),
+    };
+    if options.get("orphanDependents") == Some(&json!(true)) {
+        opts.propagation_policy = Some("Orphan".into());
+    }
+    let client_named_rv = opts.precondition_resource_version.is_some();
+
+    let mut pod = state.registry.get(res, name).await?;
     state
         .registry
         .admit_action(res, "eviction", name, eviction, Some(&pod))?;
-    let terminal = matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded") | Some("Failed")
-    );
-    if !terminal && pod.pointer("/metadata/deletionTimestamp").is_none() {
-        let pdbs = api_types::resources::find("policy", "v1", "poddisruptionbudgets")
-            .ok_or_else(|| ApiError::internal("poddisruptionbudgets missing from the table"))?;
-        let pdb_res = Resource {
-            info: pdbs,
-            namespace: res.namespace.clone(),
-        };
-        let listed = state
-            .registry
-            .storage
-            .list(&pdb_res.prefix(), &ListOptions::default())
-            .await
-            .map_err(|e| ApiError::from_storage(&pdb_res, "", e))?;
-        let labels = crate::object::labels(&pod);
-        for kv in &listed.items {
-            let pdb = decode_stored(kv)?;
-            let Some(selector) = pdb.pointer("/spec/selector") else {
-                continue;
-            };
-            let Ok(selector) = api_query::LabelSelector::from_label_selector(selector) else {
-                continue;
-            };
-            if !selector.matches(&labels) {
-                continue;
+    // A pod whose PDB check can be skipped is deleted at once; a conflict (the pod changed
+    // since it was read) is retried unless the client named the revision itself.
+    for attempt in 0..EVICTION_ATTEMPTS {
+        if attempt > 0 {
+            pod = state.registry.get(res, name).await?;
+        }
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+        let terminal = matches!(phase, Some("Succeeded" | "Failed"));
+        let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+        // `canIgnorePDB`; a pod without a phase yet has not started either.
+        if !(terminal || terminating || matches!(phase, None | Some("Pending"))) {
+            break;
+        }
+        let mut o = opts.clone();
+        // `shouldEnforceResourceVersion`: a Pending pod must not become ready (and so
+        // protected) between this read and the delete.
+        if !terminal && !terminating && !client_named_rv {
+            o.precondition_resource_version =
+                crate::object::meta_str(&pod, "resourceVersion").map(str::to_string);
+        }
+        match state.registry.delete(res, name, &o).await {
+            Ok(_) => return Ok(success()),
+            Err(e) if e.code() == 409 && !client_named_rv && attempt + 1 < EVICTION_ATTEMPTS => {
+                continue
             }
-            let allowed = pdb
-                .pointer("/status/disruptionsAllowed")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if allowed < 1 {
-                let pdb_name = crate::object::name(&pdb).unwrap_or_default();
-                let mut err = ApiError::too_many_requests(
-                    "Cannot evict pod as it would violate the pod's disruption budget.",
-                );
-                err.0.details = Some(
-                    api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusDetails {
-                        causes: Some(vec![
-                            api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause {
-                                reason: Some("DisruptionBudget".into()),
-                                message: Some(format!(
-                                    "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
-                                    pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
-                                    pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0),
-                                )),
-                                field: None,
-                            },
-                        ]),
-                        ..Default::default()
-                    },
-                );
-                return Err(err);
-            }
+            Err(e) => return Err(e),
         }
     }
-    let mut opts = DeleteOptions::default();
-    if let Some(g) = eviction
-        .pointer("/deleteOptions/gracePeriodSeconds")
-        .and_then(Value::as_i64)
-    {
-        opts.grace_period_seconds = Some(g);
+
+    let pdbs = api_types::resources::find("policy", "v1", "poddisruptionbudgets")
+        .ok_or_else(|| ApiError::internal("poddisruptionbudgets missing from the table"))?;
+    let pdb_res = Resource {
+        info: pdbs,
+        namespace: res.namespace.clone(),
+    };
+    let listed = state
+        .registry
+        .storage
+        .list(&pdb_res.prefix(), &ListOptions::default())
+        .await
+        .map_err(|e| ApiError::from_storage(&pdb_res, "", e))?;
+    let labels = crate::object::labels(&pod);
+    let mut matching = Vec::new();
+    for kv in &listed.items {
+        let pdb = decode_stored(kv)?;
+        // A missing (null) selector selects nothing, an empty one everything; an invalid
+        // one selects nothing.
+        let selector = pdb.pointer("/spec/selector").unwrap_or(&Value::Null);
+        let Ok(selector) = api_query::LabelSelector::from_label_selector(selector) else {
+            continue;
+        };
+        if selector.matches(&labels) {
+            matching.push(pdb);
+        }
     }
-    state.registry.delete(res, name, &opts).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    ))
+    if matching.len() > 1 {
+        return Err(bare_failure(
+            500,
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+        ));
+    }
+    // Whether the delete must carry the pod's revision: an unready pod evicted without
+    // taking a disruption must not have become ready in the meantime.
+    let mut pin_pod_revision = false;
+    let mut pdb_name = String::new();
+    if let Some(pdb) = matching.pop() {
+        pdb_name = crate::object::name(&pdb).unwrap_or_default().to_string();
+        let unhealthy_can_go = !pod_ready(&pod)
+            && (pdb
+                .pointer("/spec/unhealthyPodEvictionPolicy")
+                .and_then(Value::as_str)
+                == Some("AlwaysAllow")
+                || {
+                    // IfHealthyBudget (the default): only while the budget is met.
+                    let current = pdb
+                        .pointer("/status/currentHealthy")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    let desired = pdb
+                        .pointer("/status/desiredHealthy")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    current >= desired && desired > 0
+                });
+        if unhealthy_can_go {
+            pin_pod_revision = true;
+        } else {
+            take_disruption(state, &pdb_res, pdb, name, opts.dry_run).await?;
+        }
+    }
+    let mut o = opts.clone();
+    if pin_pod_revision {
+        o.precondition_resource_version =
+            crate::object::meta_str(&pod, "resourceVersion").map(str::to_string);
+    }
+    match state.registry.delete(res, name, &o).await {
+        Ok(_) => Ok(success()),
+        Err(e) if e.code() == 409 && pin_pod_revision && !client_named_rv => {
+            Err(budget_being_processed(&pdb_name))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Upstream's `checkAndDecrement` under `RetryOnConflict`: checks that `pdb` allows one more
+/// disruption and takes it by writing the decremented status with the revision it was read
+/// at; on a conflict re-reads the budget and checks again.
+async fn take_disruption(
+    state: &State,
+    pdb_res: &Resource,
+    mut pdb: Value,
+    pod_name: &str,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    let pdb_name = crate::object::name(&pdb).unwrap_or_default().to_string();
+    for attempt in 0..EVICTION_ATTEMPTS {
+        if attempt > 0 {
+            // Someone else changed the budget (another eviction, the controller): back off
+            // a little, so a crowd of evictions does not retry in lockstep.
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
+            tokio::time::sleep(Duration::from_millis(5 + jitter)).await;
+            pdb = state.registry.get(pdb_res, &pdb_name).await?;
+        }
+        let Some(next) = decremented(&pdb, &pdb_name, pod_name, dry_run)? else {
+            return Ok(());
+        };
+        let written = state
+            .registry
+            .update_with(
+                pdb_res,
+                &pdb_name,
+                Some("status"),
+                &WriteOptions::default(),
+                // `next` carries the revision it was computed from: the registry refuses the
+                // write (409) if the budget changed since, instead of retrying on its own.
+                |_| Ok(next.clone()),
+            )
+            .await;
+        match written {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut err = bare_failure(
+        504,
+        &format!("Timeout: couldn't update PodDisruptionBudget \"{pdb_name}\" due to conflicts"),
+    );
+    err.0.reason = Some("Timeout".into());
+    err.0.details = Some(
+        api_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusDetails {
+            retry_after_seconds: Some(10),
+            ..Default::default()
+        },
+    );
+    Err(err)
+}
+
+/// The budget's status after one more disruption of `pod_name`, or the refusal; `None` for a
+/// dry run that would have been allowed (nothing to write).
+fn decremented(
+    pdb: &Value,
+    pdb_name: &str,
+    pod_name: &str,
+    dry_run: bool,
+) -> Result<Option<Value>, ApiError> {
+    let int = |p: &str| pdb.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let observed = int("/status/observedGeneration");
+    if observed < int("/metadata/generation") {
+        return Err(budget_being_processed(pdb_name));
+    }
+    let allowed = int("/status/disruptionsAllowed");
+    if allowed < 0 {
+        return Err(ApiError::new(api_types::status::forbidden(
+            "policy",
+            "poddisruptionbudget",
+            pdb_name,
+            "pdb disruptions allowed is negative",
+        )));
+    }
+    let disrupted = pdb
+        .pointer("/status/disruptedPods")
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len());
+    if disrupted > MAX_DISRUPTED_POD_SIZE {
+        return Err(ApiError::new(api_types::status::forbidden(
+            "policy",
+            "poddisruptionbudget",
+            pdb_name,
+            "DisruptedPods map too big - too many evictions not confirmed by PDB controller",
+        )));
+    }
+    if allowed == 0 {
+        return Err(eviction_refused(
+            format!(
+                "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                int("/status/desiredHealthy"),
+                int("/status/currentHealthy"),
+            ),
+            None,
+        ));
+    }
+    if dry_run {
+        return Ok(None);
+    }
+    let mut next = pdb.clone();
+    next["status"]["disruptionsAllowed"] = json!(allowed - 1);
+    if allowed - 1 == 0 {
+        // `UpdateDisruptionAllowedCondition`: no disruption left.
+        let now = crate::object::now_rfc3339();
+        let mut conditions: Vec<Value> = pdb
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let wanted = json!({"type": "DisruptionAllowed", "status": "False",
+            "reason": "InsufficientPods", "message": "", "observedGeneration": observed,
+            "lastTransitionTime": now});
+        match conditions
+            .iter_mut()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some("DisruptionAllowed"))
+        {
+            Some(c) => {
+                if c.get("status") != wanted.get("status") {
+                    c["lastTransitionTime"] = wanted["lastTransitionTime"].clone();
+                }
+                c["status"] = wanted["status"].clone();
+                c["reason"] = wanted["reason"].clone();
+                c["message"] = wanted["message"].clone();
+                c["observedGeneration"] = wanted["observedGeneration"].clone();
+            }
+            None => conditions.push(wanted),
+        }
+        next["status"]["conditions"] = json!(conditions);
+    }
+    if !next["status"]["disruptedPods"].is_object() {
+        next["status"]["disruptedPods"] = json!({});
+    }
+    next["status"]["disruptedPods"][pod_name] = json!(crate::object::now_rfc3339());
+    Ok(Some(next))
 }
 
 /// Log, exec, attach and port-forward are served by the node agent; until a node publishes

@@ -880,8 +880,21 @@ async fn dry_run_and_field_validation(s: Server) {
 
 async fn eviction_honours_disruption_budgets(s: Server) {
     let pod = json!({"metadata": {"name": "p", "labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
-    s.req(Method::POST, "/api/v1/namespaces/default/pods", Some(pod))
+    let (_, mut pod) = s
+        .req(Method::POST, "/api/v1/namespaces/default/pods", Some(pod))
         .await;
+    // A Pending pod is evicted without consulting budgets (upstream's `canIgnorePDB`): only a
+    // running one is protected.
+    pod["status"] =
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+    let (code, _) = s
+        .req(
+            Method::PUT,
+            "/api/v1/namespaces/default/pods/p/status",
+            Some(pod),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
     let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
                      "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}});
     let (code, created) = s
