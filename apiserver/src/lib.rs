@@ -9,6 +9,7 @@
 //! **Invariants:** every error answer is a `metav1.Status` ([`error::ApiError`]); every kind is
 //! served by the same code path; only the registry talks to storage.
 
+mod allocator;
 mod cache;
 pub mod discovery;
 pub mod error;
@@ -238,6 +239,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     }
     let weak_state = Arc::downgrade(&state);
+    spawn_allocation_repair(weak_state.clone(), shutdown.clone());
     let app = router(state);
     let token = shutdown.clone();
     let tls = security.as_ref().map(|s| s.tls.clone());
@@ -261,6 +263,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         state: weak_state,
         follower,
     })
+}
+
+/// Every few minutes, reconciles the Service allocation claims with the stored Services (see
+/// `allocator`): another API server may have died between a claim and its Service.
+fn spawn_allocation_repair(state: std::sync::Weak<State>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(allocator::REPAIR_INTERVAL) => {}
+            }
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            if let Err(e) = state.registry.load_allocations().await {
+                tracing::warn!(error = ?e.0.message, "Service allocation repair failed; retrying later");
+            }
+        }
+    });
 }
 
 /// The routes: operational endpoints by name, every API path through one dispatcher.

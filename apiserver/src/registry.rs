@@ -2,22 +2,21 @@
 //! code path. What differs per kind comes from [`crate::strategy`]; what differs per
 //! subresource (status, scale, binding, finalize) is a small transform on the same update path.
 
-use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 use storage::{KeyValue, Storage};
 
+use crate::allocator::AllocError;
+pub use crate::allocator::Allocators;
 use crate::error::ApiError;
 use crate::object::{
     self, finalizers, meta_mut, meta_str, name, now_rfc3339, random_suffix, resource_version,
     set_resource_version,
 };
 use crate::resource::Resource;
-use crate::strategy::{self, Cause};
+use crate::strategy;
 use crate::typed;
 
 /// How strictly a write treats fields its type does not know (`fieldValidation`).
@@ -54,157 +53,6 @@ pub struct DeleteOptions {
 pub struct Written {
     pub object: Value,
     pub warnings: Vec<String>,
-}
-
-/// Allocates Service cluster IPs and node ports. State is rebuilt from stored Services at
-/// start; one API server allocates at a time (multi-server allocation is issue 8's concern).
-pub struct Allocators {
-    cidr_base: u32,
-    cidr_size: u32,
-    ips: Mutex<BTreeSet<u32>>,
-    node_ports: Mutex<BTreeSet<u16>>,
-}
-
-impl Allocators {
-    pub fn new(network: Ipv4Addr, prefix: u8) -> Self {
-        let size = 1u32 << (32 - u32::from(prefix.clamp(8, 30)));
-        Allocators {
-            cidr_base: u32::from(network),
-            cidr_size: size,
-            ips: Mutex::new(BTreeSet::new()),
-            node_ports: Mutex::new(BTreeSet::new()),
-        }
-    }
-
-    /// The first usable address: the `kubernetes` Service's.
-    pub fn first_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.cidr_base + 1)
-    }
-
-    /// The cluster IP and node ports a Service holds.
-    fn held(svc: &Value) -> (Option<u32>, Vec<u16>) {
-        let ip = svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Ipv4Addr>().ok())
-            .map(u32::from);
-        let ports = svc
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
-            .map(|np| np as u16)
-            .collect();
-        (ip, ports)
-    }
-
-    fn mark(&self, svc: &Value) {
-        let (ip, ports) = Self::held(svc);
-        self.ips.lock().extend(ip);
-        self.node_ports.lock().extend(ports);
-    }
-
-    fn release(&self, svc: &Value) {
-        let (ip, ports) = Self::held(svc);
-        if let Some(ip) = ip {
-            self.ips.lock().remove(&ip);
-        }
-        let mut used = self.node_ports.lock();
-        for p in ports {
-            used.remove(&p);
-        }
-    }
-
-    /// Fills in `clusterIP(s)` and node ports of a new Service; `Err` if a requested one is
-    /// taken or the range is exhausted.
-    fn allocate(&self, svc: &mut Value, is_default_kubernetes: bool) -> Result<(), Cause> {
-        let ty = svc
-            .pointer("/spec/type")
-            .and_then(Value::as_str)
-            .unwrap_or("ClusterIP")
-            .to_string();
-        if ty == "ExternalName" {
-            return Ok(());
-        }
-        let requested = svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let ip = if requested == "None" {
-            "None".to_string()
-        } else {
-            let mut ips = self.ips.lock();
-            let n = if requested.is_empty() {
-                // .0 is the network, .1 belongs to the `kubernetes` Service.
-                let start = if is_default_kubernetes { 1 } else { 2 };
-                let free = (start..self.cidr_size - 1)
-                    .map(|o| self.cidr_base + o)
-                    .find(|n| !ips.contains(n));
-                free.ok_or_else(|| {
-                    (
-                        "spec.clusterIPs".to_string(),
-                        "Internal error: failed to allocate a serviceIP: range is full".to_string(),
-                        "FieldValueInvalid".to_string(),
-                    )
-                })?
-            } else {
-                let ip: Ipv4Addr = requested.parse().map_err(|_| {
-                    (
-                        "spec.clusterIPs[0]".to_string(),
-                        format!("Invalid value: \"{requested}\": must be a valid IP address"),
-                        "FieldValueInvalid".to_string(),
-                    )
-                })?;
-                let n = u32::from(ip);
-                if n < self.cidr_base || n >= self.cidr_base + self.cidr_size {
-                    return Err((
-                        "spec.clusterIPs".to_string(),
-                        format!("Invalid value: \"{requested}\": failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range"),
-                        "FieldValueInvalid".to_string(),
-                    ));
-                }
-                if ips.contains(&n) {
-                    return Err((
-                        "spec.clusterIPs".to_string(),
-                        format!("Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: provided IP is already allocated"),
-                        "FieldValueInvalid".to_string(),
-                    ));
-                }
-                n
-            };
-            ips.insert(n);
-            Ipv4Addr::from(n).to_string()
-        };
-        let spec = object::ensure_object(svc, &["spec"]).ok_or_else(|| {
-            (
-                "spec".to_string(),
-                "Required value".to_string(),
-                "FieldValueRequired".to_string(),
-            )
-        })?;
-        spec.insert("clusterIP".into(), json!(ip));
-        spec.insert("clusterIPs".into(), json!([ip]));
-        if ip != "None" {
-            spec.insert("ipFamilies".into(), json!(["IPv4"]));
-            spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
-        }
-        if ty == "NodePort" || ty == "LoadBalancer" {
-            let mut used = self.node_ports.lock();
-            if let Some(Value::Array(ports)) = spec.get_mut("ports") {
-                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
-                    let port = match p.get("nodePort").and_then(Value::as_u64) {
-                        Some(np) => np as u16,
-                        None => (30000u16..=32767).find(|n| !used.contains(n)).unwrap_or(0),
-                    };
-                    used.insert(port);
-                    p.insert("nodePort".into(), json!(port));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Admission beyond each kind's own rules (NodeRestriction, PodSecurity, LimitRanger, RBAC
@@ -331,21 +179,13 @@ impl Registry {
         }
     }
 
-    /// Loads allocator state from stored Services; called once at start.
+    /// Reconciles Service allocation claims with stored Services and loads this server's
+    /// view of them; at start and every [`crate::allocator::REPAIR_INTERVAL`].
     pub async fn load_allocations(&self) -> Result<(), ApiError> {
-        let info = api_types::resources::find("", "v1", "services")
-            .ok_or_else(|| ApiError::internal("services missing from the resource table"))?;
-        let list = self
-            .storage
-            .list(&info.storage_prefix(), &storage::ListOptions::default())
+        self.allocators
+            .repair(self.storage.as_ref())
             .await
-            .map_err(ApiError::internal)?;
-        for kv in &list.items {
-            if let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) {
-                self.allocators.mark(&svc);
-            }
-        }
-        Ok(())
+            .map_err(ApiError::internal)
     }
 
     pub async fn get(&self, res: &Resource, name: &str) -> Result<Value, ApiError> {
@@ -528,12 +368,31 @@ impl Registry {
             let mut candidate = self.admit(res, None, candidate, None, opts, &mut warnings)?;
             let name = name(&candidate).unwrap_or_default().to_string();
             let is_service = res.info.group.is_empty() && res.info.kind == "Service";
+            let namespace = res.namespace.clone().unwrap_or_default();
             if is_service {
-                let is_default =
-                    res.namespace.as_deref() == Some("default") && name == "kubernetes";
-                self.allocators
-                    .allocate(&mut candidate, is_default)
-                    .map_err(|cause| ApiError::invalid(res, &name, vec![cause]))?;
+                let is_default = namespace == "default" && name == "kubernetes";
+                if opts.dry_run {
+                    self.allocators.preview(&mut candidate, is_default)
+                } else {
+                    self.allocators
+                        .allocate(
+                            self.storage.as_ref(),
+                            &mut candidate,
+                            &namespace,
+                            &name,
+                            is_default,
+                        )
+                        .await
+                        .map_err(|e| match e {
+                            AllocError::Invalid(cause) => cause,
+                            AllocError::Storage(e) => (
+                                "spec.clusterIPs".to_string(),
+                                format!("Internal error: failed to allocate a serviceIP: {e}"),
+                                "FieldValueInvalid".to_string(),
+                            ),
+                        })
+                }
+                .map_err(|cause| ApiError::invalid(res, &name, vec![cause]))?;
             }
             if res.info.group.is_empty() && res.info.plural == "resourcequotas" {
                 if let Some(status) = self.quota_status(&candidate) {
@@ -541,9 +400,6 @@ impl Registry {
                 }
             }
             if opts.dry_run {
-                if is_service {
-                    self.allocators.release(&candidate);
-                }
                 return Ok(Written {
                     object: candidate,
                     warnings,
@@ -553,7 +409,8 @@ impl Registry {
                 Ok(charges) => charges,
                 Err(e) => {
                     if is_service {
-                        self.allocators.release(&candidate);
+                        self.release_allocations(res, &candidate, &name, false)
+                            .await;
                     }
                     return Err(e);
                 }
@@ -575,14 +432,16 @@ impl Registry {
                 }
                 Err(storage::Error::AlreadyExists { .. }) if generate.is_some() && attempt < 7 => {
                     if is_service {
-                        self.allocators.release(&candidate);
+                        self.release_allocations(res, &candidate, &name, true).await;
                     }
                     obj = obj.clone();
                     continue;
                 }
                 Err(e) => {
                     if is_service {
-                        self.allocators.release(&candidate);
+                        let lost_race = matches!(e, storage::Error::AlreadyExists { .. });
+                        self.release_allocations(res, &candidate, &name, lost_race)
+                            .await;
                     }
                     return Err(ApiError::from_storage(res, &name, e));
                 }
@@ -821,9 +680,28 @@ impl Registry {
                 .is_some_and(|f| !f.is_empty())
     }
 
+    /// Gives back what a Service that was not written (or is now deleted) held. When a create
+    /// lost to another of the same name (`lost_race`), what that stored one holds stays.
+    async fn release_allocations(&self, res: &Resource, svc: &Value, name: &str, lost_race: bool) {
+        let stored = if lost_race {
+            self.storage
+                .get(&res.key(name))
+                .await
+                .ok()
+                .and_then(|kv| decode_stored(&kv).ok())
+        } else {
+            None
+        };
+        let namespace = res.namespace.as_deref().unwrap_or_default();
+        self.allocators
+            .release(self.storage.as_ref(), svc, namespace, name, stored.as_ref())
+            .await;
+    }
+
     async fn after_delete(&self, res: &Resource, obj: &Value) {
         if res.info.group.is_empty() && res.info.kind == "Service" {
-            self.allocators.release(obj);
+            let name = name(obj).unwrap_or_default().to_string();
+            self.release_allocations(res, obj, &name, false).await;
         }
         Box::pin(self.refund_deleted(res, obj)).await;
     }

@@ -1083,3 +1083,100 @@ async fn events_expire_after_their_ttl() {
         .await;
     assert_eq!(code, StatusCode::OK);
 }
+
+/// Two API servers on one etcd (the multi-node layout) allocate ClusterIPs and node ports
+/// through the same claims: concurrent creates on both never get the same one, a node port
+/// held through one server is refused by the other, and a deleted Service's port is free on
+/// both again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_one_etcd_never_share_allocations() {
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .unwrap();
+    let endpoints = vec![etcd.endpoint()];
+    let a = Server::start(
+        StorageConfig::Etcd {
+            endpoints: endpoints.clone(),
+        },
+        None,
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let b = Server::start(
+        StorageConfig::Etcd { endpoints },
+        Some(etcd),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let svc = |name: String| json!({"metadata": {"name": name}, "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    let creates = (0..20).flat_map(|i| {
+        [(&a, format!("a{i}")), (&b, format!("b{i}"))].map(|(server, name)| async move {
+            let (code, created) = server
+                .req(
+                    Method::POST,
+                    "/api/v1/namespaces/default/services",
+                    Some(svc(name)),
+                )
+                .await;
+            assert_eq!(code, StatusCode::CREATED, "{created}");
+            (
+                created["spec"]["clusterIP"].as_str().unwrap().to_string(),
+                created["spec"]["ports"][0]["nodePort"].as_u64().unwrap(),
+            )
+        })
+    });
+    let created = futures::future::join_all(creates).await;
+    let ips: std::collections::BTreeSet<_> = created.iter().map(|(ip, _)| ip).collect();
+    let ports: std::collections::BTreeSet<_> = created.iter().map(|(_, p)| p).collect();
+    assert_eq!(
+        ips.len(),
+        40,
+        "every Service has its own ClusterIP: {created:?}"
+    );
+    assert_eq!(
+        ports.len(),
+        40,
+        "every Service has its own node port: {created:?}"
+    );
+
+    let fixed = |name: &str| json!({"metadata": {"name": name}, "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "nodePort": 31111}]}});
+    let (code, held) = a
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(fixed("holder")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{held}");
+    let (code, refused) = b
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(fixed("rival")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let msg = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(
+            "spec.ports[0].nodePort: Invalid value: 31111: provided port is already allocated"
+        ),
+        "{msg}"
+    );
+    let (code, _) = a
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/default/services/holder",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, taken) = b
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(fixed("rival")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{taken}");
+}
