@@ -137,6 +137,13 @@ impl ProfileConfig {
             let Some((_, factory)) = table.iter().find(|(n, _)| *n == name) else {
                 return Err(Error::Config(format!("plugin {name:?} does not exist")));
             };
+            if name == "PodTopologySpread" {
+                let args = self.plugin_config.iter().find(|c| c.name == name);
+                crate::plugins::topology_spread::Args::parse(
+                    args.map_or(&serde_json::Value::Null, |c| &c.args),
+                )
+                .map_err(Error::Config)?;
+            }
             let args = PluginArgs {
                 client: client.clone(),
                 args: self

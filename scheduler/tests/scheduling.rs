@@ -725,3 +725,51 @@ async fn preemption_spares_pods_protected_by_a_disruption_budget() {
     assert!(guarded.metadata.deletion_timestamp.is_none());
     assert!(events(&kc, "guarded", "Preempted").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_without_constraints_spread_evenly_by_default() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let kc = client(&c);
+    for n in ["n1", "n2", "n3"] {
+        node(&kc, n, "4", serde_json::json!({})).await;
+    }
+    // No controller manager runs here: the ReplicaSet only identifies its pods, which the
+    // test creates itself. They request nothing, so every other score is equal on all nodes.
+    let rss: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(kc.clone(), "default");
+    let rs = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    }))
+    .expect("replicaset");
+    let rs = rss
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("create replicaset");
+    let uid = rs.metadata.uid.expect("uid");
+    let _s = start(&c, "only", None).await;
+    let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
+    for i in 0..6 {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("web-{i}"), "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web", "uid": uid, "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .expect("pod");
+        api.create(&PostParams::default(), &p)
+            .await
+            .expect("create pod");
+    }
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..6 {
+        *per_node
+            .entry(bound_node(&kc, &format!("web-{i}")).await)
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_node,
+        BTreeMap::from([("n1".into(), 2), ("n2".into(), 2), ("n3".into(), 2)])
+    );
+}

@@ -81,8 +81,11 @@ pub fn registry() -> Vec<(&'static str, Factory)> {
             score: Some(Arc::new(node_resources::BalancedAllocation)),
             ..Default::default()
         }),
-        ("PodTopologySpread", |_| {
-            let p = Arc::new(topology_spread::PodTopologySpread);
+        ("PodTopologySpread", |a| {
+            let p = Arc::new(topology_spread::PodTopologySpread::new(
+                &a.args,
+                a.listers.clone(),
+            ));
             PluginSet {
                 pre_filter: Some(p.clone()),
                 filter: Some(p.clone()),

@@ -671,3 +671,228 @@ fn preemption_tie_breaks_follow_upstream() {
         assert_eq!(got.as_deref(), Some(want), "case {i}");
     }
 }
+
+/// Listers holding a ReplicaSet and a StatefulSet selecting `app=web`, and a Service
+/// selecting `tier=front`, all in namespace `ns`.
+fn workload_listers() -> std::sync::Arc<crate::listers::Listers> {
+    let l = crate::listers::Listers::default();
+    l.replica_sets.apply(
+        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}}))
+        .expect("rs"),
+    );
+    l.stateful_sets.apply(
+        serde_json::from_value(json!({"metadata": {"name": "db", "namespace": "ns"},
+            "spec": {"selector": {"matchLabels": {"app": "db"}}, "template": {},
+                     "serviceName": "db"}}))
+        .expect("sts"),
+    );
+    l.services.apply(
+        serde_json::from_value(json!({"metadata": {"name": "front", "namespace": "ns"},
+            "spec": {"selector": {"tier": "front"}}}))
+        .expect("svc"),
+    );
+    // A Service without a selector selects nothing.
+    l.services.apply(
+        serde_json::from_value(json!({"metadata": {"name": "headless", "namespace": "ns"},
+            "spec": {}}))
+        .expect("svc"),
+    );
+    std::sync::Arc::new(l)
+}
+
+fn owned(name: &str, labels: serde_json::Value, kind: &str, owner: &str) -> Pod {
+    pod(
+        json!({"metadata": {"name": name, "labels": labels, "ownerReferences": [
+        {"apiVersion": "apps/v1", "kind": kind, "name": owner, "uid": "u", "controller": true}]},
+        "spec": {"containers": [{"name": "c"}]}}),
+    )
+}
+
+#[test]
+fn default_spread_constraints_follow_the_profile_args() {
+    use super::topology_spread::PodTopologySpread;
+    let listers = workload_listers();
+    let in_ = |k: &str, v: &str| json!({"key": k, "operator": "In", "values": [v]});
+    let sys = json!({});
+    let list = json!({"defaultingType": "List", "defaultConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+         "whenUnsatisfiable": "DoNotSchedule"}]});
+    let own = pod(json!({"metadata": {"labels": {"app": "web"}}, "spec": {
+        "containers": [{"name": "c"}], "topologySpreadConstraints": [{"maxSkew": 2,
+        "topologyKey": "rack", "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app": "web"}}, "matchLabelKeys": ["app"]}]}}));
+    // (args, pod, mode, [(key, maxSkew, selector)])
+    let table = [
+        (
+            &sys,
+            owned("r", json!({"app": "web"}), "ReplicaSet", "web"),
+            "ScheduleAnyway",
+            vec![
+                (
+                    "topology.kubernetes.io/zone",
+                    5,
+                    json!({"matchExpressions": [in_("app", "web")]}),
+                ),
+                (
+                    "kubernetes.io/hostname",
+                    3,
+                    json!({"matchExpressions": [in_("app", "web")]}),
+                ),
+            ],
+        ),
+        // DoNotSchedule is never part of the system defaults.
+        (
+            &sys,
+            owned("r", json!({"app": "web"}), "ReplicaSet", "web"),
+            "DoNotSchedule",
+            vec![],
+        ),
+        // Services and the StatefulSet combine.
+        (
+            &sys,
+            owned(
+                "s",
+                json!({"app": "db", "tier": "front"}),
+                "StatefulSet",
+                "db",
+            ),
+            "ScheduleAnyway",
+            vec![
+                (
+                    "topology.kubernetes.io/zone",
+                    5,
+                    json!({"matchLabels": {"tier": "front"}, "matchExpressions": [in_("app", "db")]}),
+                ),
+                (
+                    "kubernetes.io/hostname",
+                    3,
+                    json!({"matchLabels": {"tier": "front"}, "matchExpressions": [in_("app", "db")]}),
+                ),
+            ],
+        ),
+        // Owned by nothing known and selected by no Service: no default spreading.
+        (
+            &sys,
+            owned("x", json!({"app": "x"}), "ReplicaSet", "gone"),
+            "ScheduleAnyway",
+            vec![],
+        ),
+        // The pod's own constraints win, with matchLabelKeys folded into the selector.
+        (
+            &sys,
+            own,
+            "ScheduleAnyway",
+            vec![(
+                "rack",
+                2,
+                json!({"matchLabels": {"app": "web"},
+                                    "matchExpressions": [in_("app", "web")]}),
+            )],
+        ),
+        // List: exactly the configured constraints, hard ones included.
+        (
+            &list,
+            owned("r", json!({"app": "web"}), "ReplicaSet", "web"),
+            "DoNotSchedule",
+            vec![(
+                "topology.kubernetes.io/zone",
+                1,
+                json!({"matchExpressions": [in_("app", "web")]}),
+            )],
+        ),
+        (
+            &list,
+            owned("r", json!({"app": "web"}), "ReplicaSet", "web"),
+            "ScheduleAnyway",
+            vec![],
+        ),
+    ];
+    for (i, (args, p, mode, want)) in table.into_iter().enumerate() {
+        let plugin = PodTopologySpread::new(args, listers.clone());
+        let got: Vec<(String, i32, serde_json::Value)> = plugin
+            .constraints(&p, mode)
+            .into_iter()
+            .map(|c| {
+                (
+                    c.topology_key,
+                    c.max_skew,
+                    serde_json::to_value(c.label_selector).expect("json"),
+                )
+            })
+            .collect();
+        let want: Vec<(String, i32, serde_json::Value)> = want
+            .into_iter()
+            .map(|(k, s, v)| (k.to_string(), s, v))
+            .collect();
+        assert_eq!(got, want, "case {i}");
+    }
+}
+
+#[test]
+fn topology_spread_args_are_validated() {
+    use super::topology_spread::Args;
+    let table = [
+        (json!(null), true),
+        (json!({"defaultingType": "System"}), true),
+        (json!({"defaultingType": "List"}), true),
+        (
+            json!({"defaultingType": "List", "defaultConstraints": [{"maxSkew": 1,
+            "topologyKey": "k", "whenUnsatisfiable": "ScheduleAnyway"}]}),
+            true,
+        ),
+        (
+            json!({"defaultConstraints": [{"maxSkew": 1,
+            "topologyKey": "k", "whenUnsatisfiable": "ScheduleAnyway"}]}),
+            false,
+        ),
+        (
+            json!({"defaultingType": "List", "defaultConstraints": [{"maxSkew": 1,
+            "topologyKey": "k", "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {}}]}),
+            false,
+        ),
+        (json!({"defaultingType": "Nope"}), false),
+    ];
+    for (args, ok) in table {
+        assert_eq!(Args::parse(&args).is_ok(), ok, "{args}");
+    }
+    let cfg = crate::config::SchedulerConfiguration::parse(
+        "profiles: [{pluginConfig: [{name: PodTopologySpread, args: {defaultingType: Nope}}]}]",
+    )
+    .expect("parses");
+    assert!(cfg.profiles("x")[0].build(None).is_err());
+}
+
+#[test]
+fn default_spread_scores_the_least_crowded_node_highest() {
+    let fw = framework_with(workload_listers());
+    let replica = |name: &str| owned(name, json!({"app": "web"}), "ReplicaSet", "web");
+    // Per node: how many replicas are there already → the node the next one goes to.
+    let table = [
+        ([2, 1, 0], "c"),
+        ([1, 0, 1], "b"),
+        ([0, 3, 3], "a"),
+        ([2, 2, 1], "c"),
+    ];
+    for (counts, want) in table {
+        let nodes: Vec<NodeInfo> = ["a", "b", "c"]
+            .iter()
+            .zip(counts)
+            .map(|(name, n)| {
+                let mut info = node(name, "4", json!({}));
+                for i in 0..n {
+                    info.add_pod(replica(&format!("{name}-{i}")));
+                }
+                // An unrelated pod does not count.
+                info.add_pod(labelled_pod(&format!("{name}-other"), "other", json!({})));
+                info
+            })
+            .collect();
+        for tie in 0..3 {
+            let mut state = CycleState::default();
+            let got = schedule_pod(&fw, &mut state, &replica("new"), &nodes, 0, tie);
+            assert_eq!(got.expect("fits"), want, "{counts:?}");
+        }
+    }
+}
