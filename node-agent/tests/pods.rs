@@ -675,3 +675,304 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     let left = n.finish().await;
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// A small HTTP(S) server on a free loopback port for probes and hooks to call. It records
+/// one line per connection — the request line, or `TLS-ClientHello` when a client opened a
+/// plain listener with a TLS handshake — plus whatever `note` adds, and answers what `reply`
+/// returns for the request line.
+struct Listener {
+    port: u16,
+    seen: Arc<parking_lot::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Reply = Arc<dyn Fn(&str) -> (String, String) + Send + Sync>;
+
+impl Listener {
+    async fn start(tls: bool, reply: Reply) -> Listener {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        let acceptor = tls.then(|| {
+            let ca = pki::Ca::generate("probe-test-ca").expect("ca");
+            let cert = ca
+                .issue_serving(
+                    "probe-test",
+                    &[],
+                    &["127.0.0.1".parse().expect("ip")],
+                    Duration::from_secs(3600),
+                )
+                .expect("serving cert");
+            tokio_rustls::TlsAcceptor::from(
+                pki::server_config(&cert.cert_pem, &cert.key_pem).expect("tls config"),
+            )
+        });
+        let seen: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+                mut s: S,
+                reply: &Reply,
+            ) -> Option<String> {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    let n = s.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.first() == Some(&0x16) {
+                        // A TLS handshake record: answer in plain HTTP, as a plain server does.
+                        let _ = s
+                            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                        return Some("TLS-ClientHello".into());
+                    }
+                }
+                let text = String::from_utf8_lossy(&buf);
+                let line = text.lines().next().unwrap_or("").to_string();
+                let (response, note) = reply(&line);
+                let _ = s.write_all(response.as_bytes()).await;
+                let _ = s.shutdown().await;
+                Some(format!("{line}{note}"))
+            }
+            loop {
+                let Ok((conn, _)) = tcp.accept().await else {
+                    return;
+                };
+                let (acceptor, reply, record) = (acceptor.clone(), reply.clone(), record.clone());
+                tokio::spawn(async move {
+                    let line = match acceptor {
+                        Some(a) => match a.accept(conn).await {
+                            Ok(s) => serve(s, &reply).await,
+                            Err(e) => Some(format!("TLS handshake failed: {e}")),
+                        },
+                        None => serve(conn, &reply).await,
+                    };
+                    if let Some(line) = line {
+                        record.lock().push(line);
+                    }
+                });
+            }
+        });
+        Listener { port, seen, task }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().clone()
+    }
+}
+
+fn http_response(status: &str, extra_headers: &str) -> String {
+    format!("HTTP/1.1 {status}\r\n{extra_headers}Content-Length: 0\r\nConnection: close\r\n\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_probes_skip_verification_and_need_tls() {
+    let n = TestNode::start("cri-node-e").await;
+    // A self-signed HTTPS server whose `/` redirects to `/healthz` on the same host.
+    let tls = Listener::start(
+        true,
+        Arc::new(|line: &str| {
+            let r = if line.starts_with("GET /healthz ") {
+                http_response("200 OK", "")
+            } else {
+                http_response("302 Found", "Location: /healthz\r\n")
+            };
+            (r, String::new())
+        }),
+    )
+    .await;
+    // A plain HTTP server that would say 200 to any HTTP request.
+    let plain = Listener::start(
+        false,
+        Arc::new(|_: &str| (http_response("200 OK", ""), String::new())),
+    )
+    .await;
+    let probe = |port: u16| {
+        json!({"httpGet": {"scheme": "HTTPS", "path": "/", "port": port},
+               "periodSeconds": 1, "failureThreshold": 1})
+    };
+    // hostNetwork: the pod IP is the node's 127.0.0.1, where both listeners are.
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tls-probed"},
+        "spec": {
+            "hostNetwork": true,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "tls", "image": busybox(), "command": ["sleep", "3600"],
+                 "readinessProbe": probe(tls.port)},
+                {"name": "plain", "image": busybox(), "command": ["sleep", "3600"],
+                 "readinessProbe": probe(plain.port)}
+            ]
+        }
+    }))
+    .await;
+    let ready = |p: &Pod, name: &str| -> Option<bool> {
+        p.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.ready)
+    };
+    n.pod_until("tls-probed", "the HTTPS-probed container ready", |p| {
+        ready(p, "tls")?.then_some(())
+    })
+    .await;
+    let seen = tls.seen();
+    assert!(
+        seen.iter().any(|l| l.starts_with("GET / HTTP/1.1")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("GET /healthz HTTP/1.1")),
+        "the same-host redirect was followed over TLS: {seen:?}"
+    );
+    // The probe of `plain` spoke TLS to the plain server, several times, and never got ready.
+    eventually("three TLS handshakes at the plain listener", || {
+        let hellos = plain
+            .seen()
+            .iter()
+            .filter(|l| *l == "TLS-ClientHello")
+            .count();
+        async move { (hellos >= 3).then_some(()) }
+    })
+    .await;
+    let pod: Pod = Api::namespaced(n.client(), "default")
+        .get("tls-probed")
+        .await
+        .expect("pod");
+    assert_eq!(ready(&pod, "plain"), Some(false), "{:?}", plain.seen());
+    assert!(
+        !plain.seen().iter().any(|l| l.starts_with("GET ")),
+        "no plain HTTP request: {:?}",
+        plain.seen()
+    );
+    let cond = pod
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status);
+    assert_eq!(cond.as_deref(), Some("False"));
+    let left = n.finish().await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_over_http() {
+    let n = TestNode::start("cri-node-f").await;
+    let marker_dir = n.containerd.dir().join("hook-marker");
+    std::fs::create_dir_all(&marker_dir).expect("marker dir");
+    let term = marker_dir.join("term");
+    // The preStop target notes whether the container had seen SIGTERM when the hook came.
+    let hook = {
+        let term = term.clone();
+        Listener::start(
+            false,
+            Arc::new(move |_: &str| {
+                (
+                    http_response("200 OK", ""),
+                    format!(" term-before-hook={}", term.exists()),
+                )
+            }),
+        )
+        .await
+    };
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hooked"},
+        "spec": {
+            "terminationGracePeriodSeconds": 30,
+            "containers": [{
+                "name": "c", "image": busybox(),
+                "command": ["sh", "-c", "trap 'echo got-term > /marker/term; exit 0' TERM; while true; do sleep 0.2; done"],
+                "volumeMounts": [{"name": "m", "mountPath": "/marker"}],
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo post > /tmp/post-started"]}},
+                    "preStop": {"httpGet": {"host": "127.0.0.1", "port": hook.port, "path": "/shutdown?from=prestop"}}
+                }
+            }],
+            "volumes": [{"name": "m", "hostPath": {"path": marker_dir.display().to_string(), "type": "Directory"}}]
+        }
+    }))
+    .await;
+    // postStart ran before the container counted as started.
+    n.running("hooked").await;
+    let (code, out, _) = n.exec("hooked", "c", &["cat", "/tmp/post-started"]).await;
+    assert_eq!((code, out.trim()), (0, "post"));
+
+    // A postStart hook that cannot connect (nothing listens on port 1 of the pod IP) kills
+    // the container, which restarts, and says why in a FailedPostStartHook Event.
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad-hook"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c", "image": busybox(), "command": ["sleep", "3600"],
+                "lifecycle": {"postStart": {"httpGet": {"port": 1, "path": "/never"}}}
+            }]
+        }
+    }))
+    .await;
+    n.pod_until(
+        "bad-hook",
+        "a restart after the failed postStart hook",
+        |p| {
+            let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+            (cs.restart_count >= 1).then_some(())
+        },
+    )
+    .await;
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(n.client(), "default");
+    let event = eventually("a FailedPostStartHook event", || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("FailedPostStartHook")
+                        && e.involved_object.name.as_deref() == Some("bad-hook")
+                })
+        }
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let pod: Pod = Api::namespaced(n.client(), "default")
+        .get("bad-hook")
+        .await
+        .expect("pod");
+    let ready = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|cs| cs.first().map(|c| c.ready));
+    assert_eq!(ready, Some(false));
+
+    // Deleting `hooked` calls its preStop hook first, then sends SIGTERM.
+    n.delete("hooked", 30).await;
+    let seen = hook.seen();
+    assert_eq!(
+        seen,
+        ["GET /shutdown?from=prestop HTTP/1.1 term-before-hook=false"],
+        "one preStop call, before the container was stopped"
+    );
+    let got = std::fs::read_to_string(&term).expect("the container saw SIGTERM after the hook");
+    assert_eq!(got.trim(), "got-term");
+    let left = n.finish().await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}

@@ -8,7 +8,9 @@
 //! [`spec::LABEL_MANAGED_BY`], so a restarted agent re-adopts running pods instead of
 //! restarting them, and tears down sandboxes whose pod is gone.
 
+mod http;
 pub mod inputs;
+mod lifecycle;
 pub mod probe;
 pub mod spec;
 pub mod status;

@@ -253,7 +253,7 @@ async fn run(target: Target, results: Arc<Mutex<HashMap<String, Results>>>, nudg
 }
 
 /// The numeric port of a probe: a number, or a container port name.
-fn port(c: &Container, p: &IntOrString) -> Result<u16, String> {
+pub(crate) fn port(c: &Container, p: &IntOrString) -> Result<u16, String> {
     match p {
         IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
         IntOrString::String(name) => c
@@ -291,23 +291,34 @@ async fn probe_once(t: &Target, p: &Probe, timeout: Duration) -> Result<(), Stri
         };
     }
     if let Some(h) = &p.http_get {
-        let host = h.host.clone().unwrap_or_else(|| t.pod_ip.clone());
-        let port = port(&t.container, &h.port)?;
-        let path = h.path.clone().unwrap_or_else(|| "/".into());
-        if h.scheme.as_deref() == Some("HTTPS") {
-            return Err("HTTPS probes are not supported by this node yet".into());
-        }
+        let target = super::http::Target {
+            https: h
+                .scheme
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")),
+            host: h.host.clone().unwrap_or_else(|| t.pod_ip.clone()),
+            port: port(&t.container, &h.port)?,
+            path: http_path(h.path.as_deref()),
+        };
         let headers: Vec<(String, String)> = h
             .http_headers
             .iter()
             .flatten()
             .map(|hh| (hh.name.clone(), hh.value.clone()))
             .collect();
-        return tokio::time::timeout(timeout, http_get(&host, port, &path, &headers))
-            .await
-            .map_err(|_| {
-                format!("Get \"http://{host}:{port}{path}\": context deadline exceeded")
-            })?;
+        let url = target.url();
+        let status = tokio::time::timeout(
+            timeout,
+            super::http::get(target, &headers, PROBE_USER_AGENT),
+        )
+        .await
+        .map_err(|_| format!("Get \"{url}\": context deadline exceeded"))??;
+        // Success is 200..400, a redirect to another host included, as upstream.
+        return if (200..400).contains(&status) {
+            Ok(())
+        } else {
+            Err(format!("HTTP probe failed with statuscode: {status}"))
+        };
     }
     if let Some(tcp) = &p.tcp_socket {
         let host = tcp.host.clone().unwrap_or_else(|| t.pod_ip.clone());
@@ -356,45 +367,14 @@ async fn probe_once(t: &Target, p: &Probe, timeout: Duration) -> Result<(), Stri
     Err("probe has no handler".into())
 }
 
-/// One HTTP/1.1 GET; success is a status in 200..400, as upstream.
-async fn http_get(
-    host: &str,
-    port: u16,
-    path: &str,
-    headers: &[(String, String)],
-) -> Result<(), String> {
-    use http_body_util::Empty;
-    let url = format!("http://{host}:{port}{path}");
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("Get \"{url}\": dial tcp {host}:{port}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("Get \"{url}\": {e}"))?;
-    let conn = tokio::spawn(conn);
-    let mut req = hyper::Request::get(path)
-        .header("Host", format!("{host}:{port}"))
-        .header("User-Agent", "kube-probe/1.32");
-    for (k, v) in headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let req = req
-        .body(Empty::<bytes_::Bytes>::new())
-        .map_err(|e| format!("Get \"{url}\": {e}"))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("Get \"{url}\": {e}"));
-    conn.abort();
-    let status = resp?.status().as_u16();
-    if (200..400).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("HTTP probe failed with statuscode: {status}"))
-    }
-}
+/// kubelet 1.32's probe User-Agent.
+const PROBE_USER_AGENT: &str = "kube-probe/1.32";
 
-mod bytes_ {
-    pub use hyper::body::Bytes;
+/// A probe or hook path as kubelet builds the URL: `/` when empty, a leading `/` added.
+pub(crate) fn http_path(path: Option<&str>) -> String {
+    match path {
+        None | Some("") => "/".into(),
+        Some(p) if p.starts_with('/') => p.into(),
+        Some(p) => format!("/{p}"),
+    }
 }

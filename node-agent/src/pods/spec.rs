@@ -276,9 +276,14 @@ fn namespace_options(pod: &Pod) -> api::NamespaceOption {
 /// The sandbox for one attempt at running the pod.
 pub fn sandbox_config(pod: &Pod, layout: &Layout, attempt: u32) -> api::PodSandboxConfig {
     let spec = pod.spec.as_ref();
-    let hostname = spec
-        .and_then(|s| s.hostname.clone())
-        .unwrap_or_else(|| name(pod).chars().take(63).collect());
+    // As kubelet: a hostNetwork pod shares the node's UTS namespace and keeps its hostname
+    // (runc refuses to set one without a private UTS namespace).
+    let hostname = if spec.and_then(|s| s.host_network).unwrap_or(false) {
+        String::new()
+    } else {
+        spec.and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| name(pod).chars().take(63).collect())
+    };
     let port_mappings = spec
         .map(|s| {
             s.containers

@@ -321,7 +321,80 @@ async fn start_container(
         .await
         .map_err(|e| ("RunContainerError".to_string(), e.message().to_string()))?;
     tracing::info!(container = %c.name, id = %created, restart_count, "container started");
+    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+        // As kubelet: the start is not done until postStart returns; a failed hook kills the
+        // instance (preStop and grace period included), which then restarts per policy.
+        let ran = super::lifecycle::run(&ctx.cri, pod, &ips.pod_ip, c, &created, hook, None).await;
+        if let Err(msg) = ran {
+            tracing::warn!(container = %c.name, id = %created, %msg, "postStart hook failed; killing the container");
+            // Not the message: it may carry what the hook printed (secrets), as upstream.
+            record_event(
+                ctx,
+                pod,
+                "Warning",
+                "FailedPostStartHook",
+                "PostStartHook failed",
+            )
+            .await;
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            kill_container(ctx, pod, c, &created, &ips.pod_ip, grace).await;
+            return Err(("PostStartHookError".to_string(), msg));
+        }
+    }
     Ok(created)
+}
+
+/// The least grace StopContainer gets after a preStop hook ran (kubelet's
+/// `minimumGracePeriodInSeconds`), so a hook that used up the period still leaves the
+/// container a moment to handle SIGTERM.
+const MIN_GRACE_AFTER_HOOK: i64 = 2;
+
+/// Stops one container instance as kubelet's `killContainer`: its preStop hook first (within
+/// `grace` seconds; a failure is a `FailedPreStopHook` Event, and the stop goes on), then
+/// StopContainer with what is left of the grace period (SIGTERM, SIGKILL when it runs out).
+async fn kill_container(ctx: &Ctx, pod: &Pod, c: &Container, id: &str, pod_ip: &str, grace: i64) {
+    let grace = grace.max(0);
+    let mut timeout = grace;
+    if let (Some(hook), true) = (
+        c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()),
+        grace > 0,
+    ) {
+        let budget = Duration::from_secs(grace as u64);
+        let started = Instant::now();
+        let ran = tokio::time::timeout(
+            budget,
+            super::lifecycle::run(&ctx.cri, pod, pod_ip, c, id, hook, Some(budget)),
+        )
+        .await;
+        match ran {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => {
+                tracing::warn!(container = %c.name, %id, %msg, "preStop hook failed");
+                record_event(ctx, pod, "Warning", "FailedPreStopHook", &msg).await;
+            }
+            Err(_) => {
+                tracing::info!(container = %c.name, %id, grace, "preStop hook did not finish within the grace period");
+            }
+        }
+        let used = started.elapsed().as_secs() as i64;
+        timeout = (grace - used).max(MIN_GRACE_AFTER_HOOK);
+    }
+    if let Err(e) = ctx
+        .cri
+        .runtime
+        .clone()
+        .stop_container(api::StopContainerRequest {
+            container_id: id.to_string(),
+            timeout,
+        })
+        .await
+    {
+        tracing::debug!(container = %c.name, %id, error = %e.message(), "StopContainer failed");
+    }
 }
 
 /// The decision for an exited container: restart now, wait (back-off), or leave it.
@@ -390,7 +463,7 @@ fn humantime(d: Duration) -> String {
 }
 
 /// One sync; returns when to sync again at the latest.
-async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Error> {
+async fn sync(ctx: &Arc<Ctx>, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Error> {
     let uid = spec::uid(pod).to_string();
     let Some(pspec) = pod.spec.as_ref() else {
         return Ok(ctx.config.sync_period);
@@ -663,17 +736,12 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut WorkerState) -> Result<Duration, Er
                         .and_then(|p| p.termination_grace_period_seconds)
                         .or(pspec.termination_grace_period_seconds)
                         .unwrap_or(30);
-                    let mut runtime = ctx.cri.runtime.clone();
-                    let id = i.id.clone();
-                    // Off the worker: a container ignoring SIGTERM holds StopContainer for
-                    // the whole grace period.
+                    let (ctx, pod, c) = (ctx.clone(), pod.clone(), c.clone());
+                    let (id, pod_ip) = (i.id.clone(), ips.pod_ip.clone());
+                    // Off the worker: the preStop hook and a container ignoring SIGTERM
+                    // can hold the kill for the whole grace period.
                     tokio::spawn(async move {
-                        let _ = runtime
-                            .stop_container(api::StopContainerRequest {
-                                container_id: id,
-                                timeout: grace,
-                            })
-                            .await;
+                        kill_container(&ctx, &pod, &c, &id, &pod_ip, grace).await;
                     });
                 }
             }
@@ -1135,46 +1203,41 @@ async fn terminate(ctx: &Ctx, pod: &Pod) {
         .iter()
         .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(grace as u64);
-    let stops = running.iter().map(|c| {
-        let name = c
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default();
+    let stops = running.iter().map(|rc| {
+        let name = rc
             .labels
             .get(spec::LABEL_CONTAINER_NAME)
             .cloned()
             .unwrap_or_default();
-        let hook = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.iter().find(|x| x.name == name))
-            .and_then(|x| x.lifecycle.as_ref())
-            .and_then(|l| l.pre_stop.as_ref())
-            .and_then(|h| h.exec.as_ref())
-            .and_then(|e| e.command.clone());
-        let id = c.id.clone();
+        let container = pod.spec.as_ref().and_then(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .find(|x| x.name == name)
+                .cloned()
+        });
+        let id = rc.id.clone();
+        let pod_ip = pod_ip.clone();
         async move {
-            if let Some(cmd) = hook {
-                let budget = deadline.saturating_duration_since(Instant::now());
-                let _ = ctx
-                    .cri
-                    .runtime
-                    .clone()
-                    .exec_sync(api::ExecSyncRequest {
-                        container_id: id.clone(),
-                        cmd,
-                        timeout: budget.as_secs().max(1) as i64,
-                    })
-                    .await;
+            match container {
+                Some(c) => kill_container(ctx, pod, &c, &id, &pod_ip, grace).await,
+                None => {
+                    let _ = ctx
+                        .cri
+                        .runtime
+                        .clone()
+                        .stop_container(api::StopContainerRequest {
+                            container_id: id,
+                            timeout: grace,
+                        })
+                        .await;
+                }
             }
-            let left = deadline.saturating_duration_since(Instant::now()).as_secs() as i64;
-            let _ = ctx
-                .cri
-                .runtime
-                .clone()
-                .stop_container(api::StopContainerRequest {
-                    container_id: id,
-                    timeout: left,
-                })
-                .await;
         }
     });
     futures::future::join_all(stops).await;
