@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::framework::Framework;
+use crate::framework::{Framework, WaitingPods};
 use crate::listers::Listers;
 use crate::plugins::{registry, PluginArgs, DEFAULT_PLUGINS};
 use crate::Error;
@@ -128,7 +128,9 @@ impl ProfileConfig {
         }
         let mut table = registry();
         table.extend_from_slice(out_of_tree);
+        let waiting_pods = Arc::new(WaitingPods::default());
         let mut fw = Framework {
+            waiting_pods: waiting_pods.clone(),
             profile_name: self.scheduler_name.clone().unwrap_or_default(),
             percentage_of_nodes_to_score: self.percentage_of_nodes_to_score.unwrap_or(0),
             ..Default::default()
@@ -153,6 +155,7 @@ impl ProfileConfig {
                     .map(|c| c.args.clone())
                     .unwrap_or_default(),
                 listers: listers.clone(),
+                waiting_pods: waiting_pods.clone(),
             };
             fw.add(factory(&args), weight.max(1));
         }

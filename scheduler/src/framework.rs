@@ -5,10 +5,12 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Pod};
 
+pub use crate::permit::WaitingPods;
 use crate::quantity::{parse_milli, parse_value};
 
 /// The outcome class of a plugin call (upstream's `framework.Code`).
@@ -22,6 +24,8 @@ pub enum Code {
     UnschedulableAndUnresolvable,
     /// The plugin has nothing to do for this pod; later points of the same plugin are skipped.
     Skip,
+    /// Permit only: hold the pod (assumed on its node) until allowed, rejected or timed out.
+    Wait,
 }
 
 /// What a plugin answered: a code, the human reasons (which end up in `FailedScheduling`
@@ -39,6 +43,9 @@ impl Status {
     }
     pub fn skip() -> Status {
         Status::new(Code::Skip, Vec::new())
+    }
+    pub fn wait() -> Status {
+        Status::new(Code::Wait, Vec::new())
     }
     pub fn new(code: Code, reasons: Vec<String>) -> Status {
         Status {
@@ -409,9 +416,11 @@ pub trait ReservePlugin: Plugin {
     fn unreserve(&self, state: &mut CycleState, pod: &Pod, node: &str);
 }
 
-/// Approve or deny the placement before binding (waiting is not supported yet).
+/// Approves, denies or delays the placement before binding. With [`Code::Wait`] the
+/// returned duration is how long this plugin lets the pod wait (at most 15 minutes) for an
+/// [`WaitingPods::allow`] before it is rejected; the duration is ignored otherwise.
 pub trait PermitPlugin: Plugin {
-    fn permit(&self, state: &CycleState, pod: &Pod, node: &str) -> Status;
+    fn permit(&self, state: &CycleState, pod: &Pod, node: &str) -> (Status, Duration);
 }
 
 /// Runs in the binding task, before Bind (volume attachment and similar, once they exist).
@@ -459,6 +468,8 @@ pub struct Framework {
     pub bind: Vec<Arc<dyn BindPlugin>>,
     /// 0 means adaptive, as upstream.
     pub percentage_of_nodes_to_score: u32,
+    /// Pods this profile holds at Permit (shared with its plugins through `PluginArgs`).
+    pub waiting_pods: Arc<WaitingPods>,
 }
 
 impl Framework {
@@ -657,14 +668,38 @@ impl Framework {
         }
     }
 
+    /// Every Permit plugin: the first rejection or error decides; otherwise, when some
+    /// answered Wait, the pod is registered in `waiting_pods` and Wait is returned, and the
+    /// binding cycle must [`Framework::wait_on_permit`] before binding.
     pub fn run_permit(&self, state: &CycleState, pod: &Pod, node: &str) -> Status {
+        let mut waits = HashMap::new();
         for p in &self.permit {
-            let s = p.permit(state, pod, node);
-            if !s.is_success() {
-                return s.with_plugin(p.name());
+            let (s, timeout) = p.permit(state, pod, node);
+            match s.code {
+                Code::Success | Code::Skip => {}
+                Code::Wait => {
+                    waits.insert(p.name().to_string(), timeout);
+                }
+                Code::Unschedulable | Code::UnschedulableAndUnresolvable => {
+                    return s.with_plugin(p.name());
+                }
+                Code::Error => {
+                    let msg = format!("running Permit plugin {:?}: {}", p.name(), s.message());
+                    return Status::error(msg).with_plugin(p.name());
+                }
             }
         }
-        Status::success()
+        if waits.is_empty() {
+            return Status::success();
+        }
+        self.waiting_pods.add(pod, waits);
+        Status::wait()
+    }
+
+    /// Waits until every plugin that answered Wait allowed the pod (Success), or one
+    /// rejected it or timed out (Unschedulable). Success at once for a pod not waiting.
+    pub async fn wait_on_permit(&self, pod: &Pod) -> Status {
+        self.waiting_pods.wait(pod).await
     }
 
     pub async fn run_pre_bind(&self, pod: &Pod, node: &str) -> Status {

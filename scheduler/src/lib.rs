@@ -16,6 +16,7 @@ pub mod listers;
 /// Leader election, shared with the controller manager.
 pub use leader_election as leader;
 pub mod metrics;
+pub mod permit;
 pub mod plugins;
 pub mod quantity;
 pub mod queue;

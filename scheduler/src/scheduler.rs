@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::cache::{is_terminal, node_name, Cache, Snapshot};
 use crate::framework::{
-    fit_error_message, pod_key, CycleState, Framework, NodeInfo, PostFilterContext,
+    fit_error_message, pod_key, Code, CycleState, Framework, NodeInfo, PostFilterContext,
     PostFilterResult, Status,
 };
 use crate::listers::{Listers, Store};
@@ -274,6 +274,11 @@ impl Scheduler {
             match ev {
                 Ok(WEvent::Apply(p)) => self.on_pod(p),
                 Ok(WEvent::Delete(p)) => {
+                    // A pod deleted while waiting at Permit stops waiting (upstream's
+                    // `RejectWaitingPod`).
+                    for fw in self.profiles.values() {
+                        fw.waiting_pods.reject(&p, "", "removed");
+                    }
                     let key = pod_key(&p);
                     self.cache.remove_pod(&key);
                     self.queue.delete(&key);
@@ -440,17 +445,30 @@ impl Scheduler {
             return;
         }
         let s = fw.run_permit(&state, &pod, &node);
-        if !s.is_success() {
+        if !s.is_success() && s.code != Code::Wait {
             fw.run_unreserve(&mut state, &pod, &node);
             self.cache.forget(&qp.key);
-            self.fail(qp, &fw, status_failure(&s), started).await;
+            self.fail(qp, &fw, permit_failure(&s, &node), started).await;
             return;
         }
-        // Binding cycle: asynchronous, so the next pod is scheduled while this one binds.
+        // Binding cycle: asynchronous, so the next pod is scheduled while this one waits at
+        // Permit (still assumed on its node) and binds.
         let this = self.clone();
         let span = tracing::info_span!("bind", pod = %qp.key, node = %node);
         tokio::spawn(
             async move {
+                let s = fw.wait_on_permit(&pod).await;
+                if !s.is_success() {
+                    tracing::info!(reason = %s.message(), "rejected while waiting at Permit");
+                    fw.run_unreserve(&mut state, &pod, &node);
+                    this.cache.forget(&qp.key);
+                    if s.is_rejected() {
+                        // The room it held may fit pods that failed meanwhile.
+                        this.queue.move_all_to_active_or_backoff(Instant::now());
+                    }
+                    this.fail(qp, &fw, permit_failure(&s, &node), started).await;
+                    return;
+                }
                 let mut s = fw.run_pre_bind(&pod, &node).await;
                 if s.is_success() {
                     s = fw.run_bind(&pod, &node).await;
@@ -682,6 +700,20 @@ fn status_failure(s: &Status) -> Failure {
     if s.is_rejected() {
         Failure::Unschedulable {
             message: s.message(),
+            preemption: None,
+        }
+    } else {
+        Failure::Error(s.message())
+    }
+}
+
+/// A Permit rejection reads as upstream's FitError over the one chosen node
+/// (`0/1 nodes are available: 1 <reason>.`); an error as itself.
+fn permit_failure(s: &Status, node: &str) -> Failure {
+    if s.is_rejected() {
+        let statuses = HashMap::from([(node.to_string(), s.clone())]);
+        Failure::Unschedulable {
+            message: fit_error_message(1, None, &statuses, None),
             preemption: None,
         }
     } else {

@@ -773,3 +773,155 @@ async fn replicas_without_constraints_spread_evenly_by_default() {
         BTreeMap::from([("n1".into(), 2), ("n2".into(), 2), ("n3".into(), 2)])
     );
 }
+
+/// A test-only gang plugin, shaped like scheduler-plugins' Coscheduling: a pod labelled
+/// `pod-group` waits at Permit until `minMember` pods of its group (itself included) have
+/// reached Permit, then the whole group is allowed; it gives up after `timeoutMillis`.
+struct Gang {
+    waiting: std::sync::Arc<scheduler::framework::WaitingPods>,
+    min_member: usize,
+    timeout: Duration,
+}
+
+impl scheduler::framework::Plugin for Gang {
+    fn name(&self) -> &'static str {
+        "Gang"
+    }
+}
+
+impl scheduler::framework::PermitPlugin for Gang {
+    fn permit(
+        &self,
+        _: &scheduler::framework::CycleState,
+        pod: &Pod,
+        _: &str,
+    ) -> (scheduler::framework::Status, Duration) {
+        let group = |p: &Pod| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("pod-group").cloned())
+        };
+        let Some(g) = group(pod) else {
+            return (scheduler::framework::Status::success(), Duration::ZERO);
+        };
+        let members: Vec<_> = self
+            .waiting
+            .list()
+            .into_iter()
+            .filter(|w| group(&w.pod).as_ref() == Some(&g))
+            .collect();
+        if members.len() + 1 < self.min_member {
+            return (scheduler::framework::Status::wait(), self.timeout);
+        }
+        for m in members {
+            self.waiting.allow(&m.pod, "Gang");
+        }
+        (scheduler::framework::Status::success(), Duration::ZERO)
+    }
+}
+
+async fn start_with_gang(c: &Cluster, min_member: usize, timeout_ms: u64) -> Running {
+    let configuration = SchedulerConfiguration::parse(&format!(
+        "profiles: [{{plugins: {{permit: {{enabled: [{{name: Gang}}]}}}}, \
+         pluginConfig: [{{name: Gang, args: {{minMember: {min_member}, \
+         timeoutMillis: {timeout_ms}}}}}]}}]"
+    ))
+    .expect("config");
+    scheduler::start(Config {
+        client: client(c),
+        scheduler_name: "default-scheduler".into(),
+        configuration,
+        leader_election: None,
+        health_addr: None,
+        identity: "gang".into(),
+        out_of_tree: vec![("Gang", |args| {
+            let n = |k: &str| args.args.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            scheduler::framework::PluginSet {
+                permit: Some(std::sync::Arc::new(Gang {
+                    waiting: args.waiting_pods.clone(),
+                    min_member: n("minMember") as usize,
+                    timeout: Duration::from_millis(n("timeoutMillis")),
+                })),
+                ..Default::default()
+            }
+        })],
+    })
+    .await
+    .expect("starts")
+}
+
+async fn is_bound(client: &Client, name: &str) -> bool {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p = api.get(name).await.expect("get pod");
+    p.spec.and_then(|s| s.node_name).is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_waiting_at_permit_binds_only_once_allowed() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let kc = client(&c);
+    node(&kc, "n", "4", serde_json::json!({})).await;
+    let _s = start_with_gang(&c, 2, 60_000).await;
+    let member = serde_json::json!({"metadata": {"labels": {"pod-group": "g"}}});
+    pod(&kc, "g-a", "100m", member.clone()).await;
+    // A later pod outside the group is scheduled and bound while g-a waits.
+    pod(&kc, "plain", "100m", serde_json::json!({})).await;
+    bound_node(&kc, "plain").await;
+    assert!(!is_bound(&kc, "g-a").await, "g-a bound before its group");
+    assert!(events(&kc, "g-a", "FailedScheduling").await.is_empty());
+    // The second member completes the group: both bind.
+    pod(&kc, "g-b", "100m", member).await;
+    assert_eq!(bound_node(&kc, "g-a").await, "n");
+    assert_eq!(bound_node(&kc, "g-b").await, "n");
+    wait_event(&kc, "g-a", "Scheduled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_timing_out_at_permit_releases_its_node_and_is_requeued() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let kc = client(&c);
+    // One cpu: whoever holds it keeps everyone else out.
+    node(&kc, "n", "1", serde_json::json!({})).await;
+    let _s = start_with_gang(&c, 2, 3_000).await;
+    pod(
+        &kc,
+        "lonely",
+        "1",
+        serde_json::json!({"metadata": {"labels": {"pod-group": "solo"}}}),
+    )
+    .await;
+    // While lonely waits it holds the cpu: the next pod does not fit.
+    pod(&kc, "plain", "1", serde_json::json!({})).await;
+    let ev = wait_event(&kc, "plain", "FailedScheduling").await;
+    assert!(
+        ev.message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("0/1 nodes are available: 1 Insufficient cpu.")),
+        "{ev:?}"
+    );
+    // The group never completes: lonely is rejected with upstream's wording...
+    let ev = wait_event(&kc, "lonely", "FailedScheduling").await;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(
+            "0/1 nodes are available: 1 rejected due to timeout after waiting 3s at plugin \
+             Gang."
+        )
+    );
+    // ...its cpu goes to the other pod...
+    assert_eq!(bound_node(&kc, "plain").await, "n");
+    // ...and it is back in the queue: retried, it now finds the node full.
+    wait_for("lonely to be retried", || async {
+        events(&kc, "lonely", "FailedScheduling")
+            .await
+            .into_iter()
+            .any(|e| {
+                e.message
+                    .is_some_and(|m| m.starts_with("0/1 nodes are available: 1 Insufficient cpu."))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(!is_bound(&kc, "lonely").await);
+}

@@ -14,7 +14,7 @@ pub mod topology_spread;
 
 use std::sync::Arc;
 
-use crate::framework::PluginSet;
+use crate::framework::{PluginSet, WaitingPods};
 use crate::listers::Listers;
 
 /// What a plugin factory gets: the API client (only the binder needs it; `None` in unit
@@ -25,6 +25,8 @@ pub struct PluginArgs {
     pub client: Option<kube::Client>,
     pub args: serde_json::Value,
     pub listers: Arc<Listers>,
+    /// The profile's pods waiting at Permit, to allow or reject (e.g. a whole gang at once).
+    pub waiting_pods: Arc<WaitingPods>,
 }
 
 /// Builds one plugin's extension points.

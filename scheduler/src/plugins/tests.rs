@@ -896,3 +896,76 @@ fn default_spread_scores_the_least_crowded_node_highest() {
         }
     }
 }
+
+/// A Permit plugin answering a fixed status.
+struct FixedPermit(&'static str, crate::framework::Status);
+
+impl crate::framework::Plugin for FixedPermit {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl crate::framework::PermitPlugin for FixedPermit {
+    fn permit(
+        &self,
+        _: &CycleState,
+        _: &Pod,
+        _: &str,
+    ) -> (crate::framework::Status, std::time::Duration) {
+        (self.1.clone(), std::time::Duration::from_secs(3600))
+    }
+}
+
+#[test]
+fn permit_outcomes() {
+    use crate::framework::{Code, Status};
+    let run = |answers: Vec<(&'static str, Status)>| {
+        let mut fw = Framework::default();
+        for (name, s) in answers {
+            fw.permit.push(std::sync::Arc::new(FixedPermit(name, s)));
+        }
+        let p = cpu_pod("p", "1", 0);
+        let s = fw.run_permit(&CycleState::default(), &p, "n");
+        let waiting: Vec<Vec<String>> = fw
+            .waiting_pods
+            .list()
+            .into_iter()
+            .map(|w| w.pending_plugins)
+            .collect();
+        (s.code, s.message(), s.plugin, waiting)
+    };
+    let none: Vec<Vec<String>> = vec![];
+    let table = [
+        (
+            vec![("A", Status::success())],
+            (Code::Success, String::new(), String::new(), none.clone()),
+        ),
+        (
+            vec![("A", Status::success()), ("W", Status::wait())],
+            (
+                Code::Wait,
+                String::new(),
+                String::new(),
+                vec![vec!["W".to_string()]],
+            ),
+        ),
+        // A rejection wins over an earlier Wait, and nothing waits.
+        (
+            vec![("W", Status::wait()), ("R", Status::unschedulable("no"))],
+            (Code::Unschedulable, "no".into(), "R".into(), none.clone()),
+        ),
+        (
+            vec![("E", Status::error("boom"))],
+            (
+                Code::Error,
+                "running Permit plugin \"E\": boom".into(),
+                "E".into(),
+                none,
+            ),
+        ),
+    ];
+    for (answers, want) in table {
+        assert_eq!(run(answers), want);
+    }
+}
