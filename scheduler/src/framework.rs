@@ -400,8 +400,17 @@ pub struct PostFilterResult {
     pub victims: Vec<Pod>,
 }
 
+/// Runs once per cycle before Score with the feasible `nodes` and the whole snapshot `all`
+/// (upstream's plugins reach the latter through the shared lister: PodTopologySpread counts
+/// pods on every node, feasible or not).
 pub trait PreScorePlugin: Plugin {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status;
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+        all: &[NodeInfo],
+    ) -> Status;
 }
 
 pub trait ScorePlugin: Plugin {
@@ -607,9 +616,15 @@ impl Framework {
         (feasible, failed)
     }
 
-    pub fn run_pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status {
+    pub fn run_pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+        all: &[NodeInfo],
+    ) -> Status {
         for p in &self.pre_score {
-            let s = p.pre_score(state, pod, nodes);
+            let s = p.pre_score(state, pod, nodes, all);
             match s.code {
                 Code::Success => {}
                 Code::Skip => {

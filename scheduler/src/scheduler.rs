@@ -111,7 +111,7 @@ pub fn schedule_pod(
         return Ok(nodes[feasible[0]].name().to_string());
     }
     let candidates: Vec<&NodeInfo> = feasible.iter().map(|&i| &nodes[i]).collect();
-    let s = fw.run_pre_score(state, pod, &candidates);
+    let s = fw.run_pre_score(state, pod, &candidates, nodes);
     if !s.is_success() {
         return Err(Failure::Error(s.message()));
     }
@@ -555,8 +555,17 @@ impl Scheduler {
                 pod.metadata.uid.as_deref().unwrap_or(""),
                 p.nominated_node
             );
+            // A victim waiting at Permit is only assumed, not bound: it is rejected (and so
+            // unreserved and requeued), never deleted, as upstream's `prepareCandidate`.
+            let waiting = self
+                .profiles
+                .values()
+                .any(|fw| fw.waiting_pods.reject(v, "DefaultPreemption", "preempted"));
             self.event(v, "Normal", "Preempted", "Preempting", &msg)
                 .await;
+            if waiting {
+                continue;
+            }
             if let Err(e) = api.delete(name, &DeleteParams::default()).await {
                 tracing::warn!(victim = %pod_key(v), error = %e, "evicting preemption victim failed");
             }

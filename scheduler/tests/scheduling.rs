@@ -925,3 +925,39 @@ async fn a_pod_timing_out_at_permit_releases_its_node_and_is_requeued() {
     .await;
     assert!(!is_bound(&kc, "lonely").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preempting_a_pod_waiting_at_permit_rejects_it_instead_of_deleting_it() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let kc = client(&c);
+    node(&kc, "n", "1", serde_json::json!({})).await;
+    priority_classes(&kc, &[("low", 1), ("high", 1000)]).await;
+    let _s = start_with_gang(&c, 2, 60_000).await;
+    pod(
+        &kc,
+        "lonely",
+        "1",
+        serde_json::json!({"metadata": {"labels": {"pod-group": "solo"}},
+            "spec": {"priorityClassName": "low"}}),
+    )
+    .await;
+    // Only the waiting (assumed, unbound) pod can make room for the urgent one.
+    pod(
+        &kc,
+        "urgent",
+        "1",
+        serde_json::json!({"spec": {"priorityClassName": "high"}}),
+    )
+    .await;
+    assert_eq!(bound_node(&kc, "urgent").await, "n");
+    wait_event(&kc, "lonely", "Preempted").await;
+    let ev = wait_event(&kc, "lonely", "FailedScheduling").await;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some("0/1 nodes are available: 1 preempted.")
+    );
+    let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
+    let lonely = api.get("lonely").await.expect("lonely was not deleted");
+    assert!(lonely.metadata.deletion_timestamp.is_none());
+    assert!(!is_bound(&kc, "lonely").await);
+}

@@ -65,7 +65,13 @@ fn images(pod: &Pod) -> Vec<String> {
 }
 
 impl PreScorePlugin for ImageLocality {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+        _: &[NodeInfo],
+    ) -> Status {
         let wanted = images(pod);
         let mut spread: HashMap<String, usize> = HashMap::new();
         for n in nodes {
@@ -139,7 +145,7 @@ mod tests {
         });
         let nodes = [&big, &small, &none];
         let mut state = CycleState::default();
-        ImageLocality.pre_score(&mut state, &pod, &nodes);
+        ImageLocality.pre_score(&mut state, &pod, &nodes, &[]);
         let scores: Vec<i64> = nodes
             .iter()
             .map(|n| ImageLocality.score(&state, &pod, n).expect("score"))

@@ -174,7 +174,13 @@ impl FilterPlugin for InterPodAffinity {
 struct Preferred(Vec<(PodAffinityTerm, i64)>);
 
 impl PreScorePlugin for InterPodAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _: &[&NodeInfo],
+        _: &[NodeInfo],
+    ) -> Status {
         let aff = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
         let mut terms = Vec::new();
         for w in aff

@@ -969,3 +969,33 @@ fn permit_outcomes() {
         assert_eq!(run(answers), want);
     }
 }
+
+#[test]
+fn default_spread_counts_replicas_on_nodes_that_do_not_fit() {
+    let fw = framework_with(workload_listers());
+    let replica = |name: &str, cpu: &str| {
+        let mut p = owned(name, json!({"app": "web"}), "ReplicaSet", "web");
+        if let Some(spec) = p.spec.as_mut() {
+            spec.containers[0].resources =
+                serde_json::from_value(json!({"requests": {"cpu": cpu}})).ok();
+        }
+        p
+    };
+    let in_zone = |name: &str, zone: &str| {
+        node(
+            name,
+            "4",
+            json!({"metadata": {"labels": {"topology.kubernetes.io/zone": zone}}}),
+        )
+    };
+    // Zone z1 already runs two replicas, on a node now full: the new one goes to z2.
+    let mut full = in_zone("full", "z1");
+    full.add_pod(replica("r1", "2"));
+    full.add_pod(replica("r2", "2"));
+    let nodes = vec![full, in_zone("b", "z1"), in_zone("c", "z2")];
+    for tie in 0..3 {
+        let mut state = CycleState::default();
+        let got = schedule_pod(&fw, &mut state, &replica("new", "1"), &nodes, 0, tie);
+        assert_eq!(got.expect("fits"), "c");
+    }
+}

@@ -339,8 +339,15 @@ fn has_all_keys(node: &NodeInfo, cs: &[TopologySpreadConstraint]) -> bool {
 }
 
 impl PreScorePlugin for PodTopologySpread {
-    /// Upstream's `initPreScoreState` and counting, over the feasible nodes.
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status {
+    /// Upstream's `initPreScoreState` over the feasible nodes (which domains exist, which
+    /// nodes are ignored), then matching pods counted on every node.
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+        all: &[NodeInfo],
+    ) -> Status {
         let cs = self.constraints(pod, "ScheduleAnyway");
         if cs.is_empty() || nodes.is_empty() {
             return Status::skip();
@@ -378,7 +385,7 @@ impl PreScorePlugin for PodTopologySpread {
                 ((size + 2) as f64).ln()
             })
             .collect();
-        for n in nodes {
+        for n in all {
             if !pod_matches_node(pod, &n.node) || (require_all && !has_all_keys(n, &cs)) {
                 continue;
             }
