@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 
 use super::node_affinity::pod_matches_node;
 use super::selector;
@@ -161,7 +163,7 @@ impl Plugin for PodTopologySpread {
 fn with_match_label_keys(c: &TopologySpreadConstraint, pod: &Pod) -> TopologySpreadConstraint {
     let mut c = c.clone();
     let keys = c.match_label_keys.take().unwrap_or_default();
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let labels = labels_of(&pod.metadata);
     let extra: Vec<LabelSelectorRequirement> = keys
         .iter()
         .filter_map(|k| {
@@ -186,7 +188,7 @@ fn with_match_label_keys(c: &TopologySpreadConstraint, pod: &Pod) -> TopologySpr
 /// pod and of its controlling ReplicaSet or StatefulSet, or `None` when that is empty.
 pub fn default_selector(pod: &Pod, listers: &Listers) -> Option<LabelSelector> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let labels = labels_of(&pod.metadata);
     let mut match_labels: BTreeMap<String, String> = BTreeMap::new();
     for svc in listers.services.list_namespace(ns) {
         // A Service without a selector selects nothing, not everything.
@@ -237,6 +239,12 @@ pub fn default_selector(pod: &Pod, listers: &Listers) -> Option<LabelSelector> {
     })
 }
 
+/// An object's labels without copying them (no labels reads as none).
+fn labels_of(meta: &ObjectMeta) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    meta.labels.as_ref().unwrap_or(&NONE)
+}
+
 /// Pods on `node` that `c` counts: same namespace, not terminating, selected.
 fn count_matching(pod: &Pod, c: &TopologySpreadConstraint, node: &NodeInfo) -> i64 {
     let ns = pod.metadata.namespace.as_deref();
@@ -245,10 +253,7 @@ fn count_matching(pod: &Pod, c: &TopologySpreadConstraint, node: &NodeInfo) -> i
         .filter(|p| {
             p.metadata.namespace.as_deref() == ns
                 && p.metadata.deletion_timestamp.is_none()
-                && selector::matches(
-                    c.label_selector.as_ref(),
-                    &p.metadata.labels.clone().unwrap_or_default(),
-                )
+                && selector::matches(c.label_selector.as_ref(), labels_of(&p.metadata))
         })
         .count() as i64
 }
@@ -261,7 +266,7 @@ fn count(pod: &Pod, cs: Vec<TopologySpreadConstraint>, nodes: &[&NodeInfo]) -> C
     for c in cs {
         let mut counts: HashMap<String, i64> = HashMap::new();
         for n in nodes {
-            let labels = n.node.metadata.labels.clone().unwrap_or_default();
+            let labels = labels_of(&n.node.metadata);
             let Some(domain) = labels.get(&c.topology_key) else {
                 continue;
             };
@@ -278,7 +283,7 @@ fn count(pod: &Pod, cs: Vec<TopologySpreadConstraint>, nodes: &[&NodeInfo]) -> C
 fn self_match(pod: &Pod, c: &TopologySpreadConstraint) -> i64 {
     i64::from(selector::matches(
         c.label_selector.as_ref(),
-        &pod.metadata.labels.clone().unwrap_or_default(),
+        labels_of(&pod.metadata),
     ))
 }
 
@@ -299,7 +304,7 @@ impl FilterPlugin for PodTopologySpread {
         let Some(Counts(counts)) = state.read::<Counts>("PodTopologySpread") else {
             return Status::success();
         };
-        let labels = node.node.metadata.labels.clone().unwrap_or_default();
+        let labels = labels_of(&node.node.metadata);
         for (c, per_domain) in counts {
             let Some(domain) = labels.get(&c.topology_key) else {
                 return Status::unresolvable(ERR_MISSING_LABEL);
@@ -423,7 +428,7 @@ impl ScorePlugin for PodTopologySpread {
         if s.ignored.contains(node.name()) {
             return Ok(0);
         }
-        let labels = node.node.metadata.labels.clone().unwrap_or_default();
+        let labels = labels_of(&node.node.metadata);
         let mut score = 0.0;
         for (i, c) in s.constraints.iter().enumerate() {
             let Some(value) = labels.get(&c.topology_key) else {
