@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::cni::{self, CniConfig};
 use crate::cri::Cri;
+use crate::image_gc::{CriFsUsage, ImageGc, ImageGcPolicy};
 use crate::node::{NodeConfig, NodeHeartbeat, Readiness, Timing, Writer};
 use crate::pods::{self, Layout, PodsConfig, RuntimeState};
 use crate::{Error, Metrics};
@@ -42,6 +43,8 @@ pub struct AgentConfig {
     /// (kubelet's port 10250 in a secure cluster); without it, plain HTTP for anyone who can
     /// connect, which is only acceptable on loopback.
     pub tls: Option<AgentTls>,
+    /// Image garbage collection (kubelet's `--image-gc-*` flags).
+    pub image_gc: ImageGcPolicy,
 }
 
 /// The streaming server's TLS: its serving certificate (SANs: the node name and the address
@@ -78,6 +81,7 @@ impl AgentConfig {
             initial_backoff: Duration::from_secs(10),
             server_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10250))),
             tls: None,
+            image_gc: ImageGcPolicy::default(),
         }
     }
 }
@@ -141,6 +145,16 @@ pub async fn start(
     }
     let state = Arc::new(RuntimeState::default());
     let mut tasks = Vec::new();
+    let gc = ImageGc::new(
+        cri.clone(),
+        config.image_gc.clone(),
+        Arc::new(CriFsUsage::new(cri.clone())),
+    )?;
+    tasks.push(tokio::spawn(async move {
+        gc.run().await;
+        // Disabled: nothing to do, but `wait` treats an ended task as a failure.
+        std::future::pending::<()>().await
+    }));
 
     let server_addr = match config.server_addr {
         Some(addr) => {

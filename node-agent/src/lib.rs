@@ -13,6 +13,7 @@ pub mod cri;
 pub mod duration;
 mod error;
 pub mod host;
+pub mod image_gc;
 pub mod images;
 pub mod lookup;
 pub mod metrics;

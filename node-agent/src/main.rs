@@ -104,6 +104,16 @@ struct Args {
     /// The CA that signs callers' client certificates (the cluster CA).
     #[arg(long, requires = "tls_cert_file")]
     client_ca_file: Option<PathBuf>,
+    /// Image garbage collection starts when the image filesystem's usage reaches this percent;
+    /// 100 disables it.
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// Image garbage collection frees unused images down to this percent of usage.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
+    /// An image this agent has known for less than this is never garbage collected.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    minimum_image_ttl_duration: Duration,
     /// Images to import into containerd before starting (OCI tarballs), e.g. the ones
     /// `deploy/images/build.sh` builds.
     #[arg(long = "import-image", value_name = "TARBALL")]
@@ -239,6 +249,10 @@ async fn main() -> anyhow::Result<()> {
     config.allow_privileged = args.allow_privileged;
     config.server_addr = Some(SocketAddr::new(args.bind_address, args.port));
     config.tls = tls;
+    config.image_gc.high_threshold_percent = args.image_gc_high_threshold;
+    config.image_gc.low_threshold_percent = args.image_gc_low_threshold;
+    config.image_gc.min_age = args.minimum_image_ttl_duration;
+    config.image_gc.validate()?;
     let mut agent = node_agent::agent::start(client, config, metrics)
         .await
         .context("starting the node agent")?;

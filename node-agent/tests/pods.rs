@@ -976,3 +976,222 @@ async fn lifecycle_hooks_over_http() {
     let left = n.finish().await;
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// A copy of the busybox OCI tarball under another name and with its own image config (a
+/// label), so containerd sees a distinct image id that shares busybox's layer.
+fn derive_image(
+    busybox_tar: &std::path::Path,
+    name: &str,
+    work: &std::path::Path,
+) -> std::path::PathBuf {
+    use std::process::Command;
+    let dir = work.join(name.replace(['/', ':'], "_"));
+    std::fs::create_dir_all(&dir).expect("layout dir");
+    let ok = Command::new("tar")
+        .arg("-xf")
+        .arg(busybox_tar)
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .expect("tar");
+    assert!(ok.success());
+    let blobs = dir.join("blobs/sha256");
+    let read = |digest: &str| -> serde_json::Value {
+        let file = blobs.join(digest.trim_start_matches("sha256:"));
+        serde_json::from_slice(&std::fs::read(file).expect("blob")).expect("blob json")
+    };
+    let write = |value: &serde_json::Value| -> (String, usize) {
+        let bytes = serde_json::to_vec(value).expect("json");
+        let tmp = dir.join("blob.tmp");
+        std::fs::write(&tmp, &bytes).expect("write blob");
+        let out = Command::new("sha256sum")
+            .arg(&tmp)
+            .output()
+            .expect("sha256sum");
+        let digest = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .expect("digest")
+            .to_string();
+        std::fs::rename(&tmp, blobs.join(&digest)).expect("rename blob");
+        (format!("sha256:{digest}"), bytes.len())
+    };
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index"))
+            .expect("index json");
+    let mut manifest = read(
+        index["manifests"][0]["digest"]
+            .as_str()
+            .expect("manifest digest"),
+    );
+    let mut config = read(
+        manifest["config"]["digest"]
+            .as_str()
+            .expect("config digest"),
+    );
+    config["config"]["Labels"] = json!({"coxswain.test/variant": name});
+    let (digest, size) = write(&config);
+    manifest["config"]["digest"] = json!(digest);
+    manifest["config"]["size"] = json!(size);
+    let (digest, size) = write(&manifest);
+    let entry = &mut index["manifests"][0];
+    entry["digest"] = json!(digest);
+    entry["size"] = json!(size);
+    entry["annotations"]["io.containerd.image.name"] = json!(name);
+    entry["annotations"]["org.opencontainers.image.ref.name"] = json!(name
+        .rsplit_once(':')
+        .map(|(_, tag)| tag)
+        .unwrap_or("latest"));
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .expect("write index");
+    let tarball = work.join(format!("{}.tar", name.replace(['/', ':'], "_")));
+    let ok = Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dir)
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .expect("tar");
+    assert!(ok.success());
+    tarball
+}
+
+/// Image filesystem numbers a test sets.
+struct FakeFs(Arc<parking_lot::Mutex<node_agent::image_gc::FsStats>>);
+
+impl node_agent::image_gc::FsUsage for FakeFs {
+    fn image_fs(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<node_agent::image_gc::FsStats, node_agent::Error>>
+    {
+        let stats = *self.0.lock();
+        Box::pin(async move { Ok(stats) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_gc_removes_unused_images_least_recently_used_first() {
+    use node_agent::image_gc::{FsStats, ImageGc, ImageGcPolicy};
+    let n = TestNode::start("cri-node-g").await;
+    let work = tempfile::tempdir().expect("tempdir");
+    node_agent::images::build_local_images(work.path()).expect("images");
+    let busybox_tar = work.path().join("busybox.tar");
+    for name in ["docker.io/library/gc-a:1", "docker.io/library/gc-b:1"] {
+        let tarball = derive_image(&busybox_tar, name, work.path());
+        let names = node_agent::images::import(n.containerd.socket(), &tarball)
+            .await
+            .expect("import");
+        assert_eq!(names, [name]);
+    }
+    let sleeper = |name: &str, image: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "c", "image": image, "imagePullPolicy": "Never", "command": ["sleep", "3600"]
+            }]}
+        })
+    };
+    n.create(sleeper("web", busybox())).await;
+    n.create(sleeper("user-b", "docker.io/library/gc-b:1"))
+        .await;
+    n.running("web").await;
+    n.running("user-b").await;
+
+    let cri = n.containerd.cri();
+    let images = || {
+        let mut cri = cri.clone();
+        async move {
+            cri.images
+                .list_images(api::ListImagesRequest { filter: None })
+                .await
+                .expect("list images")
+                .into_inner()
+                .images
+        }
+    };
+    let tags = |list: &[api::Image]| -> Vec<String> {
+        let mut t: Vec<String> = list.iter().flat_map(|i| i.repo_tags.clone()).collect();
+        t.sort();
+        t
+    };
+    // The real source measures containerd's image filesystem.
+    let real = node_agent::image_gc::FsUsage::image_fs(&node_agent::image_gc::CriFsUsage::new(
+        cri.clone(),
+    ))
+    .await
+    .expect("image fs usage");
+    assert!(
+        real.capacity_bytes > 0 && real.available_bytes <= real.capacity_bytes,
+        "{real:?}"
+    );
+    let stats = Arc::new(parking_lot::Mutex::new(FsStats {
+        capacity_bytes: 1000,
+        available_bytes: 500,
+    }));
+    let policy = ImageGcPolicy {
+        min_age: Duration::ZERO,
+        ..ImageGcPolicy::default()
+    };
+    let gc =
+        ImageGc::new(cri.clone(), policy.clone(), Arc::new(FakeFs(stats.clone()))).expect("gc");
+    // Below the high threshold (50 %) nothing goes; gc-b is noted as in use.
+    gc.detect().await.expect("detect");
+    let done = gc.collect().await.expect("collect");
+    assert_eq!((done.usage_percent, done.removed.len()), (50, 0));
+
+    // gc-b's pod goes: both gc images are unused now, gc-a never was.
+    n.delete("user-b", 1).await;
+    let size_a = images()
+        .await
+        .iter()
+        .find(|i| i.repo_tags.iter().any(|t| t == "docker.io/library/gc-a:1"))
+        .expect("gc-a listed")
+        .size;
+    // 85 % used, and exactly gc-a's size to free to get down to 80 %.
+    *stats.lock() = FsStats {
+        capacity_bytes: 20 * size_a,
+        available_bytes: 3 * size_a,
+    };
+    let done = gc.collect().await.expect("collect");
+    assert_eq!(done.usage_percent, 85);
+    assert_eq!(done.removed, ["docker.io/library/gc-a:1"], "{done:?}");
+    let now = tags(&images().await);
+    assert!(!now.iter().any(|t| t.contains("gc-a")), "{now:?}");
+    assert!(now.iter().any(|t| t.contains("gc-b")), "{now:?}");
+
+    // --image-gc-high-threshold=100: nothing is removed even at 99 %.
+    *stats.lock() = FsStats {
+        capacity_bytes: 1000 * size_a,
+        available_bytes: 10 * size_a,
+    };
+    let off = ImageGc::new(
+        cri.clone(),
+        ImageGcPolicy {
+            high_threshold_percent: 100,
+            ..policy
+        },
+        Arc::new(FakeFs(stats.clone())),
+    )
+    .expect("gc");
+    assert!(off.collect().await.expect("collect").removed.is_empty());
+
+    // Far over the threshold: every unused image goes, but not busybox (web runs it) and not
+    // the sandbox image (no container lists it).
+    let done = gc.collect().await.expect("collect");
+    assert_eq!(done.removed, ["docker.io/library/gc-b:1"], "{done:?}");
+    assert!(done.bytes_freed < done.bytes_to_free);
+    assert_eq!(
+        tags(&images().await),
+        [busybox(), node_agent::images::PAUSE_IMAGE],
+        "the in-use and sandbox images stay"
+    );
+    // The node still starts pods after the collection.
+    n.create(sleeper("after", busybox())).await;
+    n.running("after").await;
+    let left = n.finish().await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
