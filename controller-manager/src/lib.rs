@@ -269,6 +269,16 @@ pub static REGISTRY: &[Registration] = &[
             )
         },
     },
+    Registration {
+        name: controllers::ttlafterfinished::NAME,
+        start: |s| {
+            controllers::ttlafterfinished::controller(
+                s.client.clone(),
+                s.informers,
+                s.metrics.clone(),
+            )
+        },
+    },
 ];
 
 /// The names of every registered controller.
