@@ -37,6 +37,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -243,6 +244,8 @@ pub struct Informers {
     pub root_ca_configmaps: Informer<ConfigMap>,
     /// CertificateSigningRequests (csrapproving, csrsigning).
     pub csrs: Informer<CertificateSigningRequest>,
+    /// PodDisruptionBudgets (disruption).
+    pub pdbs: Informer<PodDisruptionBudget>,
 }
 
 impl Informers {
@@ -269,6 +272,7 @@ impl Informers {
                 )),
             ),
             csrs: Informer::new(client),
+            pdbs: Informer::new(client),
         }
     }
 
@@ -291,6 +295,7 @@ impl Informers {
         self.statefulsets.synced().await?;
         self.root_ca_configmaps.synced().await?;
         self.csrs.synced().await?;
+        self.pdbs.synced().await?;
         Ok(())
     }
 
@@ -311,6 +316,7 @@ impl Informers {
             self.statefulsets.task(),
             self.root_ca_configmaps.task(),
             self.csrs.task(),
+            self.pdbs.task(),
         ]
         .into_iter()
         .flatten()

@@ -258,6 +258,12 @@ pub static REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        name: controllers::disruption::NAME,
+        start: |s| {
+            controllers::disruption::controller(s.client.clone(), s.informers, s.metrics.clone())
+        },
+    },
+    Registration {
         name: controllers::cronjob::NAME,
         start: |s| {
             controllers::cronjob::controller(

@@ -36,6 +36,13 @@ pub const NAME: &str = "deployment";
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 /// The revision annotation on Deployments and their ReplicaSets (kubectl rollout reads it).
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The Deployment's `spec.replicas` when a ReplicaSet was last scaled: a different value on
+/// an active ReplicaSet means the Deployment has been scaled since (upstream's
+/// `isScalingEvent`).
+pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
+/// `spec.replicas + maxSurge` when a ReplicaSet was last scaled: the denominator of its share
+/// in a proportional scale.
+pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 
 /// What the Deployment controller's reconciles share.
 pub struct Context {
@@ -268,24 +275,38 @@ async fn sync(d: &Deployment, ctx: &Context) -> Result<Action, Error> {
         .max()
         .unwrap_or(0);
 
-    if paused {
-        // A paused Deployment does not roll out, but `kubectl scale` still applies when one
-        // ReplicaSet holds every replica. (Upstream also scales a paused rollout's
-        // ReplicaSets proportionally; not yet.)
-        let holders: Vec<usize> = (0..all.len())
-            .filter(|i| spec_replicas(&all[*i]) > 0)
-            .collect();
-        if let [only] = holders[..] {
-            if spec_replicas(&all[only]) != replicas {
-                let name = all[only].name_any();
-                let patch = json!({"spec": {"replicas": replicas}});
-                all[only] = rs_api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await?;
-            }
+    // A paused Deployment does not roll out but still follows `kubectl scale`; a Deployment
+    // scaled since its ReplicaSets were last sized is resized before rolling on, the
+    // difference spread over the active ReplicaSets in proportion to their sizes (upstream's
+    // `sync` + `scale`).
+    let scaling_event = all.iter().filter(|rs| spec_replicas(rs) > 0).any(|rs| {
+        rs.annotations()
+            .get(DESIRED_REPLICAS)
+            .and_then(|v| v.parse::<i32>().ok())
+            .is_some_and(|desired| desired != replicas)
+    });
+    let targets = if paused || scaling_event {
+        scale(d, &all, new_idx)
+    } else {
+        Vec::new()
+    };
+    // A scaling event that leaves nothing to resize (Recreate mid-rollout) rolls on.
+    if paused || !targets.is_empty() {
+        for (i, target) in targets {
+            all[i] = scale_replica_set(d, ctx, &rs_api, &all[i], target).await?;
+        }
+        if paused {
+            let olds: Vec<&ReplicaSet> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != new_idx)
+                .map(|(_, rs)| rs)
+                .collect();
+            cleanup_history(d, &rs_api, &olds).await?;
         }
         let new = new_idx.map(|i| all[i].clone());
         update_status(d, ctx, &all, new.as_ref(), false).await?;
+        // The resized ReplicaSets' watch events bring the next pass, which rolls on.
         return Ok(Action::await_change());
     }
 
@@ -409,29 +430,9 @@ async fn sync(d: &Deployment, ctx: &Context) -> Result<Action, Error> {
         }
     }
     for rs in &all {
-        let name = rs.name_any();
-        let target = targets.get(&name).copied().unwrap_or(0);
+        let target = targets.get(&rs.name_any()).copied().unwrap_or(0);
         if target != spec_replicas(rs) {
-            tracing::info!(replicaset = %name, from = spec_replicas(rs), to = target, "scaling ReplicaSet");
-            let patch = json!({"spec": {"replicas": target}});
-            rs_api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await?;
-            let verb = if target > spec_replicas(rs) {
-                "up"
-            } else {
-                "down"
-            };
-            ctx.recorder
-                .normal(
-                    d,
-                    "ScalingReplicaSet",
-                    format!(
-                        "Scaled {verb} replica set {name} from {} to {target}",
-                        spec_replicas(rs)
-                    ),
-                )
-                .await;
+            scale_replica_set(d, ctx, &rs_api, rs, target).await?;
         }
     }
     cleanup_history(d, &rs_api, &olds).await?;
@@ -457,7 +458,200 @@ fn rs_annotations(d: &Deployment, revision: i64) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     out.insert(REVISION.into(), revision.to_string());
+    let (desired, max) = replicas_annotations(d);
+    out.insert(DESIRED_REPLICAS.into(), desired);
+    out.insert(MAX_REPLICAS.into(), max);
     out
+}
+
+/// The values of [`DESIRED_REPLICAS`] and [`MAX_REPLICAS`] for `d` now (upstream's
+/// `SetReplicasAnnotations` arguments).
+fn replicas_annotations(d: &Deployment) -> (String, String) {
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    (replicas.to_string(), (replicas + max_surge(d)).to_string())
+}
+
+/// `maxSurge` as a count, zero unless the strategy is RollingUpdate (upstream's `MaxSurge`).
+fn max_surge(d: &Deployment) -> i32 {
+    let recreate = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        == Some("Recreate");
+    if recreate {
+        return 0;
+    }
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    surge_and_unavailable(d, replicas).0
+}
+
+/// Sets a ReplicaSet's size and stamps it with the Deployment's current
+/// [`DESIRED_REPLICAS`] / [`MAX_REPLICAS`] (upstream's `scaleReplicaSet`); writes nothing when
+/// both are already so. Returns the ReplicaSet as written.
+async fn scale_replica_set(
+    d: &Deployment,
+    ctx: &Context,
+    rs_api: &Api<ReplicaSet>,
+    rs: &ReplicaSet,
+    target: i32,
+) -> Result<ReplicaSet, Error> {
+    let (desired, max) = replicas_annotations(d);
+    let from = spec_replicas(rs);
+    let annotated = rs.annotations().get(DESIRED_REPLICAS) == Some(&desired)
+        && rs.annotations().get(MAX_REPLICAS) == Some(&max);
+    if from == target && annotated {
+        return Ok(rs.clone());
+    }
+    let name = rs.name_any();
+    let patch = json!({
+        "metadata": {"annotations": {DESIRED_REPLICAS: desired, MAX_REPLICAS: max}},
+        "spec": {"replicas": target},
+    });
+    let written = rs_api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    if from != target {
+        tracing::info!(replicaset = %name, from, to = target, "scaling ReplicaSet");
+        let verb = if target > from { "up" } else { "down" };
+        ctx.recorder
+            .normal(
+                d,
+                "ScalingReplicaSet",
+                format!("Scaled {verb} replica set {name} from {from} to {target}"),
+            )
+            .await;
+    }
+    Ok(written)
+}
+
+fn created_at(rs: &ReplicaSet) -> (Option<i64>, String) {
+    (
+        rs.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_millisecond()),
+        rs.name_any(),
+    )
+}
+
+/// The size each ReplicaSet should have after the Deployment was scaled (upstream's
+/// `DeploymentController.scale`), as `(index into all, size)` for every ReplicaSet to write:
+/// - one active ReplicaSet (or none: the newest) takes `spec.replicas`;
+/// - a saturated new ReplicaSet leaves the old ones at zero;
+/// - otherwise, for RollingUpdate, `spec.replicas + maxSurge` minus what the active
+///   ReplicaSets hold is spread over them in proportion to their sizes
+///   ([`proportion`]), largest first, and what rounding leaves over goes to the first.
+fn scale(d: &Deployment, all: &[ReplicaSet], new_idx: Option<usize>) -> Vec<(usize, i32)> {
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let active: Vec<usize> = (0..all.len())
+        .filter(|i| spec_replicas(&all[*i]) > 0)
+        .collect();
+    match active[..] {
+        [] => {
+            // The newest: the new ReplicaSet, else the most recently created old one.
+            let newest = new_idx.or_else(|| (0..all.len()).max_by_key(|i| created_at(&all[*i])));
+            return newest.map(|i| vec![(i, replicas)]).unwrap_or_default();
+        }
+        [only] => return vec![(only, replicas)],
+        _ => {}
+    }
+    if let Some(n) = new_idx {
+        let new = &all[n];
+        let saturated = spec_replicas(new) == replicas
+            && new.annotations().get(DESIRED_REPLICAS) == Some(&replicas.to_string())
+            && status_of(new).2 == replicas;
+        if saturated {
+            return active
+                .into_iter()
+                .filter(|i| *i != n)
+                .map(|i| (i, 0))
+                .collect();
+        }
+    }
+    let recreate = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        == Some("Recreate");
+    if recreate {
+        return Vec::new();
+    }
+    let held: i32 = active.iter().map(|i| spec_replicas(&all[*i])).sum();
+    let allowed_size = if replicas > 0 {
+        replicas + max_surge(d)
+    } else {
+        0
+    };
+    let to_add = allowed_size - held;
+    let mut order = active;
+    // Largest first; among equals the newer first when growing, the older when shrinking.
+    order.sort_by(|a, b| {
+        let (ra, rb) = (&all[*a], &all[*b]);
+        spec_replicas(rb).cmp(&spec_replicas(ra)).then_with(|| {
+            if to_add > 0 {
+                created_at(rb).cmp(&created_at(ra))
+            } else {
+                created_at(ra).cmp(&created_at(rb))
+            }
+        })
+    });
+    let mut added = 0;
+    let mut sizes: Vec<(usize, i32)> = Vec::new();
+    for i in &order {
+        let rs = &all[*i];
+        let share = if to_add != 0 {
+            proportion(rs, d, to_add, added)
+        } else {
+            0
+        };
+        added += share;
+        sizes.push((*i, spec_replicas(rs) + share));
+    }
+    if let Some(first) = sizes.first_mut() {
+        first.1 = (first.1 + to_add - added).max(0);
+    }
+    sizes
+}
+
+/// How many replicas `rs` gains (or loses) of the `to_add` being spread, `added` of which are
+/// already given out (upstream's `GetProportion`): its size scaled from the
+/// [`MAX_REPLICAS`] it was sized for to the Deployment's new maximum, never more than what is
+/// left to give.
+fn proportion(rs: &ReplicaSet, d: &Deployment, to_add: i32, added: i32) -> i32 {
+    let size = spec_replicas(rs);
+    if size == 0 || to_add == 0 || to_add == added {
+        return 0;
+    }
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let fraction = if replicas == 0 {
+        -size
+    } else {
+        let max_now = replicas + max_surge(d);
+        let before = rs
+            .annotations()
+            .get(MAX_REPLICAS)
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|m| *m != 0)
+            // Without the annotation (edited away), the Deployment's current size; the
+            // min/max below still keep the total within bounds.
+            .unwrap_or_else(|| d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0));
+        if before == 0 {
+            return 0;
+        }
+        let scaled = (f64::from(size) * f64::from(max_now) / f64::from(before)).round();
+        // The product of two i32 over a positive i32 fits comfortably in f64 and, rounded,
+        // in i64; clamp into i32 rather than wrap.
+        let scaled = i32::try_from(scaled as i64).unwrap_or(i32::MAX);
+        scaled - size
+    };
+    let allowed = to_add - added;
+    if to_add > 0 {
+        fraction.min(allowed)
+    } else {
+        fraction.max(allowed)
+    }
 }
 
 /// Creates `<deployment>-<hash>`; `None` after a hash collision with a foreign ReplicaSet.
@@ -789,6 +983,52 @@ mod tests {
         let mut h = Fnv32a::new();
         h.write(b"Hello world");
         assert_eq!(h.0, 1_498_229_191);
+    }
+
+    fn rs(name: &str, created: i64, replicas: i32, max: Option<i32>) -> ReplicaSet {
+        let mut annotations = serde_json::Map::new();
+        if let Some(m) = max {
+            annotations.insert(MAX_REPLICAS.into(), json!(m.to_string()));
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations,
+                         "creationTimestamp": k8s_openapi::jiff::Timestamp::from_second(created).expect("t").to_string()},
+            "spec": {"replicas": replicas, "selector": {}},
+        }))
+        .expect("rs")
+    }
+
+    fn deployment(replicas: i32, surge: i32) -> Deployment {
+        serde_json::from_value(json!({
+            "spec": {"replicas": replicas, "selector": {}, "template": {},
+                     "strategy": {"type": "RollingUpdate",
+                                  "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 1}}},
+        }))
+        .expect("deployment")
+    }
+
+    fn sizes(d: &Deployment, all: &[ReplicaSet], new_idx: Option<usize>) -> Vec<i32> {
+        let mut out: Vec<i32> = all.iter().map(spec_replicas).collect();
+        for (i, n) in scale(d, all, new_idx) {
+            out[i] = n;
+        }
+        out
+    }
+
+    /// Upstream's examples: 6 + 4 of 10 scaled to 20 is 12 + 8 and back to 5 is 3 + 2; what
+    /// rounding leaves over goes to the largest; one active ReplicaSet takes everything.
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        let all = [rs("old", 1, 6, Some(10)), rs("new", 2, 4, Some(10))];
+        assert_eq!(sizes(&deployment(20, 0), &all, Some(1)), [12, 8]);
+        let all = [rs("old", 1, 12, Some(20)), rs("new", 2, 8, Some(20))];
+        assert_eq!(sizes(&deployment(5, 0), &all, Some(1)), [3, 2]);
+        // 10 -> 11 with maxSurge 1 (max 11 -> 12, two to add): 6*12/11 = 6.5 -> +1,
+        // 4*12/11 = 4.4 -> +0; rounding's leftover goes to the largest.
+        let all = [rs("old", 1, 6, Some(11)), rs("new", 2, 4, Some(11))];
+        assert_eq!(sizes(&deployment(11, 1), &all, Some(1)), [8, 4]);
+        let all = [rs("old", 1, 0, Some(10)), rs("new", 2, 10, Some(10))];
+        assert_eq!(sizes(&deployment(3, 0), &all, Some(1)), [0, 3]);
     }
 
     #[test]
