@@ -52,12 +52,20 @@ pub struct Running {
     /// Where `/healthz` and `/metrics` listen, if enabled.
     pub health_addr: Option<SocketAddr>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Each profile's pods waiting at Permit, by schedulerName.
+    waiting_pods: HashMap<String, Arc<framework::WaitingPods>>,
     main: tokio::task::JoinHandle<Result<(), Error>>,
     health: Option<tokio::task::JoinHandle<()>>,
     lease: Option<(kube::Client, LeaderElectionConfig)>,
 }
 
 impl Running {
+    /// The pods that profile `scheduler_name` holds at Permit, for code outside the plugins
+    /// to `allow` or `reject` (upstream's framework handle).
+    pub fn waiting_pods(&self, scheduler_name: &str) -> Option<Arc<framework::WaitingPods>> {
+        self.waiting_pods.get(scheduler_name).cloned()
+    }
+
     /// Waits until the scheduler stops: a watch ended for good or leadership was lost.
     /// Call once: the scheduler's result is only delivered once.
     pub async fn wait(&mut self) -> Result<(), Error> {
@@ -133,6 +141,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         )?;
         profiles.insert(fw.profile_name.clone(), Arc::new(fw));
     }
+    let waiting_pods = profiles
+        .iter()
+        .map(|(name, fw)| (name.clone(), fw.waiting_pods.clone()))
+        .collect();
     let (health_addr, health) = match config.health_addr {
         Some(addr) => {
             let (a, h) = metrics::serve(addr, metrics.clone()).await?;
@@ -179,6 +191,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     Ok(Running {
         health_addr,
         metrics,
+        waiting_pods,
         main,
         health,
         lease,

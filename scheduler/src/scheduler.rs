@@ -358,7 +358,7 @@ impl Scheduler {
         }
     }
 
-    /// The scheduling loop: once both watches have listed, one pod at a time, forever.
+    /// The scheduling loop: once every watch has listed, one pod at a time, forever.
     pub async fn run_loop(self: Arc<Self>) {
         // Every watch has listed once (the semaphore is never closed).
         if let Ok(permits) = self.synced.acquire_many(WATCHES).await {

@@ -851,6 +851,19 @@ async fn start_with_gang(c: &Cluster, min_member: usize, timeout_ms: u64) -> Run
     .expect("starts")
 }
 
+/// Polls until `name` waits at Permit in the default profile; returns it.
+async fn waiting_at_permit(s: &Running, name: &str) -> scheduler::permit::WaitingPod {
+    let waiting = s.waiting_pods("default-scheduler").expect("profile");
+    wait_for(&format!("{name} to wait at Permit"), || {
+        let found = waiting
+            .list()
+            .into_iter()
+            .find(|w| w.pod.metadata.name.as_deref() == Some(name));
+        async move { found }
+    })
+    .await
+}
+
 async fn is_bound(client: &Client, name: &str) -> bool {
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let p = api.get(name).await.expect("get pod");
@@ -862,9 +875,10 @@ async fn a_pod_waiting_at_permit_binds_only_once_allowed() {
     let c = Cluster::start(Backend::Embedded).await;
     let kc = client(&c);
     node(&kc, "n", "4", serde_json::json!({})).await;
-    let _s = start_with_gang(&c, 2, 60_000).await;
+    let s = start_with_gang(&c, 2, 60_000).await;
     let member = serde_json::json!({"metadata": {"labels": {"pod-group": "g"}}});
     pod(&kc, "g-a", "100m", member.clone()).await;
+    waiting_at_permit(&s, "g-a").await;
     // A later pod outside the group is scheduled and bound while g-a waits.
     pod(&kc, "plain", "100m", serde_json::json!({})).await;
     bound_node(&kc, "plain").await;
@@ -875,6 +889,24 @@ async fn a_pod_waiting_at_permit_binds_only_once_allowed() {
     assert_eq!(bound_node(&kc, "g-a").await, "n");
     assert_eq!(bound_node(&kc, "g-b").await, "n");
     wait_event(&kc, "g-a", "Scheduled").await;
+    // Code outside the plugins can decide too, through the scheduler's handle.
+    let waiting = s.waiting_pods("default-scheduler").expect("profile");
+    for name in ["let-in", "turn-away"] {
+        let labels = serde_json::json!({"metadata": {"labels": {"pod-group": name}}});
+        pod(&kc, name, "100m", labels).await;
+    }
+    let w = waiting_at_permit(&s, "let-in").await;
+    assert_eq!(w.pending_plugins, ["Gang"]);
+    assert!(waiting.allow(&w.pod, "Gang"));
+    assert_eq!(bound_node(&kc, "let-in").await, "n");
+    let w = waiting_at_permit(&s, "turn-away").await;
+    assert!(waiting.reject(&w.pod, "Gang", "turned away by the test"));
+    let ev = wait_event(&kc, "turn-away", "FailedScheduling").await;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some("0/1 nodes are available: 1 turned away by the test.")
+    );
+    assert!(!is_bound(&kc, "turn-away").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -883,7 +915,7 @@ async fn a_pod_timing_out_at_permit_releases_its_node_and_is_requeued() {
     let kc = client(&c);
     // One cpu: whoever holds it keeps everyone else out.
     node(&kc, "n", "1", serde_json::json!({})).await;
-    let _s = start_with_gang(&c, 2, 3_000).await;
+    let s = start_with_gang(&c, 2, 3_000).await;
     pod(
         &kc,
         "lonely",
@@ -891,6 +923,7 @@ async fn a_pod_timing_out_at_permit_releases_its_node_and_is_requeued() {
         serde_json::json!({"metadata": {"labels": {"pod-group": "solo"}}}),
     )
     .await;
+    waiting_at_permit(&s, "lonely").await;
     // While lonely waits it holds the cpu: the next pod does not fit.
     pod(&kc, "plain", "1", serde_json::json!({})).await;
     let ev = wait_event(&kc, "plain", "FailedScheduling").await;
@@ -932,7 +965,7 @@ async fn preempting_a_pod_waiting_at_permit_rejects_it_instead_of_deleting_it() 
     let kc = client(&c);
     node(&kc, "n", "1", serde_json::json!({})).await;
     priority_classes(&kc, &[("low", 1), ("high", 1000)]).await;
-    let _s = start_with_gang(&c, 2, 60_000).await;
+    let s = start_with_gang(&c, 2, 60_000).await;
     pod(
         &kc,
         "lonely",
@@ -941,6 +974,7 @@ async fn preempting_a_pod_waiting_at_permit_rejects_it_instead_of_deleting_it() 
             "spec": {"priorityClassName": "low"}}),
     )
     .await;
+    waiting_at_permit(&s, "lonely").await;
     // Only the waiting (assumed, unbound) pod can make room for the urgent one.
     pod(
         &kc,
