@@ -718,32 +718,38 @@ impl Listener {
         let seen: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
         let record = seen.clone();
         let task = tokio::spawn(async move {
+            /// Records the request before answering it, so a client that has its answer
+            /// always finds the request recorded.
             async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 mut s: S,
                 reply: &Reply,
-            ) -> Option<String> {
+                record: &parking_lot::Mutex<Vec<String>>,
+            ) {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
                 while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-                    let n = s.read(&mut chunk).await.ok()?;
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
                     if n == 0 {
                         break;
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     if buf.first() == Some(&0x16) {
                         // A TLS handshake record: answer in plain HTTP, as a plain server does.
+                        record.lock().push("TLS-ClientHello".into());
                         let _ = s
                             .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
                             .await;
-                        return Some("TLS-ClientHello".into());
+                        return;
                     }
                 }
                 let text = String::from_utf8_lossy(&buf);
                 let line = text.lines().next().unwrap_or("").to_string();
                 let (response, note) = reply(&line);
+                record.lock().push(format!("{line}{note}"));
                 let _ = s.write_all(response.as_bytes()).await;
                 let _ = s.shutdown().await;
-                Some(format!("{line}{note}"))
             }
             loop {
                 let Ok((conn, _)) = tcp.accept().await else {
@@ -751,15 +757,12 @@ impl Listener {
                 };
                 let (acceptor, reply, record) = (acceptor.clone(), reply.clone(), record.clone());
                 tokio::spawn(async move {
-                    let line = match acceptor {
+                    match acceptor {
                         Some(a) => match a.accept(conn).await {
-                            Ok(s) => serve(s, &reply).await,
-                            Err(e) => Some(format!("TLS handshake failed: {e}")),
+                            Ok(s) => serve(s, &reply, &record).await,
+                            Err(e) => record.lock().push(format!("TLS handshake failed: {e}")),
                         },
-                        None => serve(conn, &reply).await,
-                    };
-                    if let Some(line) = line {
-                        record.lock().push(line);
+                        None => serve(conn, &reply, &record).await,
                     }
                 });
             }
@@ -903,6 +906,13 @@ async fn lifecycle_hooks_over_http() {
                     "postStart": {"exec": {"command": ["sh", "-c", "echo post > /tmp/post-started"]}},
                     "preStop": {"httpGet": {"host": "127.0.0.1", "port": hook.port, "path": "/shutdown?from=prestop"}}
                 }
+            }, {
+                // An HTTPS hook whose server speaks plain HTTP: retried over HTTP, as kubelet.
+                "name": "fallback", "image": busybox(),
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                "lifecycle": {
+                    "postStart": {"httpGet": {"scheme": "HTTPS", "host": "127.0.0.1", "port": hook.port, "path": "/poststart"}}
+                }
             }],
             "volumes": [{"name": "m", "hostPath": {"path": marker_dir.display().to_string(), "type": "Directory"}}]
         }
@@ -912,6 +922,43 @@ async fn lifecycle_hooks_over_http() {
     n.running("hooked").await;
     let (code, out, _) = n.exec("hooked", "c", &["cat", "/tmp/post-started"]).await;
     assert_eq!((code, out.trim()), (0, "post"));
+    let seen: Vec<String> = hook
+        .seen()
+        .into_iter()
+        .filter(|l| !l.contains("/shutdown"))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "TLS-ClientHello",
+            "GET /poststart HTTP/1.1 term-before-hook=false"
+        ],
+        "TLS first, then plain HTTP"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(n.client(), "default");
+    let reasons = |name: &'static str, reason: &'static str| {
+        let events = events.clone();
+        async move {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.involved_object.name.as_deref() == Some(name)
+                })
+        }
+    };
+    let fallback = eventually("a LifecycleHTTPFallback event", || {
+        reasons("hooked", "LifecycleHTTPFallback")
+    })
+    .await;
+    assert_eq!(
+        fallback.message.as_deref(),
+        Some(format!("request to HTTPS lifecycle hook 127.0.0.1:{} got HTTP response, retry with HTTP succeeded", hook.port).as_str())
+    );
 
     // A postStart hook that cannot connect (nothing listens on port 1 of the pod IP) kills
     // the container, which restarts, and says why in a FailedPostStartHook Event.
@@ -935,21 +982,8 @@ async fn lifecycle_hooks_over_http() {
         },
     )
     .await;
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(n.client(), "default");
     let event = eventually("a FailedPostStartHook event", || {
-        let events = events.clone();
-        async move {
-            events
-                .list(&Default::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("FailedPostStartHook")
-                        && e.involved_object.name.as_deref() == Some("bad-hook")
-                })
-        }
+        reasons("bad-hook", "FailedPostStartHook")
     })
     .await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
@@ -965,7 +999,11 @@ async fn lifecycle_hooks_over_http() {
 
     // Deleting `hooked` calls its preStop hook first, then sends SIGTERM.
     n.delete("hooked", 30).await;
-    let seen = hook.seen();
+    let seen: Vec<String> = hook
+        .seen()
+        .into_iter()
+        .filter(|l| l.contains("/shutdown"))
+        .collect();
     assert_eq!(
         seen,
         ["GET /shutdown?from=prestop HTTP/1.1 term-before-hook=false"],

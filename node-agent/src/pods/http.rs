@@ -9,15 +9,18 @@
 //! probe asks "is it up", not "who is it". That verifier lives only here, in the client for
 //! probes and hooks; nothing else in the agent can reach it.
 
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
+use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// At most this many requests per GET (Go's client: "stopped after 10 redirects").
 const MAX_REQUESTS: usize = 10;
@@ -34,7 +37,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// `host:port`, with brackets around an IPv6 literal.
-    fn authority(&self) -> String {
+    pub fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -90,13 +93,36 @@ impl Target {
     }
 }
 
-/// Sends the GET (following local redirects) and returns the final status code; `Err` is a
-/// transport failure worded as Go's client words it (`Get "<url>": …`).
+/// A failed GET, worded as Go's client words it (`Get "<url>": …`).
+#[derive(Debug)]
+pub(crate) struct GetError {
+    pub message: String,
+    /// An `HTTPS` request whose server answered the TLS handshake in plain HTTP (Go's
+    /// "server gave HTTP response to HTTPS client"): hooks then retry over HTTP.
+    pub plain_http: bool,
+}
+
+impl From<String> for GetError {
+    fn from(message: String) -> Self {
+        GetError {
+            message,
+            plain_http: false,
+        }
+    }
+}
+
+impl From<GetError> for String {
+    fn from(e: GetError) -> String {
+        e.message
+    }
+}
+
+/// Sends the GET (following local redirects) and returns the final status code.
 pub(crate) async fn get(
     target: Target,
     headers: &[(String, String)],
     user_agent: &str,
-) -> Result<u16, String> {
+) -> Result<u16, GetError> {
     let first_host = target.host.clone();
     let mut target = target;
     for n in 1..=MAX_REQUESTS {
@@ -106,7 +132,7 @@ pub(crate) async fn get(
         };
         let next = target
             .resolve(&location)
-            .map_err(|e| format!("Get \"{}\": {e}", target.url()))?;
+            .map_err(|e| GetError::from(format!("Get \"{}\": {e}", target.url())))?;
         if next.host != first_host {
             // Not followed: the redirect itself is the answer.
             return Ok(status);
@@ -116,10 +142,7 @@ pub(crate) async fn get(
         }
         target = next;
     }
-    Err(format!(
-        "Get \"{}\": stopped after 10 redirects",
-        target.url()
-    ))
+    Err(format!("Get \"{}\": stopped after 10 redirects", target.url()).into())
 }
 
 fn is_redirect(status: u16) -> bool {
@@ -131,9 +154,9 @@ async fn once(
     target: &Target,
     headers: &[(String, String)],
     user_agent: &str,
-) -> Result<(u16, Option<String>), String> {
+) -> Result<(u16, Option<String>), GetError> {
     let url = target.url();
-    let fail = |e: &dyn std::fmt::Display| format!("Get \"{url}\": {e}");
+    let fail = |e: &dyn std::fmt::Display| GetError::from(format!("Get \"{url}\": {e}"));
     let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| fail(&format!("dial tcp {}: {e}", target.authority())))?;
@@ -143,13 +166,72 @@ async fn once(
             .map_err(|e| fail(&e));
     }
     let name = ServerName::try_from(target.host.clone()).map_err(|e| fail(&e))?;
+    let head = Arc::new(Mutex::new(Vec::new()));
+    let sniffed = Sniff {
+        inner: tcp,
+        head: head.clone(),
+    };
     let tls = tokio_rustls::TlsConnector::from(insecure_config().map_err(|e| fail(&e))?)
-        .connect(name, tcp)
+        .connect(name, sniffed)
         .await
-        .map_err(|e| fail(&format!("tls: {e}")))?;
+        .map_err(|e| {
+            // Go's test: the first record header reads like an HTTP status line.
+            if head.lock().starts_with(b"HTTP/") {
+                GetError {
+                    plain_http: true,
+                    ..fail(&"http: server gave HTTP response to HTTPS client")
+                }
+            } else {
+                fail(&format!("tls: {e}"))
+            }
+        })?;
     exchange(tls, target, headers, user_agent)
         .await
         .map_err(|e| fail(&e))
+}
+
+/// Keeps the first five bytes the server sends (a TLS record header's length), so a failed
+/// handshake can tell a plain HTTP server from a broken TLS one.
+struct Sniff<S> {
+    inner: S,
+    head: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let mut head = this.head.lock();
+        if head.len() < 5 {
+            let new = &buf.filled()[before..];
+            let take = (5 - head.len()).min(new.len());
+            head.extend_from_slice(&new[..take]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 async fn exchange<S>(

@@ -28,8 +28,9 @@ fn pod_ref(pod: &Pod) -> String {
 }
 
 /// Runs one handler against the container instance `container_id`. `Err` is kubelet's message
-/// for the failure (the container's status message and, for preStop, the Event's).
-/// `budget` bounds an exec hook's ExecSync (`None`: no timeout).
+/// for the failure (the container's status message and, for preStop, the Event's);
+/// `Ok(Some(message))` is a success worth a `LifecycleHTTPFallback` Warning Event. `budget`
+/// bounds the hook (`None`: no bound).
 pub(crate) async fn run(
     cri: &Cri,
     pod: &Pod,
@@ -38,7 +39,7 @@ pub(crate) async fn run(
     container_id: &str,
     handler: &LifecycleHandler,
     budget: Option<Duration>,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     if let Some(exec) = &handler.exec {
         let cmd = exec.command.clone().unwrap_or_default();
         let fail = |error: String, output: &str| {
@@ -67,7 +68,7 @@ pub(crate) async fn run(
                 &output,
             ));
         }
-        return Ok(());
+        return Ok(None);
     }
     if let Some(h) = &handler.http_get {
         let fail = |error: String| {
@@ -100,21 +101,46 @@ pub(crate) async fn run(
             .flatten()
             .map(|hh| (hh.name.clone(), hh.value.clone()))
             .collect();
-        let url = target.url();
-        let got = super::http::get(target, &headers, HOOK_USER_AGENT);
-        return match budget {
-            Some(b) => tokio::time::timeout(b, got)
-                .await
-                .map_err(|_| fail(format!("Get \"{url}\": context deadline exceeded")))?,
-            None => got.await,
-        }
-        .map(|_status| ())
-        .map_err(fail);
+        let authority = target.authority();
+        let bounded = |target: super::http::Target, headers: Vec<(String, String)>| async move {
+            let url = target.url();
+            let got = super::http::get(target, &headers, HOOK_USER_AGENT);
+            match budget {
+                Some(b) => tokio::time::timeout(b, got).await.unwrap_or_else(|_| {
+                    Err(format!("Get \"{url}\": context deadline exceeded").into())
+                }),
+                None => got.await,
+            }
+        };
+        return match bounded(target.clone(), headers.clone()).await {
+            Ok(_status) => Ok(None),
+            Err(e) if e.plain_http => {
+                // As kubelet since ConsistentHTTPGetHandlers: an HTTPS hook whose server
+                // speaks plain HTTP is retried over HTTP, without credentials.
+                let plain = super::http::Target {
+                    https: false,
+                    ..target
+                };
+                let headers = headers
+                    .into_iter()
+                    .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
+                    .collect();
+                bounded(plain, headers)
+                    .await
+                    .map(|_| {
+                        Some(format!(
+                            "request to HTTPS lifecycle hook {authority} got HTTP response, retry with HTTP succeeded"
+                        ))
+                    })
+                    .map_err(|_| fail(e.message))
+            }
+            Err(e) => Err(fail(e.message)),
+        };
     }
     if let Some(s) = &handler.sleep {
         let want = Duration::from_secs(s.seconds.max(0) as u64);
         tokio::time::sleep(budget.map_or(want, |b| want.min(b))).await;
-        return Ok(());
+        return Ok(None);
     }
     Err("Cannot run handler: invalid handler".into())
 }

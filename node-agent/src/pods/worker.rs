@@ -325,6 +325,9 @@ async fn start_container(
         // As kubelet: the start is not done until postStart returns; a failed hook kills the
         // instance (preStop and grace period included), which then restarts per policy.
         let ran = super::lifecycle::run(&ctx.cri, pod, &ips.pod_ip, c, &created, hook, None).await;
+        if let Ok(Some(fallback)) = &ran {
+            record_event(ctx, pod, "Warning", "LifecycleHTTPFallback", fallback).await;
+        }
         if let Err(msg) = ran {
             tracing::warn!(container = %c.name, id = %created, %msg, "postStart hook failed; killing the container");
             // Not the message: it may carry what the hook printed (secrets), as upstream.
@@ -371,7 +374,10 @@ async fn kill_container(ctx: &Ctx, pod: &Pod, c: &Container, id: &str, pod_ip: &
         )
         .await;
         match ran {
-            Ok(Ok(())) => {}
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(fallback))) => {
+                record_event(ctx, pod, "Warning", "LifecycleHTTPFallback", &fallback).await;
+            }
             Ok(Err(msg)) => {
                 tracing::warn!(container = %c.name, %id, %msg, "preStop hook failed");
                 record_event(ctx, pod, "Warning", "FailedPreStopHook", &msg).await;
