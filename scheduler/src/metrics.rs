@@ -16,6 +16,9 @@ pub struct Metrics {
     pub schedule_attempts: CounterVec,
     pub attempt_duration: HistogramVec,
     pub pending_pods: GaugeVec,
+    /// How long pods waited at Permit, by the outcome's code (`Success`, `Unschedulable`,
+    /// `Error`), as upstream.
+    pub permit_wait: HistogramVec,
 }
 
 impl Metrics {
@@ -43,7 +46,16 @@ impl Metrics {
             ),
             &["queue"],
         )?;
+        let permit_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "scheduler_permit_wait_duration_seconds",
+                "Duration of waiting on permit.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 15)?),
+            &["result"],
+        )?;
         registry.register(Box::new(schedule_attempts.clone()))?;
+        registry.register(Box::new(permit_wait.clone()))?;
         registry.register(Box::new(attempt_duration.clone()))?;
         registry.register(Box::new(pending_pods.clone()))?;
         Ok(Metrics {
@@ -51,6 +63,7 @@ impl Metrics {
             schedule_attempts,
             attempt_duration,
             pending_pods,
+            permit_wait,
         })
     }
 

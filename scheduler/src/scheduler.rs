@@ -445,7 +445,8 @@ impl Scheduler {
             return;
         }
         let s = fw.run_permit(&state, &pod, &node);
-        if !s.is_success() && s.code != Code::Wait {
+        let waits = s.code == Code::Wait;
+        if !s.is_success() && !waits {
             fw.run_unreserve(&mut state, &pod, &node);
             self.cache.forget(&qp.key);
             self.fail(qp, &fw, permit_failure(&s, &node), started).await;
@@ -457,7 +458,14 @@ impl Scheduler {
         let span = tracing::info_span!("bind", pod = %qp.key, node = %node);
         tokio::spawn(
             async move {
+                let waited = Instant::now();
                 let s = fw.wait_on_permit(&pod).await;
+                if waits {
+                    this.metrics
+                        .permit_wait
+                        .with_label_values(&[&format!("{:?}", s.code)])
+                        .observe(waited.elapsed().as_secs_f64());
+                }
                 if !s.is_success() {
                     tracing::info!(reason = %s.message(), "rejected while waiting at Permit");
                     fw.run_unreserve(&mut state, &pod, &node);

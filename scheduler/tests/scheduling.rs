@@ -907,6 +907,14 @@ async fn a_pod_waiting_at_permit_binds_only_once_allowed() {
         Some("0/1 nodes are available: 1 turned away by the test.")
     );
     assert!(!is_bound(&kc, "turn-away").await);
+    let text = s.metrics.render();
+    for want in [
+        // g-a and let-in waited; g-b completed the group, so it never waited.
+        "scheduler_permit_wait_duration_seconds_count{result=\"Success\"} 2",
+        "scheduler_permit_wait_duration_seconds_count{result=\"Unschedulable\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
