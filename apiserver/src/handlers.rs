@@ -1051,8 +1051,8 @@ async fn evict(
             o.precondition_resource_version =
                 crate::object::meta_str(&pod, "resourceVersion").map(str::to_string);
         }
-        match state.registry.delete(res, name, &o).await {
-            Ok(_) => return Ok(success()),
+        match add_condition_and_delete(state, res, name, o).await {
+            Ok(()) => return Ok(success()),
             Err(e) if e.code() == 409 && !client_named_rv && attempt + 1 < EVICTION_ATTEMPTS => {
                 continue
             }
@@ -1126,12 +1126,90 @@ async fn evict(
         o.precondition_resource_version =
             crate::object::meta_str(&pod, "resourceVersion").map(str::to_string);
     }
-    match state.registry.delete(res, name, &o).await {
-        Ok(_) => Ok(success()),
+    match add_condition_and_delete(state, res, name, o).await {
+        Ok(()) => Ok(success()),
         Err(e) if e.code() == 409 && pin_pod_revision && !client_named_rv => {
             Err(budget_being_processed(&pdb_name))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Upstream's `addConditionAndDeletePod`: unless this is a dry run, the pod first gets the
+/// `DisruptionTarget` condition (reason `EvictionByEvictionAPI`) so that its owner and
+/// `kubectl describe` can tell an eviction from other deletions — on the latest stored pod,
+/// honouring the delete's preconditions; a resourceVersion precondition then moves to the
+/// revision this write produced. Then the pod is deleted.
+async fn add_condition_and_delete(
+    state: &State,
+    res: &Resource,
+    name: &str,
+    mut opts: DeleteOptions,
+) -> Result<(), ApiError> {
+    if !opts.dry_run {
+        let written = state
+            .registry
+            .update_with(res, name, Some("status"), &WriteOptions::default(), |current| {
+                let meta = |f: &str| crate::object::meta_str(current, f).unwrap_or_default();
+                if let Some(uid) = opts.precondition_uid.as_deref() {
+                    if uid != meta("uid") {
+                        return Err(ApiError::conflict_msg(res, name, &format!(
+                            "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
+                            meta("uid")
+                        )));
+                    }
+                }
+                if let Some(rv) = opts.precondition_resource_version.as_deref() {
+                    if rv != meta("resourceVersion") {
+                        return Err(ApiError::conflict_msg(res, name, &format!(
+                            "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
+                            meta("resourceVersion")
+                        )));
+                    }
+                }
+                let mut next = crate::registry::unversioned(current);
+                set_disruption_target(&mut next);
+                Ok(next)
+            })
+            .await?;
+        if opts.precondition_resource_version.is_some() {
+            opts.precondition_resource_version =
+                crate::object::meta_str(&written.object, "resourceVersion").map(str::to_string);
+        }
+    }
+    state.registry.delete(res, name, &opts).await?;
+    Ok(())
+}
+
+/// `podutil.UpdatePodCondition` with `DisruptionTarget=True`: the transition time moves only
+/// when the status changes.
+fn set_disruption_target(pod: &mut Value) {
+    let now = crate::object::now_rfc3339();
+    if !pod["status"].is_object() {
+        pod["status"] = json!({});
+    }
+    if !pod["status"]["conditions"].is_array() {
+        pod["status"]["conditions"] = json!([]);
+    }
+    let Some(conditions) = pod["status"]["conditions"].as_array_mut() else {
+        return;
+    };
+    let wanted = json!({"type": "DisruptionTarget", "status": "True",
+        "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting",
+        "lastTransitionTime": now});
+    match conditions
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("DisruptionTarget"))
+    {
+        Some(c) => {
+            if c.get("status") != wanted.get("status") {
+                c["lastTransitionTime"] = wanted["lastTransitionTime"].clone();
+            }
+            c["status"] = wanted["status"].clone();
+            c["reason"] = wanted["reason"].clone();
+            c["message"] = wanted["message"].clone();
+        }
+        None => conditions.push(wanted),
     }
 }
 

@@ -12,6 +12,10 @@
 //!
 //! Triggers: budgets, and every pod change or deletion re-checks the budgets of its namespace
 //! (a pod's old labels are not known, so this is how a pod that stops matching is noticed).
+//!
+//! The eviction API marks a pod `DisruptionTarget=True` before deleting it; a pod still not
+//! terminating [`STALE_POD_DISRUPTION_TIMEOUT`] later (the delete failed) has the condition
+//! reset to False, as upstream's stale-pod-disruption cleanup does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,11 +23,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -40,6 +44,13 @@ pub const NAME: &str = "disruption";
 /// while the pod is not yet marked for deletion (upstream's `DeletionTimeout`). After that the
 /// pod is assumed to have survived and counts again.
 pub const DELETION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a non-terminating pod may carry `DisruptionTarget=True` before the condition is
+/// reset (upstream's `stalePodDisruptionTimeout`).
+pub const STALE_POD_DISRUPTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The name the stale-condition cleanup reports metrics and spans under.
+const STALE_NAME: &str = "disruption-stale-pod";
 
 /// The condition type, and its reasons, upstream sets on every budget.
 const DISRUPTION_ALLOWED: &str = "DisruptionAllowed";
@@ -80,6 +91,15 @@ pub fn controller(
         backoff: Backoff::default(),
         metrics,
     });
+    // Only pods carrying a DisruptionTarget=True condition concern the stale-condition
+    // cleanup; every other pod event is dropped before it reaches that controller.
+    let stale_trigger = informers
+        .pods
+        .subscribe()?
+        .filter(|p| futures::future::ready(disruption_target(p).is_some()));
+    let stale = Controller::for_shared_stream(stale_trigger, informers.pods.store())
+        .run(reconcile_stale, stale_error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
     let store = pdbs.clone();
     let budgets_of = move |pod: Arc<Pod>| {
         let ns = pod.namespace();
@@ -90,14 +110,84 @@ pub fn controller(
             .map(|b| ObjectRef::from_obj(b.as_ref()))
             .collect::<Vec<_>>()
     };
+    let budgets = Controller::for_shared_stream(trigger, pdbs)
+        .watches_shared_stream(pod_trigger, budgets_of.clone())
+        .watches_shared_stream(informers.pods.deletions(), budgets_of)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
     Some(
-        Controller::for_shared_stream(trigger, pdbs)
-            .watches_shared_stream(pod_trigger, budgets_of.clone())
-            .watches_shared_stream(informers.pods.deletions(), budgets_of)
-            .run(reconcile, error_policy, ctx)
-            .for_each(|_| futures::future::ready(()))
-            .boxed(),
+        async move {
+            futures::join!(budgets, stale);
+        }
+        .boxed(),
     )
+}
+
+/// The pod's `DisruptionTarget` condition if it is True.
+fn disruption_target(pod: &Pod) -> Option<&PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+}
+
+fn stale_error_policy(pod: Arc<Pod>, error: &Error, ctx: Arc<Context>) -> Action {
+    util::retry_after_error(STALE_NAME, pod.as_ref(), error, &ctx.metrics, &ctx.backoff)
+}
+
+async fn reconcile_stale(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = util::key_of(pod.as_ref());
+    util::reconciled(
+        STALE_NAME,
+        &key,
+        &ctx.metrics,
+        &ctx.backoff,
+        reset_stale_condition(&pod, &ctx),
+    )
+    .await
+}
+
+/// Upstream's `syncStalePodDisruption`: a pod that got `DisruptionTarget=True` (an eviction
+/// whose delete never happened) but is neither terminating nor finished
+/// [`STALE_POD_DISRUPTION_TIMEOUT`] later has the condition set back to False. The kubelet's
+/// own `TerminationByKubelet` conditions are left alone.
+async fn reset_stale_condition(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
+    let Some(cond) = disruption_target(pod) else {
+        return Ok(Action::await_change());
+    };
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if pod.metadata.deletion_timestamp.is_some()
+        || cond.reason.as_deref() == Some("TerminationByKubelet")
+        || matches!(phase, Some("Succeeded" | "Failed"))
+    {
+        return Ok(Action::await_change());
+    }
+    let since = cond.last_transition_time.as_ref().map_or(0, millis);
+    let timeout = i64::try_from(STALE_POD_DISRUPTION_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+    let left = since.saturating_add(timeout) - millis(&util::now());
+    if left > 0 {
+        return Ok(Action::requeue(Duration::from_millis(
+            u64::try_from(left).unwrap_or(1),
+        )));
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    // Strategic merge: the conditions list merges by type, so only this one changes; the
+    // resourceVersion makes it a compare-and-swap against the pod as judged.
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": pod.resource_version()},
+        "status": {"conditions": [{"type": "DisruptionTarget", "status": "False",
+                                   "lastTransitionTime": util::now()}]},
+    });
+    api.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Strategic(patch),
+    )
+    .await?;
+    tracing::info!("reset stale DisruptionTarget condition to False");
+    Ok(Action::await_change())
 }
 
 fn error_policy(pdb: Arc<PodDisruptionBudget>, error: &Error, ctx: Arc<Context>) -> Action {
