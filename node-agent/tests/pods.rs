@@ -911,7 +911,8 @@ async fn lifecycle_hooks_over_http() {
                 "name": "fallback", "image": busybox(),
                 "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
                 "lifecycle": {
-                    "postStart": {"httpGet": {"scheme": "HTTPS", "host": "127.0.0.1", "port": hook.port, "path": "/poststart"}}
+                    "postStart": {"httpGet": {"scheme": "HTTPS", "host": "127.0.0.1", "port": hook.port, "path": "/poststart"}},
+                    "preStop": {"sleep": {"seconds": 1}}
                 }
             }],
             "volumes": [{"name": "m", "hostPath": {"path": marker_dir.display().to_string(), "type": "Directory"}}]
@@ -996,6 +997,29 @@ async fn lifecycle_hooks_over_http() {
         .and_then(|s| s.container_statuses)
         .and_then(|cs| cs.first().map(|c| c.ready));
     assert_eq!(ready, Some(false));
+
+    // A postStart hook that never returns does not keep the pod from being deleted.
+    n.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stuck-hook"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c", "image": busybox(),
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                "volumeMounts": [{"name": "m", "mountPath": "/marker"}],
+                "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "touch /marker/stuck; exec sleep 3600"]}}}
+            }],
+            "volumes": [{"name": "m", "hostPath": {"path": marker_dir.display().to_string(), "type": "Directory"}}]
+        }
+    }))
+    .await;
+    let stuck = marker_dir.join("stuck");
+    eventually("the endless postStart hook running", || {
+        let there = stuck.exists();
+        async move { there.then_some(()) }
+    })
+    .await;
+    n.delete("stuck-hook", 1).await;
 
     // Deleting `hooked` calls its preStop hook first, then sends SIGTERM.
     n.delete("hooked", 30).await;

@@ -75,7 +75,11 @@ pub(crate) async fn run(
             terminate(&ctx, &pod).instrument(span).await;
             return;
         }
-        let next = match sync(&ctx, &pod, &mut st).instrument(span.clone()).await {
+        let synced = POD_UPDATES
+            .scope(rx.clone(), sync(&ctx, &pod, &mut st))
+            .instrument(span.clone())
+            .await;
+        let next = match synced {
             Ok(next) => next,
             Err(e) => {
                 span.in_scope(|| tracing::warn!(error = %e, "pod sync failed; retrying"));
@@ -90,6 +94,27 @@ pub(crate) async fn run(
             _ = relisted.notified() => {}
         }
     }
+}
+
+tokio::task_local! {
+    /// The worker's pod updates during a sync, for the one wait a deletion must cut short: a
+    /// postStart hook (it can run for ever; kubelet cancels its pod worker's context). CRI calls
+    /// in flight are never cancelled: containerd would finish them after the teardown.
+    static POD_UPDATES: watch::Receiver<Option<Pod>>;
+}
+
+/// Resolves once the pod is deleted (or marked for deletion); never if the watch ends.
+async fn leaving(mut rx: watch::Receiver<Option<Pod>>) {
+    while rx.changed().await.is_ok() {
+        let gone = match rx.borrow_and_update().as_ref() {
+            None => true,
+            Some(p) => p.metadata.deletion_timestamp.is_some(),
+        };
+        if gone {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 fn now_rfc3339() -> String {
@@ -324,7 +349,22 @@ async fn start_container(
     if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
         // As kubelet: the start is not done until postStart returns; a failed hook kills the
         // instance (preStop and grace period included), which then restarts per policy.
-        let ran = super::lifecycle::run(&ctx.cri, pod, &ips.pod_ip, c, &created, hook, None).await;
+        let hook_run = super::lifecycle::run(&ctx.cri, pod, &ips.pod_ip, c, &created, hook, None);
+        let ran = match POD_UPDATES.try_with(|rx| rx.clone()) {
+            Ok(rx) => tokio::select! {
+                r = hook_run => Some(r),
+                () = leaving(rx) => None,
+            },
+            Err(_) => Some(hook_run.await),
+        };
+        let Some(ran) = ran else {
+            // The termination that follows stops the container.
+            tracing::info!(container = %c.name, "pod deleted during its postStart hook; hook abandoned");
+            return Err((
+                "ContainerCreating".into(),
+                "the pod is being deleted".into(),
+            ));
+        };
         if let Ok(Some(fallback)) = &ran {
             record_event(ctx, pod, "Warning", "LifecycleHTTPFallback", fallback).await;
         }
