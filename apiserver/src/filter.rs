@@ -19,6 +19,9 @@ pub struct Filter {
     fields: FieldSelector,
     group: &'static str,
     kind: &'static str,
+    /// Selecting events.k8s.io Events among the stored core ones: objects are converted, and
+    /// field names mapped to the core fields the cache extracted.
+    events_v1: bool,
 }
 
 impl Filter {
@@ -42,6 +45,7 @@ impl Filter {
             fields,
             group: res.info.group,
             kind: res.info.kind,
+            events_v1: crate::events::is_events_v1(res.info),
         })
     }
 
@@ -49,7 +53,13 @@ impl Filter {
         self.labels.is_everything() && self.fields.is_empty()
     }
 
+    /// Whether a stored object matches (events.k8s.io selectors apply to the converted form).
     pub fn matches(&self, obj: &Value) -> bool {
+        if self.events_v1 {
+            let v1 = crate::events::to_events_v1(obj);
+            return self.labels.matches_object(&v1)
+                && self.fields.matches(&v1, self.group, self.kind);
+        }
         self.labels.matches_object(obj) && self.fields.matches(obj, self.group, self.kind)
     }
 
@@ -57,7 +67,16 @@ impl Filter {
     pub fn matches_cached(&self, obj: &crate::cache::CachedObject) -> bool {
         self.labels.matches(&obj.labels)
             && self.fields.terms().iter().all(|t| {
-                let got = obj.fields.get(t.field()).map(String::as_str).unwrap_or("");
+                let field = if self.events_v1 {
+                    crate::events::core_field(t.field())
+                } else {
+                    t.field().into()
+                };
+                let got = obj
+                    .fields
+                    .get(field.as_ref())
+                    .map(String::as_str)
+                    .unwrap_or("");
                 match t.op() {
                     FieldOp::Equals => got == t.value(),
                     FieldOp::NotEquals => got != t.value(),
@@ -69,7 +88,14 @@ impl Filter {
 /// The resource stored under a key's resource prefix.
 fn info_for_key(key: &str) -> Option<&'static ResourceInfo> {
     static BY_PREFIX: OnceLock<HashMap<String, &'static ResourceInfo>> = OnceLock::new();
-    let map = BY_PREFIX.get_or_init(|| RESOURCES.iter().map(|r| (r.storage_prefix(), r)).collect());
+    // The events.k8s.io view stores nothing of its own (its objects are core Events).
+    let map = BY_PREFIX.get_or_init(|| {
+        RESOURCES
+            .iter()
+            .filter(|r| !crate::events::is_events_v1(r))
+            .map(|r| (r.storage_prefix(), r))
+            .collect()
+    });
     map.get(crate::cache::resource_prefix(key)?).copied()
 }
 

@@ -264,6 +264,13 @@ async fn object_request(
     if !res.info.namespaced {
         res.namespace = None;
     }
+    // events.k8s.io Events are the core Events seen in another shape: lists and watches convert
+    // as they read; everything else goes through the view.
+    if crate::events::is_events_v1(res.info) && !(method == Method::GET && name.is_none()) {
+        return events_v1_request(&state, method, headers, &q, accept, &res, name, &body)
+            .await
+            .map_err(|e| events_v1_error(&res, e));
+    }
     match (method, name, subresource.as_deref()) {
         (Method::GET, None, None) => {
             let filter = Filter::from_query(&res, &q)?;
@@ -436,6 +443,228 @@ async fn object_request(
     }
 }
 
+/// An events.k8s.io/v1 body as the stored core/v1 Event: typed decoding in the events shape
+/// (unknown fields per `fieldValidation`, warnings worded for that shape), then the field
+/// conversion.
+fn events_v1_to_core(
+    res: &Resource,
+    mut obj: Value,
+    opts: &WriteOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Value, ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    let want = res.info.api_version();
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    if !kind.is_empty() && kind != res.info.kind {
+        return Err(ApiError::bad_request(format!(
+            "Event in version \"v1\" cannot be handled as a Event: the object provided is unrecognized (kind {kind})"
+        )));
+    }
+    if !av.is_empty() && av != want {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({want})"
+        )));
+    }
+    obj["apiVersion"] = json!(want);
+    obj["kind"] = json!("Event");
+    let canonical = crate::typed::canonicalize(res.info, obj.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Event in version \"v1\" cannot be handled as a Event: {e}"
+        ))
+    })?;
+    let unknown = crate::typed::unknown_fields(&obj, &canonical);
+    if !unknown.is_empty() {
+        match opts.field_validation {
+            FieldValidation::Strict => {
+                let list = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {list}"
+                )));
+            }
+            FieldValidation::Warn => {
+                warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+            }
+            FieldValidation::Ignore => {}
+        }
+    }
+    let mut core = crate::events::to_core(&canonical);
+    if let Some(rv) = obj.pointer("/metadata/resourceVersion").cloned() {
+        crate::object::meta_mut(&mut core).insert("resourceVersion".into(), rv);
+    }
+    Ok(core)
+}
+
+/// A registry error about the stored core Event, worded for the events.k8s.io resource the
+/// client addressed (`events.events.k8s.io "x" not found`).
+fn events_v1_error(res: &Resource, mut e: ApiError) -> ApiError {
+    if let Some(d) = e.0.details.as_mut() {
+        if d.group.as_deref().unwrap_or("").is_empty() && d.kind.as_deref() == Some("events") {
+            d.group = Some(res.info.group.to_string());
+            if let Some(m) = e.0.message.as_mut() {
+                if let Some(rest) = m.strip_prefix("events ") {
+                    *m = format!("events.{} {rest}", res.info.group);
+                }
+            }
+        }
+    }
+    e
+}
+
+/// Single-object reads and every write of events.k8s.io/v1 Events, on the stored core Events.
+#[allow(clippy::too_many_arguments)]
+async fn events_v1_request(
+    state: &Arc<State>,
+    method: Method,
+    headers: &HeaderMap,
+    q: &Query,
+    accept: &str,
+    res: &Resource,
+    name: Option<String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let store = crate::events::storage_resource(res)?;
+    let registry = &state.registry;
+    let v1 = crate::events::to_events_v1;
+    match (method, name) {
+        (Method::GET, Some(name)) => {
+            let obj = v1(&registry.get(&store, &name).await?);
+            if let Some(version) = table_version(accept) {
+                let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
+                return table_response(res, q, version, std::slice::from_ref(&obj), &meta);
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (Method::POST, None) => {
+            let opts = write_options(q)?;
+            let mut warnings = Vec::new();
+            let mut core =
+                events_v1_to_core(res, decode_body(headers, body)?, &opts, &mut warnings)?;
+            if crate::object::meta_str(&core, "namespace").is_none_or(str::is_empty) {
+                let ns = res.namespace.clone().unwrap_or_else(|| "default".into());
+                crate::object::meta_mut(&mut core).insert("namespace".into(), json!(ns));
+            }
+            let causes = crate::events::validate_v1_create(&core);
+            if !causes.is_empty() {
+                let name = crate::object::name(&core).unwrap_or("").to_string();
+                return Err(ApiError::invalid(res, &name, causes));
+            }
+            let Written {
+                object,
+                warnings: w,
+            } = registry.create(&store, core, &opts).await?;
+            warnings.extend(w);
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &v1(&object)),
+                &warnings,
+            ))
+        }
+        (Method::PUT, Some(name)) => {
+            let opts = write_options(q)?;
+            let mut warnings = Vec::new();
+            let desired =
+                events_v1_to_core(res, decode_body(headers, body)?, &opts, &mut warnings)?;
+            let Written {
+                object,
+                warnings: w,
+            } = registry
+                .update_with(&store, &name, None, &opts, |current| {
+                    let causes = crate::events::validate_v1_update(&desired, current);
+                    if !causes.is_empty() {
+                        return Err(ApiError::invalid(res, &name, causes));
+                    }
+                    Ok(desired.clone())
+                })
+                .await?;
+            warnings.extend(w);
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &v1(&object)),
+                &warnings,
+            ))
+        }
+        (Method::PATCH, Some(name)) => {
+            let opts = write_options(q)?;
+            let patch = Patch::decode(headers, body)?;
+            let mut warnings = Vec::new();
+            let Written {
+                object,
+                warnings: w,
+            } = registry
+                .update_with(&store, &name, None, &opts, |current| {
+                    let mut patched = patch.apply(state, res, &v1(current))?;
+                    if patch.resource_version_in_patch().is_none() {
+                        if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut)
+                        {
+                            m.remove("resourceVersion");
+                        }
+                    }
+                    let desired = events_v1_to_core(res, patched, &opts, &mut warnings)?;
+                    let causes = crate::events::validate_v1_update(&desired, current);
+                    if !causes.is_empty() {
+                        return Err(ApiError::invalid(res, &name, causes));
+                    }
+                    Ok(desired)
+                })
+                .await?;
+            warnings.extend(w);
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &v1(&object)),
+                &warnings,
+            ))
+        }
+        (Method::DELETE, Some(name)) => {
+            let opts = delete_options(q, headers, body)?;
+            let (obj, gone) = registry.delete(&store, &name, &opts).await?;
+            let code = if gone {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok(json_response(code, &v1(&obj)))
+        }
+        (Method::DELETE, None) => {
+            let opts = delete_options(q, headers, body)?;
+            let filter = Filter::from_query(res, q)?;
+            let listed = registry
+                .storage
+                .list(&store.prefix(), &ListOptions::default())
+                .await
+                .map_err(|e| ApiError::from_storage(res, "", e))?;
+            let mut items = Vec::new();
+            for kv in &listed.items {
+                let obj = decode_stored(kv)?;
+                if !filter.matches(&obj) {
+                    continue;
+                }
+                let Some(name) = crate::object::name(&obj).map(str::to_string) else {
+                    continue;
+                };
+                let mut per_ns = store.clone();
+                per_ns.namespace = crate::object::meta_str(&obj, "namespace").map(str::to_string);
+                match registry.delete(&per_ns, &name, &opts).await {
+                    Ok((o, _)) => items.push(v1(&o)),
+                    Err(e) if e.code() == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": res.info.list_kind(), "apiVersion": res.info.api_version(),
+                        "metadata": {}, "items": items}),
+            ))
+        }
+        _ => Err(method_not_allowed_plain()),
+    }
+}
+
 /// The Table version the client asked for in Accept, if any (kubectl's `get` asks for
 /// `application/json;as=Table;v=v1;g=meta.k8s.io`).
 fn table_version(accept: &str) -> Option<api_query::TableVersion> {
@@ -507,6 +736,12 @@ async fn list(
         ),
         _ => None,
     };
+    let view = crate::events::is_events_v1(res.info);
+    let stored_in = if view {
+        crate::events::storage_resource(res)?
+    } else {
+        res.clone()
+    };
     // Unpaged lists, and any list at resourceVersion=0 (which upstream serves from its cache
     // ignoring the limit), come from the watch cache; paged and exact-revision lists read
     // storage, whose snapshots the continue token refers to.
@@ -524,12 +759,19 @@ async fn list(
                 state.cache.sync_to_store().await;
             }
         }
-        let (objects, revision) = state.cache.list(&res.prefix());
+        let (objects, revision) = state.cache.list(&stored_in.prefix());
         if let Some(version) = table_version(accept) {
             let items: Vec<Value> = objects
                 .iter()
                 .filter(|o| filter.matches_cached(o))
                 .filter_map(|o| serde_json::from_slice(&o.json).ok())
+                .map(|o| {
+                    if view {
+                        crate::events::to_events_v1(&o)
+                    } else {
+                        o
+                    }
+                })
                 .collect();
             let meta = json!({"resourceVersion": revision.to_string()});
             return table_response(res, q, version, &items, &meta);
@@ -550,7 +792,11 @@ async fn list(
                 body.push(b',');
             }
             first = false;
-            body.extend_from_slice(&obj.json);
+            if view {
+                body.extend_from_slice(&crate::events::bytes_to_events_v1(&obj.json));
+            } else {
+                body.extend_from_slice(&obj.json);
+            }
         }
         body.extend_from_slice(b"]}");
         return Ok((
@@ -561,7 +807,7 @@ async fn list(
             .into_response());
     }
     let storage = &state.registry.storage;
-    let prefix = res.prefix();
+    let prefix = stored_in.prefix();
     let mut items = Vec::new();
     let mut opts = ListOptions {
         revision,
@@ -607,6 +853,11 @@ async fn list(
             (None, false) => break (page.revision, None, None),
         }
     };
+    if view {
+        for item in &mut items {
+            *item = crate::events::to_events_v1(item);
+        }
+    }
     let mut meta = json!({"resourceVersion": revision.to_string()});
     if let Some(t) = &next {
         meta["continue"] = json!(t);

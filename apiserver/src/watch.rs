@@ -72,6 +72,23 @@ fn as_table_line(
     Bytes::from(out)
 }
 
+/// An event line of a stored core Event as the events.k8s.io/v1 object.
+fn events_v1_line(line: Bytes) -> Bytes {
+    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&line) else {
+        return line;
+    };
+    if !matches!(
+        event["type"].as_str(),
+        Some("ADDED" | "MODIFIED" | "DELETED")
+    ) {
+        return line;
+    }
+    event["object"] = crate::events::to_events_v1(&event["object"]);
+    let mut out = serde_json::to_vec(&event).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
 fn error_line(err: &ApiError) -> Bytes {
     let object = serde_json::to_vec(&api_types::status::to_json(&err.0)).unwrap_or_default();
     cache::watch_line("ERROR", &object)
@@ -125,8 +142,15 @@ pub async fn serve(
         // A client may watch from a revision the cache has not applied yet.
         state.cache.wait_for(from, Duration::from_secs(3)).await;
     }
-    let resource_prefix = res.info.storage_prefix();
-    let scope = res.prefix();
+    // The events.k8s.io view watches the stored core Events and converts each line.
+    let events_v1 = crate::events::is_events_v1(res.info);
+    let stored_in = if events_v1 {
+        crate::events::storage_resource(&res)?
+    } else {
+        res.clone()
+    };
+    let resource_prefix = stored_in.info.storage_prefix();
+    let scope = stored_in.prefix();
     let sub = match state.cache.subscribe(&resource_prefix, &scope, start) {
         Ok(sub) => sub,
         Err(cache::WatchError::Expired { requested, oldest }) => {
@@ -177,6 +201,11 @@ pub async fn serve(
         .take_until(shutdown)
         .map(move |line| {
             let _counted = &guard;
+            let line = if events_v1 {
+                events_v1_line(line)
+            } else {
+                line
+            };
             match table {
                 Some(t) => as_table_line(&res, line, &mut first, t),
                 None => line,
