@@ -63,6 +63,10 @@ async fn handle(state: Arc<State>, req: Request) -> Result<Response, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    // `pods|services|nodes/<id>/proxy/<path...>`: any depth of path, the body streamed.
+    if let Some(target) = crate::resource_proxy::ProxyPath::parse(parts.uri.path()) {
+        return crate::resource_proxy::serve(&state, target, parts, body).await;
+    }
     let target = resource::parse(parts.uri.path()).ok_or_else(ApiError::not_found_path)?;
     let method = parts.method.clone();
     let read_body = || async {
@@ -425,7 +429,7 @@ async fn object_request(
         (Method::GET, Some(name), Some("log")) if res.info.plural == "pods" => {
             crate::proxy::pod_log(&state, &res, &name, &q).await
         }
-        (_, Some(name), Some(sub @ ("log" | "exec" | "attach" | "portforward" | "proxy"))) => {
+        (_, Some(name), Some(sub @ ("log" | "exec" | "attach" | "portforward"))) => {
             node_proxy_unavailable(&state, &res, &name, sub).await
         }
         (Method::POST, Some(name), Some("eviction")) => {

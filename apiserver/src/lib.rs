@@ -24,6 +24,7 @@ pub mod query;
 mod quota;
 pub mod registry;
 pub mod resource;
+mod resource_proxy;
 pub mod security;
 pub mod strategy;
 pub mod typed;

@@ -153,7 +153,7 @@ fn validate_log_options(name: &str, q: &Query) -> Result<(), ApiError> {
 
 /// `host:port` of the node agent serving `node`'s pods: the first address by preference
 /// (InternalIP first) and the port the agent published in `status.daemonEndpoints`.
-async fn node_endpoint(state: &State, node: &str) -> Result<String, ApiError> {
+pub(crate) async fn node_endpoint(state: &State, node: &str) -> Result<String, ApiError> {
     let info = api_types::resources::find("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("the resource table has no nodes"))?;
     let nodes = Resource {
@@ -290,7 +290,7 @@ pub async fn pod_log(
 
 /// How node agents are dialled: over TLS with the API server's kubelet client certificate when
 /// the security configuration has one (`--kubelet-client-certificate`), else plain HTTP.
-fn kubelet_tls(state: &State) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+pub(crate) fn kubelet_tls(state: &State) -> Option<std::sync::Arc<rustls::ClientConfig>> {
     state.security.as_ref()?.kubelet_tls.clone()
 }
 
@@ -299,7 +299,7 @@ fn kubelet_tls(state: &State) -> Option<std::sync::Arc<rustls::ClientConfig>> {
 /// response head with the body still streaming. With `tls` the connection is HTTPS: the
 /// agent's certificate must be valid for the address dialled (its node serving certificate
 /// names the node's IPs) and the API server presents its kubelet client certificate.
-async fn forward(
+pub(crate) async fn forward(
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     endpoint: &str,
     node: &str,
@@ -345,7 +345,7 @@ async fn forward(
 }
 
 /// One HTTP/1.1 exchange on `io`, the connection driven (upgrades included) by its own task.
-async fn send<IO>(
+pub(crate) async fn send<IO>(
     io: IO,
     req: Request<Body>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
@@ -419,7 +419,7 @@ pub fn is_pod_stream(res: &Resource, sub: &str) -> bool {
 
 /// Request headers not forwarded to the node agent: the hop's own framing, and the client's
 /// credentials, which are for this server only.
-const NOT_FORWARDED: &[header::HeaderName] = &[
+pub(crate) const NOT_FORWARDED: &[header::HeaderName] = &[
     header::HOST,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,

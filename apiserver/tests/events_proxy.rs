@@ -386,3 +386,395 @@ async fn events_k8s_io_events_expire_like_core_ones() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Proxy subresources. The backend is a listener of the test on 127.0.0.1 (the "pod IP"), which
+// answers every request with what it received as JSON.
+// ---------------------------------------------------------------------------------------------
+
+/// A tiny HTTP/1.1 backend: one request per connection, echoed back as
+/// `{"method","target","body","host"}`. Returns its port.
+async fn echo_backend() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break p + 4;
+                    }
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let mut lines = head.split("\r\n");
+                let first: Vec<String> = lines
+                    .next()
+                    .unwrap_or("")
+                    .split(' ')
+                    .map(str::to_string)
+                    .collect();
+                let mut len = 0usize;
+                let mut host = String::new();
+                let mut authorization = false;
+                for l in lines {
+                    if let Some((k, v)) = l.split_once(':') {
+                        match k.trim().to_ascii_lowercase().as_str() {
+                            "content-length" => len = v.trim().parse().unwrap_or(0),
+                            "host" => host = v.trim().to_string(),
+                            "authorization" => authorization = true,
+                            _ => {}
+                        }
+                    }
+                }
+                while buf.len() < head_end + len {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+                let reply = json!({"method": first.first(), "target": first.get(1),
+                                   "body": body, "host": host,
+                                   "authorization": authorization})
+                .to_string();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Backend: echo\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// A loopback port nothing listens on.
+async fn closed_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A pod `name` declaring `port`, whose status (written as the administrator, as a node
+/// agent would) gives it the pod IP 127.0.0.1.
+async fn pod_at_loopback(s: &Server, name: &str, port: u16) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+                                 "ports": [{"containerPort": port}]}]}});
+    let (code, created) = s
+        .req(Method::POST, "/api/v1/namespaces/default/pods", Some(pod))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let mut with_ip = created.clone();
+    with_ip["status"] = json!({"phase": "Running", "podIP": "127.0.0.1",
+                               "podIPs": [{"ip": "127.0.0.1"}]});
+    let (code, updated) = s
+        .req(
+            Method::PUT,
+            &format!("/api/v1/namespaces/default/pods/{name}/status"),
+            Some(with_ip),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+}
+
+async fn send(
+    s: &Server,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut r = client.request(method, format!("{}{path}", s.base));
+    if let Some(b) = body {
+        r = r.header("content-type", "text/plain").body(b.to_string());
+    }
+    let resp = r
+        .header("authorization", "Bearer not-for-the-backend")
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    (
+        code,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_proxy_forwards_method_path_query_and_body() {
+    let s = Server::start(Duration::from_secs(3600)).await;
+    let port = echo_backend().await;
+    pod_at_loopback(&s, "p", port).await;
+
+    let base = format!("/api/v1/namespaces/default/pods/p:{port}/proxy");
+    let (code, headers, got) = send(
+        &s,
+        Method::GET,
+        &format!("{base}/some/path%20x?a=1&b=two"),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{got}");
+    assert_eq!(got["method"], "GET");
+    assert_eq!(got["target"], "/some/path%20x?a=1&b=two");
+    assert_eq!(got["host"], format!("127.0.0.1:{port}"));
+    assert_eq!(
+        got["authorization"], false,
+        "the client's credentials stay here"
+    );
+    assert_eq!(headers["x-backend"], "echo");
+
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let (code, _, got) = send(
+            &s,
+            method.clone(),
+            &format!("{base}/submit?x=y"),
+            Some("payload"),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{method}: {got}");
+        assert_eq!(got["method"], method.as_str());
+        assert_eq!(got["target"], "/submit?x=y");
+        assert_eq!(got["body"], "payload");
+    }
+    let (code, _, _) = send(&s, Method::HEAD, &format!("{base}/"), None).await;
+    assert_eq!(code, StatusCode::OK);
+
+    // No port: the first declared container port.
+    let (code, _, got) = send(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/p/proxy/",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{got}");
+    assert_eq!(got["target"], "/");
+    // No path at all: upstream's redirect to the trailing slash.
+    let (code, headers, _) = send(&s, Method::GET, &format!("{base}?q=1"), None).await;
+    assert_eq!(code, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(headers["location"], format!("{base}/?q=1"));
+
+    // Nothing listening on that port: 503 as upstream's proxy error.
+    let closed = closed_port().await;
+    let (code, _, err) = send(
+        &s,
+        Method::GET,
+        &format!("/api/v1/namespaces/default/pods/p:{closed}/proxy/"),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["kind"], "Status");
+    assert_eq!(err["reason"], "ServiceUnavailable");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("error trying to reach service: dial tcp 127.0.0.1:"),
+        "{err}"
+    );
+
+    // A pod without an IP, an unknown pod, a malformed id.
+    let (code, _) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(json!({"metadata": {"name": "noip"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _, err) = send(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/noip/proxy/",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, err["message"].clone()),
+        (StatusCode::BAD_REQUEST, json!("address not allowed"))
+    );
+    let (code, _, err) = send(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/nope:80/proxy/",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, err["message"].clone()),
+        (StatusCode::NOT_FOUND, json!("pods \"nope\" not found"))
+    );
+    let (code, _, err) = send(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/ftp:p:80/proxy/",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, err["message"].clone()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!("invalid pod request \"ftp:p:80\"")
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_proxy_reaches_a_ready_endpoint() {
+    let s = Server::start(Duration::from_secs(3600)).await;
+    let port = echo_backend().await;
+    pod_at_loopback(&s, "web-1", port).await;
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": port}]}});
+    let (code, created) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(svc),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+
+    // No Endpoints yet (and no EndpointSlices): nothing to reach.
+    let (code, _, err) = send(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/services/web:80/proxy/",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["message"], "no endpoints available for service \"web\"");
+
+    // What the endpoints controller would write.
+    let eps = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1",
+                                    "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "default"}}],
+                     "ports": [{"name": "http", "port": port}]}]});
+    let (code, created) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/endpoints",
+            Some(eps),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+
+    for id in ["web:80", "web:http", "http:web:80"] {
+        let (code, _, got) = send(
+            &s,
+            Method::GET,
+            &format!("/api/v1/namespaces/default/services/{id}/proxy/hello/world?x=1"),
+            None,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{id}: {got}");
+        assert_eq!(got["target"], "/hello/world?x=1");
+    }
+    let (code, _, got) = send(
+        &s,
+        Method::POST,
+        "/api/v1/namespaces/default/services/web:80/proxy/form",
+        Some("a=b"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{got}");
+    assert_eq!(
+        (got["method"].clone(), got["body"].clone()),
+        (json!("POST"), json!("a=b"))
+    );
+
+    let (code, _, err) = send(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/services/web:81/proxy/",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(
+        err["message"],
+        "no service port 81 found for service \"web\""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_proxy_reaches_the_node_agent_port() {
+    let s = Server::start(Duration::from_secs(3600)).await;
+    let port = echo_backend().await;
+    let other = echo_backend().await;
+    let (code, node) = s
+        .req(
+            Method::POST,
+            "/api/v1/nodes",
+            Some(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{node}");
+    let mut with_status = node.clone();
+    with_status["status"] = json!({"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                                   "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}});
+    let (code, updated) = s
+        .req(Method::PUT, "/api/v1/nodes/n1/status", Some(with_status))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+
+    let (code, _, got) = send(
+        &s,
+        Method::GET,
+        "/api/v1/nodes/n1/proxy/healthz?verbose=1",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{got}");
+    assert_eq!(got["target"], "/healthz?verbose=1");
+    let (code, _, got) = send(
+        &s,
+        Method::POST,
+        &format!("/api/v1/nodes/n1:{port}/proxy/run"),
+        Some("x"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{got}");
+    assert_eq!(
+        (got["method"].clone(), got["body"].clone()),
+        (json!("POST"), json!("x"))
+    );
+    // Another port of the node.
+    let (code, _, got) = send(
+        &s,
+        Method::GET,
+        &format!("/api/v1/nodes/n1:{other}/proxy/metrics"),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{got}");
+    assert_eq!(got["host"], format!("127.0.0.1:{other}"));
+    let (code, _, err) = send(&s, Method::GET, "/api/v1/nodes/n2/proxy/", None).await;
+    assert_eq!(
+        (code, err["message"].clone()),
+        (StatusCode::NOT_FOUND, json!("nodes \"n2\" not found"))
+    );
+}
