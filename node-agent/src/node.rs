@@ -417,10 +417,14 @@ impl NodeHeartbeat {
                 let back = self.timing.status_interval.mul_f64(slot);
                 self.last_status_write = Some(written.checked_sub(back).unwrap_or(written));
             }
-            tokio::time::sleep(offset + self.timing.renew_interval.mul_f64(slot)).await;
             // `interval` panics on zero; a zero flag means "as often as reasonable".
             let period = self.timing.renew_interval.max(Duration::from_millis(10));
-            let mut tick = tokio::time::interval(period);
+            // The first renewal waits for `offset`, but readiness is followed from the start:
+            // a runtime that turns ready right after registration (the usual case) makes the
+            // node Ready now, not one renew period later.
+            let first =
+                tokio::time::Instant::now() + offset + self.timing.renew_interval.mul_f64(slot);
+            let mut tick = tokio::time::interval_at(first, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut readiness_open = true;
             let mut renew_failed = false;

@@ -446,8 +446,15 @@ async fn a_real_node_registers_not_ready_until_cri_lands() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let writer = Writer::new(client(&c), 4, metrics);
     let config = node_agent::host::host_node_config("host-node", Some("127.0.0.1".into()));
-    let (_tx, rx) = tokio::sync::watch::channel(Readiness::NotReady("no runtime".into()));
-    let mut hb = NodeHeartbeat::new(config, writer, fast_timing(), rx);
+    let (tx, rx) = tokio::sync::watch::channel(Readiness::NotReady("no runtime".into()));
+    // No lease renewal or periodic status write falls inside this test: only the readiness
+    // change below can make the node Ready.
+    let timing = Timing {
+        renew_interval: Duration::from_secs(3600),
+        status_interval: Duration::from_secs(3600),
+        ..fast_timing()
+    };
+    let mut hb = NodeHeartbeat::new(config, writer, timing, rx);
     hb.register().await.expect("register");
     let nodes: Api<Node> = Api::all(client(&c));
     let node = nodes.get("host-node").await.expect("node");
@@ -463,6 +470,28 @@ async fn a_real_node_registers_not_ready_until_cri_lands() {
     assert_eq!(ready.reason.as_deref(), Some("KubeletNotReady"));
     let leases: Api<Lease> = Api::namespaced(client(&c), "kube-node-lease");
     assert!(leases.get("host-node").await.is_ok());
+
+    // The runtime turns ready right after registration, before the first renewal is due: the
+    // node says Ready at once (it used to wait a whole renew period).
+    let heartbeat = tokio::spawn(hb.run(Duration::from_secs(3600), 0.0));
+    tx.send_replace(Readiness::Ready);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let node = nodes.get("host-node").await.expect("node");
+        let ready = node
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never turned Ready after its runtime did"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    heartbeat.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
