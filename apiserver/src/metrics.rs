@@ -124,7 +124,13 @@ pub fn classify(method: &Method, path: &str, watch: bool) -> (String, String, St
 
 pub async fn serve(AxumState(state): AxumState<Arc<State>>) -> Response {
     for info in api_types::RESOURCES {
-        if let Ok(n) = state.registry.storage.count(&info.storage_prefix()).await {
+        // events.k8s.io Events are the core ones (`events::storage_resource`): same count.
+        let prefix = if crate::events::is_events_v1(info) {
+            "/registry/core/events/".to_string()
+        } else {
+            info.storage_prefix()
+        };
+        if let Ok(n) = state.registry.storage.count(&prefix).await {
             let label = if info.group.is_empty() {
                 info.plural.to_string()
             } else {

@@ -742,6 +742,21 @@ impl Strategy for Job {
             default_field(spec, "completionMode", json!("NonIndexed"));
             default_field(spec, "suspend", json!(false));
             default_field(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+            // A pod-failure rule's condition pattern matches `status: "True"` unless it says.
+            if let Some(Value::Array(rules)) = spec
+                .get_mut("podFailurePolicy")
+                .and_then(|p| p.get_mut("rules"))
+            {
+                for pattern in rules
+                    .iter_mut()
+                    .filter_map(|r| r.get_mut("onPodConditions"))
+                    .filter_map(Value::as_array_mut)
+                    .flatten()
+                    .filter_map(Value::as_object_mut)
+                {
+                    default_field(pattern, "status", json!("True"));
+                }
+            }
             if !manual {
                 spec.remove("manualSelector");
             }

@@ -1180,3 +1180,25 @@ async fn two_servers_on_one_etcd_never_share_allocations() {
         .await;
     assert_eq!(code, StatusCode::CREATED, "{taken}");
 }
+
+/// A Job's pod-failure rule may leave out a condition pattern's `status`; it means "True", as
+/// upstream defaults it (the field is required in the stored type).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_pod_failure_condition_status_defaults_to_true() {
+    let s = Server::embedded().await;
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {
+        "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
+    let (code, created) = s
+        .req(
+            Method::POST,
+            "/apis/batch/v1/namespaces/default/jobs",
+            Some(job),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        created["spec"]["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["status"],
+        "True"
+    );
+}
