@@ -3,11 +3,16 @@
 //! `kubernetes.io/kube-apiserver-client-kubelet`, subject `CN=system:node:<node>,
 //! O=system:nodes`), which the controller manager's csrapproving approves and csrsigning
 //! signs; the node then writes the certificate, its key and a kubeconfig into its cert
-//! directory and runs as `system:node:<node>`. A valid certificate already there is reused.
+//! directory and runs as `system:node:<node>`. A certificate already there is reused unless it
+//! is past 90 % of its lifetime: then it is renewed first (a request authenticated with it),
+//! or, once expired, requested again with the bootstrap token. While the agent runs, the
+//! certificate is renewed before it expires ([`rotate`], kubelet's `--rotate-certificates`;
+//! the mechanics are in [`crate::rotation`]).
 //!
 //! Also `coxswain token create`: a bootstrap token Secret, as `kubeadm token create`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::certificates::v1::{
@@ -18,7 +23,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::PostParams;
 use kube::Api;
+use tracing::Instrument as _;
 
+use crate::rotation::{self, NodeIdentity};
 use crate::{client_from_kubeconfig, AgentOptions, Error, Progress};
 
 /// The signer of node client certificates.
@@ -28,6 +35,13 @@ pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kub
 pub const CERT_FILE: &str = "kubelet-client.crt";
 pub const KEY_FILE: &str = "kubelet-client.key";
 pub const KUBECONFIG_FILE: &str = "kubeconfig";
+/// Certificate and key in one file (kubelet's `kubelet-client-current.pem`), replaced by one
+/// rename, so a reader never sees a certificate with another one's key. The authoritative
+/// copy; the three files above are written after it.
+pub const CURRENT_FILE: &str = "kubelet-client-current.pem";
+
+/// The longest wait between two failed renewals (they start at 2 s and double).
+const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(64);
 
 /// How a node obtains its client certificate.
 #[derive(Clone)]
@@ -44,6 +58,8 @@ pub struct BootstrapConfig {
     pub node_name: String,
     /// How long to wait for the request to be approved and signed.
     pub timeout: Duration,
+    /// Renew the certificate while the agent runs (kubelet's `--rotate-certificates`).
+    pub rotate_certificates: bool,
 }
 
 impl std::fmt::Debug for BootstrapConfig {
@@ -54,6 +70,7 @@ impl std::fmt::Debug for BootstrapConfig {
             .field("cert_dir", &self.cert_dir)
             .field("node_name", &self.node_name)
             .field("timeout", &self.timeout)
+            .field("rotate_certificates", &self.rotate_certificates)
             .finish_non_exhaustive()
     }
 }
@@ -85,16 +102,66 @@ fn node_user(node: &str) -> String {
     format!("system:node:{node}")
 }
 
-/// The certificate and key already in `cert_dir`, if they are for this node, signed by the
-/// CA and valid for at least another ten minutes.
+/// Whether `cert` is a client certificate for this node that the CA verifies at `at`.
+fn for_this_node(config: &BootstrapConfig, cert_pem: &str, at: SystemTime) -> bool {
+    pki::client_identity(&config.ca_pem, cert_pem, at).is_ok_and(|id| {
+        id.common_name == node_user(&config.node_name)
+            && id.organizations.iter().any(|o| o == "system:nodes")
+    })
+}
+
+/// Splits [`CURRENT_FILE`]'s contents into certificate and key.
+fn split_current(pem: &str) -> Option<pki::CertKey> {
+    let at = pem.find("-----BEGIN PRIVATE KEY-----")?;
+    let (cert_pem, key_pem) = pem.split_at(at);
+    Some(pki::CertKey {
+        cert_pem: cert_pem.to_string(),
+        key_pem: key_pem.to_string(),
+    })
+}
+
+/// The certificate and key in `cert_dir` ([`CURRENT_FILE`], else the separate files of an
+/// older agent), if they are for this node and valid now.
+fn load(config: &BootstrapConfig) -> Option<pki::CertKey> {
+    let ck = match std::fs::read_to_string(config.cert_dir.join(CURRENT_FILE)) {
+        Ok(pem) => split_current(&pem)?,
+        Err(_) => pki::CertKey {
+            cert_pem: std::fs::read_to_string(config.cert_dir.join(CERT_FILE)).ok()?,
+            key_pem: std::fs::read_to_string(config.cert_dir.join(KEY_FILE)).ok()?,
+        },
+    };
+    // A pair whose key is not the certificate's is unusable, as a missing one.
+    NodeIdentity::new(ck.clone()).ok()?;
+    for_this_node(config, &ck.cert_pem, SystemTime::now()).then_some(ck)
+}
+
+/// The certificate in `cert_dir` if it can be used as it is: for this node, valid, and not yet
+/// past 90 % of its lifetime.
 fn existing(config: &BootstrapConfig) -> Option<pki::CertKey> {
-    let cert_pem = std::fs::read_to_string(config.cert_dir.join(CERT_FILE)).ok()?;
-    let key_pem = std::fs::read_to_string(config.cert_dir.join(KEY_FILE)).ok()?;
-    let soon = SystemTime::now() + Duration::from_secs(600);
-    let id = pki::client_identity(&config.ca_pem, &cert_pem, soon).ok()?;
-    (id.common_name == node_user(&config.node_name)
-        && id.organizations.iter().any(|o| o == "system:nodes"))
-    .then_some(pki::CertKey { cert_pem, key_pem })
+    let ck = load(config)?;
+    let (not_before, not_after) = rotation::validity(&ck.cert_pem).ok()?;
+    (!rotation::due_at_start(not_before, not_after, SystemTime::now())).then_some(ck)
+}
+
+/// Writes the credential files, each by a rename: [`CURRENT_FILE`] first, then the
+/// certificate, key and kubeconfig (kube clients and `kubectl --kubeconfig` read that one).
+fn save(config: &BootstrapConfig, ck: &pki::CertKey) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(&config.cert_dir).map_err(|e| io_error(&config.cert_dir, e))?;
+    write_private(
+        &config.cert_dir.join(CURRENT_FILE),
+        &format!("{}{}", ck.cert_pem, ck.key_pem),
+    )?;
+    write_private(&config.cert_dir.join(KEY_FILE), &ck.key_pem)?;
+    write_private(&config.cert_dir.join(CERT_FILE), &ck.cert_pem)?;
+    let kubeconfig_path = config.cert_dir.join(KUBECONFIG_FILE);
+    let yaml = pki::kubeconfig(
+        &config.server,
+        &config.ca_pem,
+        &node_user(&config.node_name),
+        pki::Credentials::ClientCert(ck),
+    );
+    write_private(&kubeconfig_path, &yaml)?;
+    Ok(kubeconfig_path)
 }
 
 /// Short random lowercase alphanumerics (`[a-z0-9]`), as bootstrap tokens and names use.
@@ -107,48 +174,57 @@ fn random_alnum(n: usize) -> String {
         .collect()
 }
 
-/// Makes sure `cert_dir` holds a valid client certificate for the node — requesting one with
-/// the bootstrap token if it does not — and returns the path of a kubeconfig using it.
+/// Makes sure `cert_dir` holds a valid client certificate for the node — renewing one past
+/// 90 % of its lifetime, requesting one with the bootstrap token if there is none (or it
+/// expired, or renewal failed) — and returns the path of a kubeconfig using it.
 pub async fn bootstrap_credentials(
     config: &BootstrapConfig,
     progress: &Progress,
 ) -> Result<PathBuf, Error> {
-    std::fs::create_dir_all(&config.cert_dir).map_err(|e| io_error(&config.cert_dir, e))?;
-    let kubeconfig_path = config.cert_dir.join(KUBECONFIG_FILE);
-    let user = node_user(&config.node_name);
-    let cert = match existing(config) {
-        Some(cert) => {
-            progress(&format!(
-                "using the client certificate in {}",
-                config.cert_dir.display()
-            ));
-            cert
-        }
-        None => {
-            let cert = request_certificate(config, progress).await?;
-            write_private(&config.cert_dir.join(KEY_FILE), &cert.key_pem)?;
-            write_private(&config.cert_dir.join(CERT_FILE), &cert.cert_pem)?;
-            cert
-        }
-    };
-    let yaml = pki::kubeconfig(
-        &config.server,
-        &config.ca_pem,
-        &user,
-        pki::Credentials::ClientCert(&cert),
-    );
-    write_private(&kubeconfig_path, &yaml)?;
-    Ok(kubeconfig_path)
+    let cert = obtain(config, progress).await?;
+    save(config, &cert)
 }
 
-/// Creates the CertificateSigningRequest with the bootstrap token and waits until it is
-/// signed (or denied, failed, or the deadline passes).
-async fn request_certificate(
+/// The node's client certificate, as [`bootstrap_credentials`] describes (not yet saved).
+async fn obtain(config: &BootstrapConfig, progress: &Progress) -> Result<pki::CertKey, Error> {
+    std::fs::create_dir_all(&config.cert_dir).map_err(|e| io_error(&config.cert_dir, e))?;
+    if let Some(cert) = existing(config) {
+        progress(&format!(
+            "using the client certificate in {}",
+            config.cert_dir.display()
+        ));
+        return Ok(cert);
+    }
+    if let Some(current) = load(config) {
+        progress(&format!(
+            "the client certificate in {} is past 90 % of its lifetime: renewing it",
+            config.cert_dir.display()
+        ));
+        let yaml = pki::kubeconfig(
+            &config.server,
+            &config.ca_pem,
+            &node_user(&config.node_name),
+            pki::Credentials::ClientCert(&current),
+        );
+        let renewed = match client_from_kubeconfig(&yaml).await {
+            Ok(client) => request_certificate(config, client, "csr-", progress).await,
+            Err(e) => Err(e),
+        };
+        match renewed {
+            Ok(cert) => return Ok(cert),
+            Err(e) => progress(&format!(
+                "renewing with the current certificate failed ({e}); using the bootstrap token"
+            )),
+        }
+    }
+    request_with_token(config, progress).await
+}
+
+/// Requests a certificate authenticated with the bootstrap token.
+async fn request_with_token(
     config: &BootstrapConfig,
     progress: &Progress,
 ) -> Result<pki::CertKey, Error> {
-    let user = node_user(&config.node_name);
-    let (csr_pem, key_pem) = pki::generate_csr(&user, Some("system:nodes"))?;
     let yaml = pki::kubeconfig(
         &config.server,
         &config.ca_pem,
@@ -156,8 +232,22 @@ async fn request_certificate(
         pki::Credentials::Token(&config.token),
     );
     let client = client_from_kubeconfig(&yaml).await?;
+    request_certificate(config, client, "node-csr-", progress).await
+}
+
+/// Creates a CertificateSigningRequest named `<prefix><random>` for a new key with `client`
+/// (the bootstrap token's, or the node's own when renewing) and waits until it is signed (or
+/// denied, failed, or the deadline passes).
+async fn request_certificate(
+    config: &BootstrapConfig,
+    client: kube::Client,
+    prefix: &str,
+    progress: &Progress,
+) -> Result<pki::CertKey, Error> {
+    let user = node_user(&config.node_name);
+    let (csr_pem, key_pem) = pki::generate_csr(&user, Some("system:nodes"))?;
     let api: Api<CertificateSigningRequest> = Api::all(client);
-    let name = format!("node-csr-{}", random_alnum(10));
+    let name = format!("{prefix}{}", random_alnum(10));
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -205,8 +295,12 @@ async fn request_certificate(
                             ))
                         },
                     )?;
+                    let ck = pki::CertKey { cert_pem, key_pem };
+                    NodeIdentity::new(ck.clone()).map_err(|e| {
+                        Error::Bootstrap(format!("CertificateSigningRequest {name}: {e}"))
+                    })?;
                     progress(&format!("got the client certificate for {user}"));
-                    return Ok(pki::CertKey { cert_pem, key_pem });
+                    return Ok(ck);
                 }
             }
             Err(e) => last_error = e.to_string(),
@@ -226,15 +320,130 @@ async fn request_certificate(
     }
 }
 
+/// A node agent started by TLS bootstrap, with the task renewing its certificate; dropping it
+/// stops both.
+pub struct BootstrappedAgent {
+    pub agent: node_agent::agent::Agent,
+    /// The certificate the agent's connections present.
+    pub identity: Arc<NodeIdentity>,
+    rotation: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BootstrappedAgent {
+    /// Resolves when the agent stops.
+    pub async fn wait(&mut self) {
+        self.agent.wait().await;
+    }
+}
+
+impl Drop for BootstrappedAgent {
+    fn drop(&mut self) {
+        if let Some(r) = self.rotation.take() {
+            r.abort();
+        }
+    }
+}
+
 /// `coxswain agent --token`: obtains the node's client certificate (see
-/// [`bootstrap_credentials`]), then runs the node agent with it.
+/// [`bootstrap_credentials`]), then runs the node agent with a client that follows the
+/// certificate's renewals ([`rotation::rotating_client`]) and, unless
+/// `rotate_certificates` is off, the task renewing it ([`rotate`]).
 pub async fn agent_bootstrap(
     config: BootstrapConfig,
     opts: AgentOptions,
     progress: Progress,
-) -> Result<node_agent::agent::Agent, Error> {
-    let kubeconfig = bootstrap_credentials(&config, &progress).await?;
-    crate::agent(&kubeconfig, opts, progress).await
+) -> Result<BootstrappedAgent, Error> {
+    let cert = obtain(&config, &progress).await?;
+    save(&config, &cert)?;
+    let identity = NodeIdentity::new(cert)?;
+    let client = rotation::rotating_client(&config.server, &config.ca_pem, identity.clone())?;
+    let agent = crate::agent_with_client(client.clone(), opts, progress.clone()).await?;
+    let rotation = config.rotate_certificates.then(|| {
+        let span = tracing::info_span!("certificate_rotation", node = %config.node_name);
+        tokio::spawn(rotate(config, identity.clone(), client, progress).instrument(span))
+    });
+    Ok(BootstrappedAgent {
+        agent,
+        identity,
+        rotation,
+    })
+}
+
+/// Renews the node's client certificate for as long as the agent runs: at a random point
+/// between 70 % and 90 % of its lifetime ([`rotation::rotation_deadline`]) a new key and a
+/// CertificateSigningRequest sent with the current certificate through `client`; once signed,
+/// the files are replaced, then `identity` (so new connections present the new certificate
+/// and old ones end). Failures are retried with back-off (2 s doubling to 64 s); a
+/// certificate that expired before it could be renewed is requested again with the bootstrap
+/// token, as kubelet falls back to its bootstrap kubeconfig.
+pub async fn rotate(
+    config: BootstrapConfig,
+    identity: Arc<NodeIdentity>,
+    client: kube::Client,
+    progress: Progress,
+) {
+    use rand::Rng as _;
+    loop {
+        let current = identity.current();
+        let deadline = match rotation::validity(&current.cert_pem) {
+            Ok((not_before, not_after)) => {
+                rotation::rotation_deadline(not_before, not_after, rand::rng().random::<f64>())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the client certificate; renewing it now");
+                SystemTime::now()
+            }
+        };
+        let wait = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tracing::info!(
+            in_seconds = wait.as_secs(),
+            "client certificate renewal scheduled"
+        );
+        tokio::time::sleep(wait).await;
+        let mut backoff = Duration::from_secs(2);
+        loop {
+            match renew_once(&config, &identity, &client, &progress).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "renewing the client certificate failed");
+                    let jitter = backoff.mul_f64(rand::rng().random_range(0.0..0.1));
+                    tokio::time::sleep(backoff + jitter).await;
+                    backoff = (backoff * 2).min(MAX_RENEW_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// One renewal: a new certificate (with the current one, or the bootstrap token once it has
+/// expired), saved, then made the running identity.
+async fn renew_once(
+    config: &BootstrapConfig,
+    identity: &NodeIdentity,
+    client: &kube::Client,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let current = identity.current();
+    let cert = if for_this_node(config, &current.cert_pem, SystemTime::now()) {
+        request_certificate(config, client.clone(), "csr-", progress).await?
+    } else {
+        progress("the client certificate expired before it was renewed; requesting one with the bootstrap token");
+        request_with_token(config, progress).await?
+    };
+    save(config, &cert)?;
+    identity.replace(cert.clone())?;
+    let not_after = rotation::validity(&cert.cert_pem)
+        .ok()
+        .and_then(|(_, na)| na.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    progress(&format!(
+        "renewed the client certificate for {} (serial {}, valid until {not_after} s after the epoch)",
+        node_user(&config.node_name),
+        rotation::serial(&cert.cert_pem).unwrap_or_default(),
+    ));
+    Ok(())
 }
 
 /// `coxswain token create`: a bootstrap token Secret (`kube-system/bootstrap-token-<id>`,
@@ -334,11 +543,11 @@ mod tests {
             cert_dir: dir.path().into(),
             node_name: "n1".into(),
             timeout: Duration::from_secs(1),
+            rotate_certificates: true,
         };
         assert!(existing(&config).is_none());
         let write = |ck: &pki::CertKey| {
-            write_private(&dir.path().join(CERT_FILE), &ck.cert_pem).unwrap();
-            write_private(&dir.path().join(KEY_FILE), &ck.key_pem).unwrap();
+            save(&config, ck).unwrap();
         };
         let nodes = vec!["system:nodes".to_string()];
         write(
@@ -352,17 +561,19 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        // Another node's, about to expire, or from another CA: not used.
+        // Another node's, past 90 % of its life (backdated 5 min, so 10 s more is 97 %), or
+        // from another CA: not used as it is.
         write(
             &ca.issue_client("system:node:n2", &nodes, Duration::from_secs(3600))
                 .unwrap(),
         );
         assert!(existing(&config).is_none());
         write(
-            &ca.issue_client("system:node:n1", &nodes, Duration::from_secs(60))
+            &ca.issue_client("system:node:n1", &nodes, Duration::from_secs(10))
                 .unwrap(),
         );
         assert!(existing(&config).is_none());
+        assert!(load(&config).is_some(), "still valid: renewed with itself");
         let other = pki::Ca::generate("other").unwrap();
         write(
             &other

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub mod bootstrap;
-pub use bootstrap::{agent_bootstrap, create_bootstrap_token, BootstrapConfig};
+pub mod rotation;
+pub use bootstrap::{agent_bootstrap, create_bootstrap_token, BootstrapConfig, BootstrappedAgent};
 
 /// Why a component could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum Error {
     Pki(#[from] pki::Error),
     #[error("TLS bootstrap: {0}")]
     Bootstrap(String),
+    #[error("client certificate rotation: {0}")]
+    Rotation(String),
 }
 
 /// What `coxswain up` / `coxswain server` run.
@@ -142,6 +145,22 @@ async fn client_as(
 /// Starts the API server, the scheduler, the controller manager and (if configured and
 /// containerd answers) a node agent, reporting each step through `progress`.
 pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
+    up_with_signing_duration(
+        config,
+        controller_manager::controllers::certificates::DEFAULT_SIGNING_DURATION,
+        progress,
+    )
+    .await
+}
+
+/// [`up`] with csrsigning issuing certificates for `cluster_signing_duration`
+/// (kube-controller-manager's `--cluster-signing-duration`): tests of certificate rotation
+/// want short-lived node certificates.
+pub async fn up_with_signing_duration(
+    config: UpConfig,
+    cluster_signing_duration: Duration,
+    progress: Progress,
+) -> Result<Up, Error> {
     let storage = if config.etcd_servers.is_empty() {
         apiserver::StorageConfig::Embedded {
             data_dir: config.data_dir.clone(),
@@ -206,7 +225,7 @@ pub async fn up(config: UpConfig, progress: Progress) -> Result<Up, Error> {
     let signing = controller_manager::controllers::certificates::ClusterSigning {
         cert_pem: pki.ca.cert_pem().to_string(),
         key_pem: pki.ca.key_pem().to_string(),
-        duration: controller_manager::controllers::certificates::DEFAULT_SIGNING_DURATION,
+        duration: cluster_signing_duration,
     };
     let controller_manager = tokio::spawn(async move {
         let mut config = controller_manager::Config::new(cm_client);
@@ -325,6 +344,15 @@ pub async fn agent(
     let yaml = std::fs::read_to_string(kubeconfig)
         .map_err(|e| Error::Client(format!("{}: {e}", kubeconfig.display())))?;
     let client = client_from_kubeconfig(&yaml).await?;
+    agent_with_client(client, opts, progress).await
+}
+
+/// A node agent joining with `client` (its credentials are the node's).
+pub(crate) async fn agent_with_client(
+    client: kube::Client,
+    opts: AgentOptions,
+    progress: Progress,
+) -> Result<node_agent::agent::Agent, Error> {
     match start_agent(client, &opts, &progress, None).await {
         Ok(a) => Ok(a),
         Err(AgentStart::Unreachable(e)) => {

@@ -55,6 +55,9 @@ enum Command {
         /// How long to wait for the certificate to be approved and signed (seconds).
         #[arg(long, default_value_t = 300)]
         bootstrap_timeout_seconds: u64,
+        /// Renew the client certificate before it expires (with --token; kubelet's flag).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        rotate_certificates: bool,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -215,11 +218,18 @@ async fn main() -> anyhow::Result<()> {
             cert_dir,
             data_dir,
             bootstrap_timeout_seconds,
+            rotate_certificates,
             node,
         } => {
             let opts = node.options();
-            let mut agent = match (kubeconfig, token, server, ca_cert) {
-                (Some(kubeconfig), _, _, _) => coxswain::agent(&kubeconfig, opts, progress).await?,
+            let mut plain;
+            // With the task renewing the node's certificate, which lives as long as this.
+            let mut bootstrapped;
+            let agent: &mut node_agent::agent::Agent = match (kubeconfig, token, server, ca_cert) {
+                (Some(kubeconfig), _, _, _) => {
+                    plain = coxswain::agent(&kubeconfig, opts, progress).await?;
+                    &mut plain
+                }
                 (None, Some(token), Some(server), Some(ca_cert)) => {
                     let ca_pem = std::fs::read_to_string(&ca_cert)
                         .with_context(|| format!("reading --ca-cert {}", ca_cert.display()))?;
@@ -230,8 +240,10 @@ async fn main() -> anyhow::Result<()> {
                         cert_dir: cert_dir.unwrap_or_else(|| data_dir.join("pki-agent")),
                         node_name: opts.node_name.clone(),
                         timeout: std::time::Duration::from_secs(bootstrap_timeout_seconds),
+                        rotate_certificates,
                     };
-                    coxswain::agent_bootstrap(config, opts, progress).await?
+                    bootstrapped = coxswain::agent_bootstrap(config, opts, progress).await?;
+                    &mut bootstrapped.agent
                 }
                 _ => anyhow::bail!("give --kubeconfig, or --token with --server and --ca-cert"),
             };

@@ -79,6 +79,7 @@ async fn agent_joins_with_a_bootstrap_token() {
         cert_dir: cert_dir.clone(),
         node_name: "boot-node".into(),
         timeout: HANG,
+        rotate_certificates: true,
     };
     let agent = coxswain::agent_bootstrap(
         bootstrap.clone(),
@@ -119,6 +120,7 @@ async fn agent_joins_with_a_bootstrap_token() {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Approved")));
     use std::os::unix::fs::PermissionsExt as _;
     for f in [
+        coxswain::bootstrap::CURRENT_FILE,
         coxswain::bootstrap::CERT_FILE,
         coxswain::bootstrap::KEY_FILE,
         coxswain::bootstrap::KUBECONFIG_FILE,
