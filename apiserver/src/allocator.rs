@@ -298,13 +298,51 @@ impl Allocators {
         name: &str,
         is_default_kubernetes: bool,
     ) -> Result<(), AllocError> {
+        self.allocate_beside(storage, svc, namespace, name, is_default_kubernetes, &[])
+            .await
+    }
+
+    /// An update of `old` to `new`: first what the client left out is kept from `old`
+    /// (upstream's `patchAllocatedValues`: a `kubectl replace` of a manifest without
+    /// `clusterIP` or `nodePort` keeps them), then what `new` needs beyond that is allocated
+    /// and claimed as on create. What `old` held and `new` does not is given back by
+    /// [`Allocators::release`] once the update is written.
+    pub async fn allocate_update(
+        &self,
+        storage: &dyn Storage,
+        new: &mut Value,
+        old: &Value,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), AllocError> {
+        carry_allocated(old, new);
+        let held = Self::held(old);
+        let is_default = namespace == "default" && name == "kubernetes";
+        self.allocate_beside(storage, new, namespace, name, is_default, &held)
+            .await
+    }
+
+    /// [`Allocators::allocate`], where the values in `held` already belong to this Service
+    /// (claimed, nothing to do for them).
+    async fn allocate_beside(
+        &self,
+        storage: &dyn Storage,
+        svc: &mut Value,
+        namespace: &str,
+        name: &str,
+        is_default_kubernetes: bool,
+        held: &[Item],
+    ) -> Result<(), AllocError> {
         let original = svc.clone();
         // Each round marks at least one more value taken, so this ends; the bound only keeps a
         // store that answers strangely from spinning.
         for _ in 0..64 {
             let mut candidate = original.clone();
             let picked = self.pick(&mut candidate, is_default_kubernetes)?;
-            let items = Self::held(&candidate);
+            let items: Vec<Item> = Self::held(&candidate)
+                .into_iter()
+                .filter(|i| !held.contains(i))
+                .collect();
             let mut claimed = Vec::new();
             let mut taken = None;
             for &item in &items {
@@ -510,6 +548,73 @@ fn parse_key(key: &str) -> Option<Item> {
         return ip.parse::<Ipv4Addr>().ok().map(|ip| Item::Ip(ip.into()));
     }
     key.strip_prefix(PORT_CLAIMS)?.parse().ok().map(Item::Port)
+}
+
+/// Copies into `new` the ClusterIP and the node ports (per port number and protocol) that
+/// `old` holds and `new` leaves out, where `new`'s type still uses them.
+fn carry_allocated(old: &Value, new: &mut Value) {
+    let ty = new
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if ty == "ExternalName" {
+        return;
+    }
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let missing_ip = spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    if missing_ip {
+        if let Some(ip) = old
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .filter(|ip| !ip.is_empty())
+        {
+            spec.insert("clusterIP".into(), json!(ip));
+            let ips = old
+                .pointer("/spec/clusterIPs")
+                .cloned()
+                .unwrap_or_else(|| json!([ip]));
+            spec.insert("clusterIPs".into(), ips);
+        }
+    }
+    if ty != "NodePort" && ty != "LoadBalancer" {
+        return;
+    }
+    let old_ports: Vec<&Value> = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let key = |p: &Value| {
+        (
+            p.get("port").and_then(Value::as_i64),
+            p.get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP")
+                .to_string(),
+        )
+    };
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for p in ports.iter_mut() {
+            if p.get("nodePort").is_some_and(|n| !n.is_null()) {
+                continue;
+            }
+            let np = old_ports
+                .iter()
+                .find(|o| key(o) == key(p))
+                .and_then(|o| o.get("nodePort"))
+                .cloned();
+            if let (Some(np), Some(m)) = (np, p.as_object_mut()) {
+                m.insert("nodePort".into(), np);
+            }
+        }
+    }
 }
 
 /// Creates the claim of `item` for `namespace/name`: `Ok(true)` if it is now theirs (also when

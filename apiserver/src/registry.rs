@@ -98,6 +98,18 @@ pub(crate) fn unversioned(obj: &Value) -> Value {
     next
 }
 
+/// A failed allocation as the cause of a 422, as upstream reports both.
+fn alloc_cause(e: AllocError) -> strategy::Cause {
+    match e {
+        AllocError::Invalid(cause) => cause,
+        AllocError::Storage(e) => (
+            "spec.clusterIPs".to_string(),
+            format!("Internal error: failed to allocate a serviceIP: {e}"),
+            "FieldValueInvalid".to_string(),
+        ),
+    }
+}
+
 /// The registry: every kind's CRUD on one storage.
 pub struct Registry {
     pub storage: Arc<dyn Storage>,
@@ -383,14 +395,7 @@ impl Registry {
                             is_default,
                         )
                         .await
-                        .map_err(|e| match e {
-                            AllocError::Invalid(cause) => cause,
-                            AllocError::Storage(e) => (
-                                "spec.clusterIPs".to_string(),
-                                format!("Internal error: failed to allocate a serviceIP: {e}"),
-                                "FieldValueInvalid".to_string(),
-                            ),
-                        })
+                        .map_err(alloc_cause)
                 }
                 .map_err(|cause| ApiError::invalid(res, &name, vec![cause]))?;
             }
@@ -570,8 +575,38 @@ impl Registry {
                     desired["status"] = status;
                 }
             }
+            let is_service = res.info.group.is_empty() && res.info.kind == "Service";
+            let namespace = res.namespace.clone().unwrap_or_default();
+            if is_service && subresource.is_none() {
+                self.allocators
+                    .allocate_update(
+                        self.storage.as_ref(),
+                        &mut desired,
+                        &current,
+                        &namespace,
+                        name,
+                    )
+                    .await
+                    .map_err(|e| ApiError::invalid(res, name, vec![alloc_cause(e)]))?;
+            }
             let charges = if subresource.is_none() {
-                Box::pin(self.charge_quota(res, &desired, Some(&current))).await?
+                match Box::pin(self.charge_quota(res, &desired, Some(&current))).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if is_service && subresource.is_none() {
+                            self.allocators
+                                .release(
+                                    self.storage.as_ref(),
+                                    &desired,
+                                    &namespace,
+                                    name,
+                                    Some(&current),
+                                )
+                                .await;
+                        }
+                        return Err(e);
+                    }
+                }
             } else {
                 Vec::new()
             };
@@ -581,18 +616,40 @@ impl Registry {
                 .await
             {
                 Ok(rev) => {
+                    if is_service && subresource.is_none() {
+                        // What the Service held before and no longer does.
+                        self.allocators
+                            .release(
+                                self.storage.as_ref(),
+                                &current,
+                                &namespace,
+                                name,
+                                Some(&desired),
+                            )
+                            .await;
+                    }
                     set_resource_version(&mut desired, rev);
                     return Ok(Written {
                         object: desired,
                         warnings,
                     });
                 }
-                Err(storage::Error::Conflict { .. }) if client_rv.is_none() => {
-                    Box::pin(self.refund(&charges)).await;
-                    continue;
-                }
                 Err(e) => {
                     Box::pin(self.refund(&charges)).await;
+                    if is_service && subresource.is_none() {
+                        self.allocators
+                            .release(
+                                self.storage.as_ref(),
+                                &desired,
+                                &namespace,
+                                name,
+                                Some(&current),
+                            )
+                            .await;
+                    }
+                    if matches!(e, storage::Error::Conflict { .. }) && client_rv.is_none() {
+                        continue;
+                    }
                     return Err(ApiError::from_storage(res, name, e));
                 }
             }

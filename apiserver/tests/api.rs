@@ -138,6 +138,7 @@ both_backends!(
     finalizers_hold_deletion,
     errors_are_status_objects,
     services_get_unique_cluster_ips,
+    service_updates_keep_and_allocate_addresses,
     binding_assigns_once,
     dry_run_and_field_validation,
     eviction_honours_disruption_budgets,
@@ -736,6 +737,65 @@ async fn services_get_unique_cluster_ips(s: Server) {
         )
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// Updates of a Service: a replace that leaves out `clusterIP` and `nodePort` keeps them (as
+/// upstream fills them from the stored object), turning a ClusterIP Service into a NodePort
+/// one allocates a node port, and a node port given up is free for another Service.
+async fn service_updates_keep_and_allocate_addresses(s: Server) {
+    let path = "/api/v1/namespaces/default/services";
+    let manifest = |ty: &str| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"type": ty, "selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    let (code, created) = s.req(Method::POST, path, Some(manifest("ClusterIP"))).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let ip = created["spec"]["clusterIP"].clone();
+    assert!(
+        ip.as_str().is_some_and(|ip| ip.starts_with("10.0.0.")),
+        "{created}"
+    );
+
+    // Replaced as NodePort by a manifest without clusterIP or nodePort.
+    let (code, replaced) = s
+        .req(
+            Method::PUT,
+            &format!("{path}/web"),
+            Some(manifest("NodePort")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced["spec"]["clusterIP"], ip, "{replaced}");
+    let port = replaced["spec"]["ports"][0]["nodePort"].as_u64();
+    assert!(
+        port.is_some_and(|p| (30000..=32767).contains(&p)),
+        "{replaced}"
+    );
+    let port = port.unwrap_or_default();
+
+    // Replaced again the same way: the same node port.
+    let (code, again) = s
+        .req(
+            Method::PUT,
+            &format!("{path}/web"),
+            Some(manifest("NodePort")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{again}");
+    assert_eq!(again["spec"]["ports"][0]["nodePort"].as_u64(), Some(port));
+
+    // Held: another Service cannot have it; moved away: it can.
+    let mut rival = manifest("NodePort");
+    rival["metadata"]["name"] = json!("rival");
+    rival["spec"]["ports"][0]["nodePort"] = json!(port);
+    let (code, refused) = s.req(Method::POST, path, Some(rival.clone())).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let mut moved = manifest("NodePort");
+    moved["spec"]["ports"][0]["nodePort"] = json!(32000);
+    let (code, moved) = s
+        .req(Method::PUT, &format!("{path}/web"), Some(moved))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{moved}");
+    assert_eq!(moved["spec"]["ports"][0]["nodePort"], 32000);
+    let (code, taken) = s.req(Method::POST, path, Some(rival)).await;
+    assert_eq!(code, StatusCode::CREATED, "{taken}");
 }
 
 async fn binding_assigns_once(s: Server) {
