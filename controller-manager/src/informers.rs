@@ -144,15 +144,16 @@ where
         Ok(())
     }
 
-    /// The watcher task, or `None` if already taken.
-    fn task(&self) -> Option<BoxFuture<'static, ()>> {
+    /// The watcher task (named by kind), or `None` if already taken.
+    fn task(&self) -> Option<(String, BoxFuture<'static, ()>)> {
         if !self.used.load(Ordering::Relaxed) {
             return None;
         }
         let writer = self.writer.lock().take()?;
         let subscribers = std::mem::take(&mut *self.subscribers.lock());
         let events = watcher(self.api.clone(), self.watch.clone()).default_backoff();
-        Some(fan_out(events, writer, subscribers, self.deleted.clone()).boxed())
+        let task = fan_out(events, writer, subscribers, self.deleted.clone()).boxed();
+        Some((K::kind(&()).into_owned(), task))
     }
 }
 
@@ -299,8 +300,9 @@ impl Informers {
         Ok(())
     }
 
-    /// The watcher tasks, one per kind some controller uses; each runs until dropped.
-    pub fn tasks(&self) -> Vec<BoxFuture<'static, ()>> {
+    /// The watcher tasks, one per kind some controller uses, each with its kind's name; each
+    /// runs until dropped.
+    pub fn tasks(&self) -> Vec<(String, BoxFuture<'static, ()>)> {
         [
             self.pods.task(),
             self.replicasets.task(),

@@ -2,10 +2,11 @@
 //! controllers of kube-controller-manager, as an ordinary API client (kube-rs).
 //!
 //! Start at [`run`]. It builds one shared informer per typed resource ([`informers`]), hands
-//! subscriptions to every enabled controller (registered by name in [`REGISTRY`]), then
-//! drives the watchers, the controllers and the `/healthz` + `/metrics` server as one future.
-//! Dropping that future stops everything: nothing is spawned detached, so a test can stop and
-//! restart the manager by aborting its task.
+//! subscriptions to every enabled controller (registered by name in [`REGISTRY`]), then runs
+//! each watcher, each controller and the `/healthz` + `/metrics` server as a task of its own
+//! (so the manager uses every core). The tasks belong to `run`'s future: dropping it aborts
+//! them all, nothing is spawned detached, so a test can stop and restart the manager by
+//! aborting its task.
 //!
 //! Each typed controller ([`controllers`]: `replicaset`, `deployment`, `namespace`,
 //! `serviceaccount`, `endpoint`/`endpointslice`, `job`, `cronjob`) is a kube-runtime
@@ -24,12 +25,14 @@ pub mod informers;
 pub mod metrics;
 pub mod util;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tokio::task::JoinSet;
 
 /// Everything that can go wrong in the controller manager.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,15 @@ pub enum Error {
     /// An object is invalid in a way the controller cannot act on (e.g. an empty selector).
     #[error("{0}")]
     Invalid(String),
+    /// A controller, informer or server task panicked (or the runtime cancelled it); the
+    /// manager stops rather than run on without it.
+    #[error("task {task} {reason}")]
+    Task {
+        /// Which task (a controller name, `<Kind> informer`, `metrics server`).
+        task: String,
+        /// `panicked: <message>` or `cancelled`.
+        reason: String,
+    },
 }
 
 /// What a controller's constructor is given.
@@ -436,6 +448,14 @@ pub fn validate_controllers(spec: &[String]) -> Result<(), Error> {
 
 /// Runs the controller manager until `shutdown` resolves (or the returned future is dropped).
 /// `on_serving` learns the bound `/metrics` address (useful with port 0).
+///
+/// Every informer watcher, every controller and the HTTP server is a tokio task of its own,
+/// so the manager uses every core (one future polling them all kept it to one, and the pod
+/// informer fell tens of seconds behind its subscribers under load). The tasks belong to
+/// [`JoinSet`]s held by this future: dropping it (a test aborting the manager, leader election
+/// losing the lease) aborts them all, and a task that panics ends `run` with
+/// [`Error::Task`] rather than leaving the manager running without it. Controllers are only
+/// spawned once every informer has listed (see [`informers::Informers::synced`]).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
@@ -454,10 +474,11 @@ pub async fn run(
         metrics: &metrics,
         config: &config,
     };
-    let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
+    // Built (and so subscribed) before any watcher starts, so each sees the initial lists.
+    let mut controllers: Vec<(&'static str, BoxFuture<'static, ()>)> = Vec::new();
     for r in REGISTRY.iter().filter(|r| on(r.name)) {
         match (r.start)(&shared) {
-            Some(task) => controllers.push(task),
+            Some(task) => controllers.push((r.name, task)),
             None => tracing::error!(
                 controller = r.name,
                 "informers already started; not running"
@@ -466,25 +487,76 @@ pub async fn run(
     }
     // The watchers and the HTTP server run from the start; the controllers only once every
     // informer has listed (see `informers::Informers::synced` for why this matters).
-    let mut background = informers.tasks();
+    let mut background = Tasks::default();
+    for (kind, task) in informers.tasks() {
+        background.spawn(format!("{kind} informer"), task);
+    }
     if let Some(addr) = config.serve {
         let (bound, server) = metrics::serve(addr, metrics.clone()).await?;
         tracing::info!(%bound, "serving /healthz and /metrics");
         on_serving(bound);
-        background.push(server.boxed());
+        background.spawn("metrics server".into(), server.boxed());
     }
     let running: Vec<&str> = controller_names().into_iter().filter(|c| on(c)).collect();
     tracing::info!(controllers = ?running, "controller manager started");
+    let mut spawned = Tasks::default();
     let controllers = async {
         informers.synced().await?;
         tracing::info!("caches synced; starting controllers");
-        futures::future::join_all(controllers).await;
-        Ok(())
+        for (name, task) in controllers {
+            spawned.spawn(name.into(), task);
+        }
+        spawned.all().await
     };
     tokio::select! {
-        _ = futures::future::join_all(background) => Ok(()),
+        result = background.all() => result,
         result = controllers => result,
         () = shutdown => Ok(()),
+    }
+}
+
+/// Tasks owned by [`run`], by name. Dropping the set aborts every task still in it, so none
+/// outlives the manager.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    names: HashMap<tokio::task::Id, String>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: String, task: BoxFuture<'static, ()>) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits until every task has ended (none does in normal operation) or one failed: a
+    /// panic (or a cancellation by the runtime) is returned as [`Error::Task`] at once.
+    async fn all(&mut self) -> Result<(), Error> {
+        while let Some(joined) = self.set.join_next_with_id().await {
+            match joined {
+                Ok((id, ())) => {
+                    let task = self.names.remove(&id).unwrap_or_default();
+                    tracing::info!(task, "task ended");
+                }
+                Err(e) => {
+                    let task = self.names.remove(&e.id()).unwrap_or_default();
+                    let reason = if e.is_panic() {
+                        let payload = e.into_panic();
+                        let message = payload
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        format!("panicked: {message}")
+                    } else {
+                        "cancelled".into()
+                    };
+                    tracing::error!(task, reason, "task failed; stopping the controller manager");
+                    return Err(Error::Task { task, reason });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
