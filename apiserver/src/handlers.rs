@@ -40,7 +40,17 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 
 /// Entry point for every `/api` and `/apis` request.
 pub async fn dispatch(AxumState(state): AxumState<Arc<State>>, req: Request) -> Response {
-    match handle(state, req).await {
+    crate::apply::init(&state.openapi);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    match crate::apply::USER_AGENT
+        .scope(user_agent, handle(state, req))
+        .await
+    {
         Ok(resp) => resp,
         Err(e) if e.code() == 413 => {
             // The rest of the oversized body is never read, so the connection cannot carry
@@ -240,6 +250,8 @@ fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run,
         field_validation,
+        field_manager: q.non_empty("fieldManager").map(str::to_string),
+        apply: false,
     })
 }
 
@@ -360,6 +372,43 @@ async fn object_request(
         }
         (Method::PUT | Method::PATCH, Some(name), Some("scale")) => {
             scale(&state, &res, &name, headers, &q, &body).await
+        }
+        (Method::PATCH, Some(name), sub @ (None | Some("status")))
+            if crate::apply::is_apply(&content_type(headers)) =>
+        {
+            let opts = WriteOptions {
+                apply: true,
+                ..write_options(&q)?
+            };
+            let req = crate::apply::ApplyRequest::decode(
+                &body,
+                q.non_empty("fieldManager"),
+                q.get("force"),
+            )?;
+            let applied = registry
+                .update_with(&res, &name, sub, &opts, |current| {
+                    Ok(crate::registry::unversioned(
+                        &req.apply(&res, sub, current)?,
+                    ))
+                })
+                .await;
+            let (code, Written { object, warnings }) = match applied {
+                Err(e) if e.code() == 404 && sub.is_none() => {
+                    if crate::object::name(&req.config) != Some(name.as_str()) {
+                        return Err(ApiError::bad_request(format!(
+                            "the name of the object ({}) does not match the name on the URL ({name})",
+                            crate::object::name(&req.config).unwrap_or_default()
+                        )));
+                    }
+                    let obj = req.new_object(&res, sub);
+                    (
+                        StatusCode::CREATED,
+                        registry.create(&res, obj, &opts).await?,
+                    )
+                }
+                other => (StatusCode::OK, other?),
+            };
+            Ok(with_warnings(json_response(code, &object), &warnings))
         }
         (Method::PATCH, Some(name), sub @ (None | Some("status") | Some("approval"))) => {
             let opts = write_options(&q)?;
@@ -883,7 +932,7 @@ async fn list(
     ))
 }
 
-/// The three patch types a client may send (server-side apply is its own later issue).
+/// The three patch types a client may send (server-side apply is `crate::apply`).
 enum Patch {
     Json(Value),
     Merge(Value),
@@ -904,7 +953,7 @@ impl Patch {
             "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
                 let mut s = ApiError::unsupported_media_type().0;
                 s.message = Some(
-                    "server-side apply (application/apply-patch+yaml) is not supported yet: use client-side `kubectl apply` (the default)"
+                    "server-side apply (application/apply-patch+yaml) is not supported on this resource"
                         .into(),
                 );
                 Err(ApiError(s))

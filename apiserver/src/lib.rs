@@ -10,6 +10,7 @@
 //! served by the same code path; only the registry talks to storage.
 
 mod allocator;
+pub mod apply;
 mod cache;
 pub mod discovery;
 pub mod error;

@@ -36,6 +36,11 @@ pub enum FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// `fieldManager`: who the write's fields are recorded under in managedFields (else the
+    /// user agent's program name, see [`crate::apply::manager_for`]).
+    pub field_manager: Option<String>,
+    /// A server-side apply: the transform has already recorded managedFields.
+    pub apply: bool,
 }
 
 /// Options of a delete (query parameters or a DeleteOptions body).
@@ -378,6 +383,14 @@ impl Registry {
                 }
             }
             let mut candidate = self.admit(res, None, candidate, None, opts, &mut warnings)?;
+            if !opts.apply {
+                match crate::apply::manager_for(opts.field_manager.as_deref()) {
+                    Some(m) => crate::apply::track_update(res, None, &m, None, &mut candidate),
+                    None => {
+                        meta_mut(&mut candidate).remove("managedFields");
+                    }
+                }
+            }
             let name = name(&candidate).unwrap_or_default().to_string();
             let is_service = res.info.group.is_empty() && res.info.kind == "Service";
             let namespace = res.namespace.clone().unwrap_or_default();
@@ -533,6 +546,24 @@ impl Registry {
                 opts,
                 &mut warnings,
             )?;
+            if !opts.apply {
+                match crate::apply::manager_for(opts.field_manager.as_deref()) {
+                    Some(m) => crate::apply::track_update(
+                        res,
+                        subresource,
+                        &m,
+                        Some(&current),
+                        &mut desired,
+                    ),
+                    None => {
+                        let meta = meta_mut(&mut desired);
+                        match current.pointer("/metadata/managedFields") {
+                            Some(mf) => meta.insert("managedFields".into(), mf.clone()),
+                            None => meta.remove("managedFields"),
+                        };
+                    }
+                }
+            }
             if has_status(res) && spec_part(&desired) != spec_part(&current) {
                 let gen = current
                     .pointer("/metadata/generation")
