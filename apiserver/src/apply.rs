@@ -600,13 +600,11 @@ pub fn track_update(
     // by a JSON patch) are taken as given; otherwise the stored ones are kept.
     let sent = new.pointer("/metadata/managedFields");
     let stored = old.and_then(|o| o.pointer("/metadata/managedFields"));
-    let mut entries = match sent {
-        Some(Value::Array(list))
-            if Some(&Value::Array(list.clone())) != stored && !list.is_empty() =>
-        {
-            entries_of(new)
-        }
-        _ => old.map(entries_of).unwrap_or_default(),
+    let rewritten = matches!(sent, Some(Value::Array(list)) if !list.is_empty()) && sent != stored;
+    let mut entries = if rewritten {
+        entries_of(new)
+    } else {
+        old.map(entries_of).unwrap_or_default()
     };
     let new_fields = fields_of(res, subresource, new);
     let old_fields = old
@@ -644,8 +642,9 @@ pub fn track_update(
         }
     }
     store_entries(new, entries);
-    if let Some(old) = old {
-        keep_if_unchanged(old, new);
+    match old {
+        Some(old) if !rewritten => keep_if_unchanged(old, new),
+        _ => {}
     }
 }
 

@@ -139,3 +139,51 @@ spec:
     ]);
     assert_eq!(names, "nginx sidecar");
 }
+
+/// A client-side-applied object moves to server-side apply: kubectl migrates the
+/// `kubectl-client-side-apply` ownership to its apply manager (a JSON patch of
+/// managedFields), so a key later left out of the manifest is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_side_apply_upgrades_to_server_side() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let cm = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+data:
+  a: \"1\"
+  b: \"2\"
+";
+    let out = c.apply(cm, &[]);
+    assert_eq!(out.trim(), "configmap/cfg created");
+    let managers = c.must(&[
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+        "--show-managed-fields",
+    ]);
+    assert_eq!(managers, "kubectl-client-side-apply");
+
+    let run = ssa(&c, cm, &[]);
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    let managers = c.must(&[
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+        "--show-managed-fields",
+    ]);
+    // kubectl keeps the last-applied annotation current under `kubectl-last-applied`.
+    assert_eq!(
+        managers, "kubectl kubectl-last-applied",
+        "ownership migrated"
+    );
+
+    let run = ssa(&c, &cm.replace("  b: \"2\"\n", ""), &[]);
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    let data = c.must(&["get", "cm", "cfg", "-o", "jsonpath={.data}"]);
+    assert_eq!(data, r#"{"a":"1"}"#);
+}
