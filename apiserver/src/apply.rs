@@ -1012,3 +1012,75 @@ fn conflict_error(conflicts: &[(String, String, Path)]) -> ApiError {
 pub fn is_apply(content_type: &str) -> bool {
     content_type == "application/apply-patch+yaml"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(els: &[&str]) -> Path {
+        els.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn fields_v1_round_trips_and_marks_members_with_children() {
+        let c = r#"k:{"name":"c"}"#;
+        let set: BTreeSet<Path> = [
+            path(&["f:spec", "f:replicas"]),
+            path(&["f:spec", "f:containers", c]),
+            path(&["f:spec", "f:containers", c, "f:name"]),
+            path(&["f:metadata", "f:finalizers", r#"v:"a""#]),
+        ]
+        .into_iter()
+        .collect();
+        let tree = to_fields_v1(&set);
+        assert_eq!(
+            tree,
+            json!({
+                "f:metadata": {"f:finalizers": {"v:\"a\"": {}}},
+                "f:spec": {
+                    "f:replicas": {},
+                    "f:containers": {c: {".": {}, "f:name": {}}}
+                }
+            })
+        );
+        assert_eq!(from_fields_v1(&tree), set);
+    }
+
+    #[test]
+    fn paths_read_as_upstream_prints_them() {
+        assert_eq!(
+            path_string(&path(&[
+                "f:spec",
+                "f:containers",
+                r#"k:{"name":"c"}"#,
+                "f:ports",
+                r#"k:{"containerPort":80,"protocol":"TCP"}"#,
+                "f:name",
+            ])),
+            r#".spec.containers[name="c"].ports[containerPort=80,protocol="TCP"].name"#
+        );
+        assert_eq!(
+            path_string(&path(&["f:metadata", "f:finalizers", r#"v:"x""#])),
+            r#".metadata.finalizers[="x"]"#
+        );
+    }
+
+    #[test]
+    fn list_map_keys_default_the_protocol() {
+        let keys = vec!["containerPort".to_string(), "protocol".to_string()];
+        let k = key_element(&json!({"containerPort": 80}), &keys);
+        assert_eq!(
+            k.as_deref(),
+            Some(r#"k:{"containerPort":80,"protocol":"TCP"}"#)
+        );
+        let list = [json!({"containerPort": 81}), json!({"containerPort": 80})];
+        assert_eq!(position(&list, k.as_deref().unwrap_or_default()), Some(1));
+    }
+
+    #[test]
+    fn removing_the_last_member_removes_emptied_parents() {
+        let mut obj = json!({"metadata": {"labels": {"a": "1"}, "name": "x"}});
+        remove_path(&mut obj, &path(&["f:metadata", "f:labels", "f:a"]));
+        assert_eq!(obj, json!({"metadata": {"name": "x"}}));
+    }
+}
