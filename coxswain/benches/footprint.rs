@@ -6,7 +6,11 @@
 //! 3. the child's RSS at idle, and with 1,000 pods Running on 10 simulated nodes.
 //!
 //! Simulated nodes run in this (the bench) process, so their memory is not counted.
-//! `cargo bench -p coxswain --bench footprint`
+//! 4. `coxswain up` (in this process, as `coxswain/tests/up.rs` runs it) with a node agent on a
+//!    real, private containerd (images already imported, as `up` does before it reports
+//!    ready): cold start → `/readyz`, → the node Ready, → the first busybox pod Running. Three
+//!    rounds, each on a fresh data directory (new PKI) and a fresh containerd.
+//! `cargo bench -p coxswain --bench footprint` (as root: containerd needs it)
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -244,4 +248,109 @@ async fn main() {
     println!(
         "  RSS with 1,000 pods on 10 nodes       {loaded_rss:>8.1} MiB (peak {loaded_hwm:.1})"
     );
+
+    println!("coxswain up with a node agent on a real containerd (cold start each round)");
+    for round in 1..=3 {
+        let (ready, node, pod) = up_with_containerd(round).await;
+        println!(
+            "  round {round}: → /readyz {:>6.0} ms   → node Ready {:>6.0} ms   → first pod Running {:>6.0} ms",
+            ready.as_secs_f64() * 1e3,
+            node.as_secs_f64() * 1e3,
+            pod.as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// One cold start of `coxswain up` with a real node: returns the times from the call to
+/// `/readyz` answering, to the node Ready and to the first pod Running.
+async fn up_with_containerd(round: u32) -> (Duration, Duration, Duration) {
+    let cd = node_agent::testing::Containerd::start()
+        .await
+        .expect("containerd (run as root)");
+    let data = tempfile::tempdir().expect("data dir");
+    let node = format!("bench-up-{round}");
+    let config = coxswain::UpConfig {
+        data_dir: data.path().to_path_buf(),
+        etcd_servers: Vec::new(),
+        port: 0,
+        service_cluster_ip_range: ("10.0.0.0".parse().expect("ip"), 24),
+        // The fixture hands out the node's podCIDR.
+        allocate_node_cidrs: false,
+        agent: Some(coxswain::AgentOptions {
+            node_name: node.clone(),
+            container_runtime_endpoint: cd.socket().to_path_buf(),
+            import_images: Vec::new(),
+            agent_config: Some(cd.agent_config(&node)),
+        }),
+    };
+    let started = Instant::now();
+    let cluster = coxswain::up(config, Arc::new(|_: &str| {}))
+        .await
+        .expect("coxswain up");
+    let admin = client(&cluster.kubeconfig).await.expect("admin client");
+    wait_for("/readyz", Duration::from_secs(60), || async {
+        admin
+            .request_text(
+                http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .expect("request"),
+            )
+            .await
+            .is_ok()
+    })
+    .await;
+    let ready = started.elapsed();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    wait_for("the node Ready", Duration::from_secs(60), || async {
+        nodes.get_opt(&node).await.ok().flatten().is_some_and(|n| {
+            n.status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+    })
+    .await;
+    let node_ready = started.elapsed();
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(admin.clone(), "default");
+    wait_for(
+        "the default ServiceAccount",
+        Duration::from_secs(60),
+        || async { sas.get_opt("default").await.ok().flatten().is_some() },
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "first"},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+            "name": "c", "image": node_agent::images::BUSYBOX_IMAGE, "command": ["sleep", "3600"]
+        }]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    wait_for(
+        "the first pod Running",
+        Duration::from_secs(120),
+        || async {
+            pods.get_opt("first")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running"))
+        },
+    )
+    .await;
+    let first_pod = started.elapsed();
+    // Remove the pod's sandbox before containerd goes, so nothing outlives the round.
+    let _ = pods
+        .delete("first", &kube::api::DeleteParams::default().grace_period(0))
+        .await;
+    wait_for("the pod gone", Duration::from_secs(60), || async {
+        pods.get_opt("first").await.ok().flatten().is_none()
+    })
+    .await;
+    cluster.stop().await;
+    drop(cd);
+    (ready, node_ready, first_pod)
 }
