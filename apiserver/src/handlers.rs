@@ -385,6 +385,14 @@ async fn object_request(
                 q.non_empty("fieldManager"),
                 q.get("force"),
             )?;
+            if res.info.namespaced {
+                let sent = crate::object::meta_str(&req.config, "namespace").unwrap_or("");
+                if !sent.is_empty() && Some(sent) != res.namespace.as_deref() {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
             let applied = registry
                 .update_with(&res, &name, sub, &opts, |current| {
                     Ok(crate::registry::unversioned(

@@ -189,6 +189,15 @@ async fn apply_requires_a_field_manager_and_a_complete_object() {
     assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
     assert_eq!(status["kind"], "Status");
 
+    let mut elsewhere = deployment(Some(1), nginx());
+    elsewhere["metadata"]["namespace"] = json!("other");
+    let (code, status) = s.apply("kubectl", false, &elsewhere).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+    assert_eq!(
+        status["message"],
+        "the namespace of the provided object does not match the namespace sent on the request"
+    );
+
     // YAML bodies are accepted too.
     let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n";
     let (code, obj) = s
@@ -416,4 +425,54 @@ async fn updates_are_recorded_and_managed_fields_can_be_reset() {
         "{}",
         obj["metadata"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ports_merge_by_port_and_protocol() {
+    let s = Server::start().await;
+    let svc = |ports: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": ports}
+        })
+    };
+    let apply = |manager: &'static str, body: Value| {
+        let s = &s;
+        async move {
+            s.send(
+                Method::PATCH,
+                &format!("/api/v1/namespaces/default/services/web?fieldManager={manager}"),
+                Some((body.to_string(), "application/apply-patch+yaml")),
+                "kubectl/v1.32.0",
+            )
+            .await
+        }
+    };
+    let (code, created) = apply("alice", svc(json!([{"name": "http", "port": 80}]))).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let ip = created["spec"]["clusterIP"].clone();
+    assert!(ip.is_string(), "{created}");
+    let f = &entry(&created, "alice").unwrap()["fieldsV1"];
+    assert!(
+        f["f:spec"]["f:ports"]
+            .get(r#"k:{"port":80,"protocol":"TCP"}"#)
+            .is_some(),
+        "{f}"
+    );
+
+    let bob = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"ports": [{"name": "https", "port": 443}]}
+    });
+    let (code, obj) = apply("bob", bob).await;
+    assert_eq!(code, StatusCode::OK, "{obj}");
+    let ports: Vec<i64> = obj["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [80, 443]);
+    assert_eq!(obj["spec"]["clusterIP"], ip, "the allocated IP stays");
 }
