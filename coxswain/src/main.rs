@@ -111,6 +111,10 @@ struct ServerArgs {
     /// The range Service cluster IPs are allocated from.
     #[arg(long, default_value = "10.0.0.0/24")]
     service_cluster_ip_range: String,
+    /// How long the node client certificates csrsigning issues are valid (Go duration, as
+    /// kube-controller-manager's flag); nodes renew them at 70–90 % of their lifetime.
+    #[arg(long, default_value = "8760h", value_parser = node_agent::duration::parse_duration)]
+    cluster_signing_duration: std::time::Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -185,7 +189,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Up { server, node } => {
             std::fs::create_dir_all(&server.data_dir)
                 .with_context(|| format!("creating {}", server.data_dir.display()))?;
-            let cluster = coxswain::up(up_config(&server, Some(node.options()))?, progress).await?;
+            let cluster = coxswain::up_with_signing_duration(
+                up_config(&server, Some(node.options()))?,
+                server.cluster_signing_duration,
+                progress,
+            )
+            .await?;
             println!(
                 "==> cluster ready{}",
                 cluster
@@ -204,7 +213,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Server { server } => {
             std::fs::create_dir_all(&server.data_dir)
                 .with_context(|| format!("creating {}", server.data_dir.display()))?;
-            let cluster = coxswain::up(up_config(&server, None)?, progress).await?;
+            let cluster = coxswain::up_with_signing_duration(
+                up_config(&server, None)?,
+                server.cluster_signing_duration,
+                progress,
+            )
+            .await?;
             println!("==> control plane ready");
             println!("    export KUBECONFIG={}", cluster.kubeconfig.display());
             until_signal().await?;
