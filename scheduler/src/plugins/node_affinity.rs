@@ -41,6 +41,12 @@ pub fn requirement_matches(r: &NodeSelectorRequirement, values: &BTreeMap<String
     }
 }
 
+/// The node's labels, borrowed: this runs for every node in every cycle.
+fn node_labels(node: &Node) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    node.metadata.labels.as_ref().unwrap_or(&NONE)
+}
+
 /// A term matches when all its expressions and fields match; an empty term matches nothing.
 pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
@@ -48,19 +54,19 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let labels = node_labels(node);
     let field_map = BTreeMap::from([(
         "metadata.name".to_string(),
         node.metadata.name.clone().unwrap_or_default(),
     )]);
-    exprs.iter().all(|r| requirement_matches(r, &labels))
+    exprs.iter().all(|r| requirement_matches(r, labels))
         && fields.iter().all(|r| requirement_matches(r, &field_map))
 }
 
 /// `nodeSelector` (every pair) and required affinity (any term).
 pub fn pod_matches_node(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = &pod.spec else { return true };
-    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let labels = node_labels(node);
     if let Some(sel) = &spec.node_selector {
         if sel.iter().any(|(k, v)| labels.get(k) != Some(v)) {
             return false;

@@ -365,16 +365,15 @@ impl PreScorePlugin for PodTopologySpread {
                 ignored.insert(n.name().to_string());
                 continue;
             }
-            let labels = n.node.metadata.labels.as_ref();
+            let labels = labels_of(&n.node.metadata);
             for (i, c) in cs.iter().enumerate() {
                 if c.topology_key == HOSTNAME {
                     continue;
                 }
-                let value = labels
-                    .and_then(|l| l.get(&c.topology_key))
-                    .cloned()
-                    .unwrap_or_default();
-                counts[i].entry(value).or_default();
+                let value = labels.get(&c.topology_key).map_or("", String::as_str);
+                if !counts[i].contains_key(value) {
+                    counts[i].insert(value.to_string(), 0);
+                }
             }
         }
         // Smaller topologies weigh more, so their counts are not watered down by big ones.
@@ -394,13 +393,10 @@ impl PreScorePlugin for PodTopologySpread {
             if !pod_matches_node(pod, &n.node) || (require_all && !has_all_keys(n, &cs)) {
                 continue;
             }
-            let labels = n.node.metadata.labels.as_ref();
+            let labels = labels_of(&n.node.metadata);
             for (i, c) in cs.iter().enumerate() {
-                let value = labels
-                    .and_then(|l| l.get(&c.topology_key))
-                    .cloned()
-                    .unwrap_or_default();
-                if let Some(slot) = counts[i].get_mut(&value) {
+                let value = labels.get(&c.topology_key).map_or("", String::as_str);
+                if let Some(slot) = counts[i].get_mut(value) {
                     *slot += count_matching(pod, c, n);
                 }
             }
