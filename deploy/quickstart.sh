@@ -34,7 +34,8 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) f
 
 echo "==> building (release)"
 cargo build --release -q -p coxswain
-bin="$root_dir/target/release"
+# Where cargo put them (CARGO_TARGET_DIR when set, as cargo itself honours it).
+bin="${CARGO_TARGET_DIR:-$root_dir/target}/release"
 
 $sudo mkdir -p "$data" "$logs" "$run" /etc/coxswain/containerd /etc/coxswain/cni/net.d
 # Stop what an earlier run of this script left behind (its pids are in $run).
