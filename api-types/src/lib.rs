@@ -18,3 +18,20 @@ pub mod resources;
 pub mod status;
 
 pub use resources::{ResourceInfo, Subresource, Verb, RESOURCES};
+
+/// The `User-Agent` a Coxswain component sends, shaped like upstream's
+/// (`kube-scheduler/v1.32.0 (linux/amd64) …`): the API server derives a write's field manager
+/// from the part before the first `/` (managedFields, `kubectl get --show-managed-fields`)
+/// and audit events record it, so components appear under upstream's names.
+pub fn user_agent(component: &str) -> String {
+    format!(
+        "{component}/v1.32.0 ({}/{}) coxswain/{}",
+        std::env::consts::OS,
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        },
+        env!("CARGO_PKG_VERSION")
+    )
+}

@@ -159,6 +159,10 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&api_types::user_agent("kube-controller-manager"))?,
+    ));
     let client = kube::Client::try_from(kube_config)?;
     let leader_client = client.clone();
     let config = Config {

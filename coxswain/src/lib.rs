@@ -119,10 +119,24 @@ pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A client from a kubeconfig held in memory.
 pub async fn client_from_kubeconfig(yaml: &str) -> Result<kube::Client, Error> {
+    component_client(yaml, None).await
+}
+
+/// A client from a kubeconfig held in memory that introduces itself as `component`
+/// (`kube-scheduler`, `kubelet`, …: see [`api_types::user_agent`]).
+pub(crate) async fn component_client(
+    yaml: &str,
+    component: Option<&str>,
+) -> Result<kube::Client, Error> {
     let kc = kube::config::Kubeconfig::from_yaml(yaml).map_err(|e| Error::Client(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .map_err(|e| Error::Client(e.to_string()))?;
+    if let Some(component) = component {
+        let agent = http::HeaderValue::from_str(&api_types::user_agent(component))
+            .map_err(|e| Error::Client(e.to_string()))?;
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
     kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
 }
 
@@ -139,7 +153,13 @@ async fn client_as(
         user,
         pki::Credentials::ClientCert(who),
     );
-    client_from_kubeconfig(&yaml).await
+    let component = match user {
+        "system:kube-scheduler" => "kube-scheduler",
+        "system:kube-controller-manager" => "kube-controller-manager",
+        u if u.starts_with("system:node:") => "kubelet",
+        _ => "coxswain",
+    };
+    component_client(&yaml, Some(component)).await
 }
 
 /// Starts the API server, the scheduler, the controller manager and (if configured and
@@ -343,7 +363,7 @@ pub async fn agent(
 ) -> Result<node_agent::agent::Agent, Error> {
     let yaml = std::fs::read_to_string(kubeconfig)
         .map_err(|e| Error::Client(format!("{}: {e}", kubeconfig.display())))?;
-    let client = client_from_kubeconfig(&yaml).await?;
+    let client = component_client(&yaml, Some("kubelet")).await?;
     agent_with_client(client, opts, progress).await
 }
 

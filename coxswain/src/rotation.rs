@@ -195,10 +195,15 @@ pub fn rotating_client(
     let url: http::Uri = server
         .parse()
         .map_err(|e| rotation_error(format!("server URL {server:?}: {e}")))?;
-    let config = kube::Config::new(url);
+    let mut config = kube::Config::new(url);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&api_types::user_agent("kubelet")).map_err(rotation_error)?,
+    ));
     use kube::client::ConfigExt as _;
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        .layer(config.extra_headers_layer().map_err(rotation_error)?)
         .service(hyper);
     Ok(kube::Client::new(service, "default"))
 }

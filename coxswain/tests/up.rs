@@ -116,6 +116,19 @@ async fn up_runs_pods_and_a_restart_keeps_objects_and_containers() {
         .await
         .expect("create");
     let (before, _) = running_container(&pods).await;
+    // Each component writes under its upstream name (its User-Agent): the node agent's status
+    // writes show as kubelet's in managedFields, as `kubectl get --show-managed-fields` prints.
+    let managers: Vec<String> = pods
+        .get("hello")
+        .await
+        .expect("pod")
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(managers.iter().any(|m| m == "kubelet"), "{managers:?}");
     cluster.stop().await;
 
     // Second start on the same data: the pod object survives and its container is adopted.

@@ -134,6 +134,10 @@ async fn client(args: &Args) -> anyhow::Result<kube::Client> {
     if let Some(master) = &args.master {
         config.cluster_url = master.parse()?;
     }
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&api_types::user_agent("kubelet"))?,
+    ));
     Ok(kube::Client::try_from(config)?)
 }
 

@@ -125,6 +125,9 @@ pub async fn client_from(
             .parse()
             .map_err(|e| Error::Kubeconfig(format!("--master: {e}")))?;
     }
+    let agent = http::HeaderValue::from_str(&api_types::user_agent("kube-scheduler"))
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    config.headers.push((http::header::USER_AGENT, agent));
     kube::Client::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))
 }
 
