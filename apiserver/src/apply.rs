@@ -615,10 +615,14 @@ pub fn track_update(
         .filter(|(p, v)| old_fields.get(*p) != Some(*v))
         .map(|(p, _)| p.clone())
         .collect();
-    let all_new = all_fields(res, new);
-    for e in &mut entries {
-        e.set
-            .retain(|p| all_new.contains(p) && !changed.contains(p));
+    // Only earlier owners lose fields; a create (or an object nobody owned yet) has none,
+    // and then walking the object twice more for `all_fields` is wasted on every write.
+    if !entries.is_empty() {
+        let all_new = all_fields(res, new);
+        for e in &mut entries {
+            e.set
+                .retain(|p| all_new.contains(p) && !changed.contains(p));
+        }
     }
     if !changed.is_empty() {
         let now = now_rfc3339();
