@@ -298,11 +298,7 @@ async fn remove_pods(cri: &Cri) -> Vec<String> {
                 }))
                 .await
                 .and_then(|r| r.map_err(cri_err("StopContainer")));
-                let removed = bounded(rt.remove_container(api::RemoveContainerRequest {
-                    container_id: id.clone(),
-                }))
-                .await
-                .and_then(|r| r.map_err(cri_err("RemoveContainer")));
+                let removed = remove_container(&mut rt, &id).await;
                 for e in [stopped.err(), removed.err()].into_iter().flatten() {
                     errors.push(format!("container {id}: {e}"));
                 }
@@ -335,6 +331,32 @@ async fn remove_pods(cri: &Cri) -> Vec<String> {
         Err(e) => errors.push(e.to_string()),
     }
     errors
+}
+
+/// RemoveContainer, waiting out a removal already under way: an agent stopped in the middle
+/// of removing a container leaves containerd finishing that call, and a second one meanwhile
+/// fails with "already in removing state" although the container is about to be gone.
+async fn remove_container(
+    rt: &mut api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + CRI_TIMEOUT;
+    loop {
+        let removed = bounded(rt.remove_container(api::RemoveContainerRequest {
+            container_id: id.to_string(),
+        }))
+        .await
+        .and_then(|r| r.map(drop).map_err(cri_err("RemoveContainer")));
+        match removed {
+            Err(Error::Cri { ref status, .. })
+                if status.message().contains("in removing state")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Scratch {
