@@ -19,7 +19,9 @@ pub use cluster::{ensure, ClusterPki, PkiOptions, LEAF_VALIDITY};
 pub use csr::{client_identity, generate_csr, parse_csr, CsrInfo};
 pub use error::Error;
 pub use kubeconfig::{kubeconfig, Credentials, KUBECONFIG_NAME};
-pub use tls::{client_config, server_config, CertIdentity, ClientCertVerifier};
+pub use tls::{
+    client_config, insecure_client_config, server_config, CertIdentity, ClientCertVerifier,
+};
 pub use token::{
     key_id, Claims, KubernetesClaims, ObjectRef, TokenError, TokenSigner, TokenVerifier,
     TOKEN_LEEWAY_SECONDS,
