@@ -538,25 +538,8 @@ fn events_v1_to_core(
             "Event in version \"v1\" cannot be handled as a Event: {e}"
         ))
     })?;
-    let unknown = crate::typed::unknown_fields(&obj, &canonical);
-    if !unknown.is_empty() {
-        match opts.field_validation {
-            FieldValidation::Strict => {
-                let list = unknown
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {list}"
-                )));
-            }
-            FieldValidation::Warn => {
-                warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
-            }
-            FieldValidation::Ignore => {}
-        }
-    }
+    opts.field_validation
+        .check(&crate::typed::unknown_fields(&obj, &canonical), warnings)?;
     let mut core = crate::events::to_core(&canonical);
     if let Some(rv) = obj.pointer("/metadata/resourceVersion").cloned() {
         crate::object::meta_mut(&mut core).insert("resourceVersion".into(), rv);

@@ -31,6 +31,33 @@ pub enum FieldValidation {
     Strict,
 }
 
+impl FieldValidation {
+    /// Applies this level to the `unknown` fields a decode dropped: 400 (strict), warnings
+    /// (warn) or nothing.
+    pub fn check(self, unknown: &[String], warnings: &mut Vec<String>) -> Result<(), ApiError> {
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        match self {
+            FieldValidation::Strict => {
+                let list = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Err(ApiError::bad_request(format!(
+                    "strict decoding error: {list}"
+                )))
+            }
+            FieldValidation::Warn => {
+                warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+                Ok(())
+            }
+            FieldValidation::Ignore => Ok(()),
+        }
+    }
+}
+
 /// Options common to every write.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -268,25 +295,8 @@ impl Registry {
                 res.info.kind, res.info.version, res.info.kind
             ))
         })?;
-        let unknown = typed::unknown_fields(&obj, &canonical);
-        if !unknown.is_empty() {
-            match opts.field_validation {
-                FieldValidation::Strict => {
-                    let list = unknown
-                        .iter()
-                        .map(|f| format!("unknown field \"{f}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    return Err(ApiError::bad_request(format!(
-                        "strict decoding error: {list}"
-                    )));
-                }
-                FieldValidation::Warn => {
-                    warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
-                }
-                FieldValidation::Ignore => {}
-            }
-        }
+        opts.field_validation
+            .check(&typed::unknown_fields(&obj, &canonical), warnings)?;
         let mut obj = canonical;
         if let Some(admission) = self.admission.get() {
             admission.admit(res, subresource, &mut obj, old, warnings)?;
