@@ -150,6 +150,20 @@ async fn up_runs_pods_and_a_restart_keeps_objects_and_containers() {
         pods.get_opt("hello").await.ok()?.is_none().then_some(())
     })
     .await;
+    // The API object goes first (as with kubelet); the agent then removes the sandbox and its
+    // network. Stopping it in the middle of that would leave the teardown to the fixture.
+    let runtime = cd.cri().runtime;
+    eventually("the pod's sandbox removed by the agent", || {
+        let mut runtime = runtime.clone();
+        async move {
+            let list = runtime
+                .list_pod_sandbox(node_agent::cri::api::ListPodSandboxRequest { filter: None })
+                .await
+                .ok()?;
+            list.into_inner().items.is_empty().then_some(())
+        }
+    })
+    .await;
     cluster.stop().await;
     let left = cd.shutdown().await;
     assert!(left.is_empty(), "left behind: {left:#?}");
