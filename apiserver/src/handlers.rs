@@ -455,28 +455,7 @@ async fn object_request(
             }
             let opts = delete_options(&q, headers, &body)?;
             let filter = Filter::from_query(&res, &q)?;
-            let listed = registry
-                .storage
-                .list(&res.prefix(), &ListOptions::default())
-                .await
-                .map_err(|e| ApiError::from_storage(&res, "", e))?;
-            let mut items = Vec::new();
-            for kv in &listed.items {
-                let obj = decode_stored(kv)?;
-                if !filter.matches(&obj) {
-                    continue;
-                }
-                let Some(name) = crate::object::name(&obj).map(str::to_string) else {
-                    continue;
-                };
-                let mut per_ns = res.clone();
-                per_ns.namespace = crate::object::meta_str(&obj, "namespace").map(str::to_string);
-                match registry.delete(&per_ns, &name, &opts).await {
-                    Ok((o, _)) => items.push(o),
-                    Err(e) if e.code() == 404 => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let items = delete_collection(registry, &res, &filter, &opts).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"kind": res.info.list_kind(), "apiVersion": res.info.api_version(),
@@ -677,28 +656,11 @@ async fn events_v1_request(
         (Method::DELETE, None) => {
             let opts = delete_options(q, headers, body)?;
             let filter = Filter::from_query(res, q)?;
-            let listed = registry
-                .storage
-                .list(&store.prefix(), &ListOptions::default())
-                .await
-                .map_err(|e| ApiError::from_storage(res, "", e))?;
-            let mut items = Vec::new();
-            for kv in &listed.items {
-                let obj = decode_stored(kv)?;
-                if !filter.matches(&obj) {
-                    continue;
-                }
-                let Some(name) = crate::object::name(&obj).map(str::to_string) else {
-                    continue;
-                };
-                let mut per_ns = store.clone();
-                per_ns.namespace = crate::object::meta_str(&obj, "namespace").map(str::to_string);
-                match registry.delete(&per_ns, &name, &opts).await {
-                    Ok((o, _)) => items.push(v1(&o)),
-                    Err(e) if e.code() == 404 => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let items: Vec<Value> = delete_collection(registry, &store, &filter, &opts)
+                .await?
+                .iter()
+                .map(v1)
+                .collect();
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"kind": res.info.list_kind(), "apiVersion": res.info.api_version(),
@@ -707,6 +669,39 @@ async fn events_v1_request(
         }
         _ => Err(method_not_allowed_plain()),
     }
+}
+
+/// `deletecollection`: deletes every stored object of `res` that `filter` matches (each
+/// through the registry's delete, so finalizers and grace apply) and returns them.
+async fn delete_collection(
+    registry: &crate::registry::Registry,
+    res: &Resource,
+    filter: &Filter,
+    opts: &DeleteOptions,
+) -> Result<Vec<Value>, ApiError> {
+    let listed = registry
+        .storage
+        .list(&res.prefix(), &ListOptions::default())
+        .await
+        .map_err(|e| ApiError::from_storage(res, "", e))?;
+    let mut items = Vec::new();
+    for kv in &listed.items {
+        let obj = decode_stored(kv)?;
+        if !filter.matches(&obj) {
+            continue;
+        }
+        let Some(name) = crate::object::name(&obj).map(str::to_string) else {
+            continue;
+        };
+        let mut per_ns = res.clone();
+        per_ns.namespace = crate::object::meta_str(&obj, "namespace").map(str::to_string);
+        match registry.delete(&per_ns, &name, opts).await {
+            Ok((o, _)) => items.push(o),
+            Err(e) if e.code() == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(items)
 }
 
 /// The Table version the client asked for in Accept, if any (kubectl's `get` asks for

@@ -635,15 +635,7 @@ impl Registry {
                     Ok(c) => c,
                     Err(e) => {
                         if is_service && subresource.is_none() {
-                            self.allocators
-                                .release(
-                                    self.storage.as_ref(),
-                                    &desired,
-                                    &namespace,
-                                    name,
-                                    Some(&current),
-                                )
-                                .await;
+                            self.give_back_replaced(res, name, &desired, &current).await;
                         }
                         return Err(e);
                     }
@@ -659,15 +651,7 @@ impl Registry {
                 Ok(rev) => {
                     if is_service && subresource.is_none() {
                         // What the Service held before and no longer does.
-                        self.allocators
-                            .release(
-                                self.storage.as_ref(),
-                                &current,
-                                &namespace,
-                                name,
-                                Some(&desired),
-                            )
-                            .await;
+                        self.give_back_replaced(res, name, &current, &desired).await;
                     }
                     set_resource_version(&mut desired, rev);
                     return Ok(Written {
@@ -678,15 +662,7 @@ impl Registry {
                 Err(e) => {
                     Box::pin(self.refund(&charges)).await;
                     if is_service && subresource.is_none() {
-                        self.allocators
-                            .release(
-                                self.storage.as_ref(),
-                                &desired,
-                                &namespace,
-                                name,
-                                Some(&current),
-                            )
-                            .await;
+                        self.give_back_replaced(res, name, &desired, &current).await;
                     }
                     if matches!(e, storage::Error::Conflict { .. }) && client_rv.is_none() {
                         continue;
@@ -793,6 +769,15 @@ impl Registry {
         let namespace = res.namespace.as_deref().unwrap_or_default();
         self.allocators
             .release(self.storage.as_ref(), svc, namespace, name, stored.as_ref())
+            .await;
+    }
+
+    /// After a Service update `from` → `to` (or a failed one, the other way round): gives back
+    /// what `from` holds and `to` does not.
+    async fn give_back_replaced(&self, res: &Resource, name: &str, from: &Value, to: &Value) {
+        let namespace = res.namespace.as_deref().unwrap_or_default();
+        self.allocators
+            .release(self.storage.as_ref(), from, namespace, name, Some(to))
             .await;
     }
 
