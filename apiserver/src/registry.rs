@@ -149,6 +149,10 @@ pub struct Registry {
     /// Answers the namespace check of every create from memory.
     cache: Arc<crate::cache::WatchCache>,
     admission: std::sync::OnceLock<Arc<dyn Admit>>,
+    /// Namespaces this server marked Terminating: the namespace check reads them from storage
+    /// until they are gone, because the watch cache may not have seen the mark yet (upstream's
+    /// NamespaceLifecycle keeps a live-lookup list for the same reason).
+    terminating: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Decodes a stored object and stamps its resourceVersion from the store.
@@ -195,6 +199,7 @@ impl Registry {
             allocators,
             cache,
             admission: std::sync::OnceLock::new(),
+            terminating: parking_lot::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -249,7 +254,12 @@ impl Registry {
             namespace: None,
         };
         // The cache knows every namespace but one created a moment ago; only then ask storage.
-        let obj = match self.cache.get(&ns_res.key(ns)) {
+        let cached = if self.terminating.lock().contains(ns) {
+            None
+        } else {
+            self.cache.get(&ns_res.key(ns))
+        };
+        let obj = match cached {
             Some(cached) => serde_json::from_slice(&cached.json).map_err(ApiError::internal)?,
             None => self.get(&ns_res, ns).await?,
         };
@@ -782,6 +792,11 @@ impl Registry {
     }
 
     async fn after_delete(&self, res: &Resource, obj: &Value) {
+        if res.info.group.is_empty() && res.info.kind == "Namespace" {
+            if let Some(ns) = name(obj) {
+                self.terminating.lock().remove(ns);
+            }
+        }
         if res.info.group.is_empty() && res.info.kind == "Service" {
             let name = name(obj).unwrap_or_default().to_string();
             self.release_allocations(res, obj, &name, false).await;
@@ -885,6 +900,9 @@ impl Registry {
                 }
                 if is_namespace {
                     marked["status"]["phase"] = json!("Terminating");
+                    if !opts.dry_run {
+                        self.terminating.lock().insert(name.to_string());
+                    }
                 }
                 pending = true;
             }
