@@ -2,7 +2,8 @@
 //!
 //! 1. Pod creates/s through `cox-apiserver` (a separate process, release build) ÷ raw etcd
 //!    puts/s of the same 2.5 KB at the same concurrency, on one etcd; and the same on the
-//!    embedded store.
+//!    embedded store; and the ceiling for any API server on that etcd (create transactions
+//!    with a watch draining the events, in process).
 //! 2. Watch delivery latency (create issued → event received) with 100 and 1,000 HTTP watchers
 //!    while 100 pods/s are created.
 //! 3. LIST of all pods after storing N pods (default 100,000): latency, response size, and the
@@ -167,6 +168,64 @@ async fn raw_put_rate(client: etcd_client::Client, writers: usize, secs: f64, si
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The ceiling any API server on this etcd can reach: creates as compare-and-put transactions
+/// (a create must not overwrite) while one prefix watch with previous values (what a watch
+/// cache needs) drains every event, no HTTP, no encoding. Returns creates/s.
+async fn raw_watched_txn_rate(
+    client: etcd_client::Client,
+    writers: usize,
+    secs: f64,
+    size: usize,
+    tag: &str,
+    prev_kv: bool,
+) -> f64 {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp, WatchOptions};
+    let prefix = format!("/bench/ceiling/{tag}/");
+    let mut options = WatchOptions::new().with_prefix();
+    if prev_kv {
+        options = options.with_prev_key();
+    }
+    let mut stream = client
+        .watch_client()
+        .watch(prefix.as_str(), Some(options))
+        .await
+        .expect("watch");
+    let drain = tokio::spawn(async move {
+        let mut seen = 0usize;
+        while let Ok(Some(resp)) = stream.message().await {
+            seen += resp.events().len();
+        }
+        seen
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let tasks = (0..writers).map(|w| {
+        let mut kv = client.kv_client();
+        let prefix = prefix.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let key = format!("{prefix}{w}/{n}");
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.as_str(), vec![b'x'; size], None)]);
+                let resp = kv.txn(txn).await.expect("txn");
+                assert!(resp.succeeded(), "create of a new key refused");
+                n += 1;
+            }
+            n
+        })
+    });
+    let total: u64 = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .sum();
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    drain.abort();
+    rate
+}
+
 /// The first `"name":"…"` of a watch line: the object's metadata.name (metadata comes first).
 fn name_in(line: &[u8]) -> Option<&str> {
     const NEEDLE: &[u8] = b"\"name\":\"";
@@ -307,19 +366,39 @@ async fn main() {
         println!(
             "## Writes: pod creates through the API server vs raw etcd puts ({secs} s each)\n"
         );
-        println!("| writers | raw etcd put/s | API server on etcd create/s | ÷ raw | API server embedded create/s | ÷ raw |");
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!("| writers | raw etcd put/s | ceiling: raw create txn + watch with prev values ÷ raw | same, watch without prev values ÷ raw | API server on etcd create/s | ÷ raw | API server embedded create/s | ÷ raw |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
         let on_etcd = Server::start(Some(&etcd.endpoint()));
         let embedded = Server::start(None);
         tokio::time::sleep(Duration::from_millis(500)).await;
         for writers in CONCURRENCY {
             let raw_rate = raw_put_rate(raw.clone(), writers, secs, 2_600).await;
+            let ceiling = raw_watched_txn_rate(
+                raw.clone(),
+                writers,
+                secs,
+                2_600,
+                &format!("p{writers}"),
+                true,
+            )
+            .await;
+            let ceiling_no_prev = raw_watched_txn_rate(
+                raw.clone(),
+                writers,
+                secs,
+                2_600,
+                &format!("n{writers}"),
+                false,
+            )
+            .await;
             let etcd_rate =
                 create_rate(&http, &on_etcd.base, writers, secs, &format!("e{writers}")).await;
             let emb_rate =
                 create_rate(&http, &embedded.base, writers, secs, &format!("m{writers}")).await;
             println!(
-                "| {writers} | {raw_rate:.0} | {etcd_rate:.0} | {:.2} | {emb_rate:.0} | {:.2} |",
+                "| {writers} | {raw_rate:.0} | {:.2} | {:.2} | {etcd_rate:.0} | {:.2} | {emb_rate:.0} | {:.2} |",
+                ceiling / raw_rate,
+                ceiling_no_prev / raw_rate,
                 etcd_rate / raw_rate,
                 emb_rate / raw_rate
             );
