@@ -15,6 +15,16 @@
 //! its pods become ready, and a rollout stalls. Subscribers here receive the object carried
 //! by the watch event itself, so there is nothing to look up and nothing to lose.
 //!
+//! A subscription never makes the watcher wait: each one is a queue that keeps only the
+//! newest version of each object not yet taken (client-go's listeners never block the
+//! informer either; their buffers grow instead). A kube-runtime `Controller` stops polling its
+//! triggers while all its reconcile slots are busy, so with a bounded channel one busy
+//! controller held back the watcher, and with it the store every other controller reads:
+//! under a 5,000-pod burst the pod store lagged the API server by tens of seconds. Keeping
+//! only the newest version is safe because every controller is level-based (it reads the
+//! store; the trigger only says which key to look at), and it bounds a queue by the number
+//! of objects, not events.
+//!
 //! [`Informers::synced`] waits for every started informer's initial list, and
 //! [`crate::run`] polls no controller before it returns (client-go's `WaitForCacheSync`).
 //! Besides keeping the first passes from acting on empty caches, this is what makes the
@@ -24,10 +34,11 @@
 //! Once [`Informers::synced`] has seen a store ready, the store remembers it and every later
 //! wait returns at once.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -38,16 +49,15 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::runtime::reflector::{store::Writer, Store};
+use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, Notify};
 
-/// How many events a subscriber may lag behind before the watcher waits for it. Controllers
-/// drain their subscriptions continuously; the buffer only absorbs bursts like an initial list.
-const SUBSCRIBER_BUFFER: usize = 4096;
+/// How many deletions a deletion subscriber may lag behind before it misses some.
+const DELETION_BUFFER: usize = 4096;
 
 /// A shared informer for one kind: the store every controller reads, and the writer that the
 /// watcher task owns once started.
@@ -59,7 +69,7 @@ where
     store: Store<K>,
     writer: Mutex<Option<Writer<K>>>,
     /// The senders of every subscription, handed to the watcher task when it starts.
-    subscribers: Mutex<Vec<mpsc::Sender<Arc<K>>>>,
+    subscribers: Mutex<Vec<Publisher<K>>>,
     api: Api<K>,
     /// What the watcher asks for (everything, or a field selector).
     watch: watcher::Config,
@@ -91,7 +101,7 @@ where
             subscribers: Mutex::new(Vec::new()),
             api: Api::all(client.clone()),
             watch,
-            deleted: broadcast::channel(SUBSCRIBER_BUFFER).0,
+            deleted: broadcast::channel(DELETION_BUFFER).0,
             used: AtomicBool::new(false),
         }
     }
@@ -128,7 +138,7 @@ where
         // Held while registering, so the watcher task cannot start in between.
         let writer = self.writer.lock();
         writer.as_ref()?;
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let (tx, rx) = latest_channel();
         self.subscribers.lock().push(tx);
         Some(subscription(rx))
     }
@@ -157,24 +167,118 @@ where
     }
 }
 
+/// What a subscription holds between the watcher and its controller: the objects not yet
+/// taken, each at its newest version, in the order they first arrived.
+struct Pending<K: Resource> {
+    order: VecDeque<ObjectRef<K>>,
+    newest: HashMap<ObjectRef<K>, Arc<K>>,
+    /// The watcher is gone: nothing more will arrive.
+    closed: bool,
+}
+
+struct Queue<K: Resource> {
+    pending: Mutex<Pending<K>>,
+    ready: Notify,
+}
+
+/// The watcher's end of a subscription. It holds the queue weakly, so a dropped
+/// subscription stops collecting objects; dropping the publisher closes the queue.
+struct Publisher<K: Resource>(Weak<Queue<K>>);
+
+/// The controller's end of a subscription.
+struct Subscriber<K: Resource>(Arc<Queue<K>>);
+
+fn latest_channel<K>() -> (Publisher<K>, Subscriber<K>)
+where
+    K: Resource,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let queue = Arc::new(Queue {
+        pending: Mutex::new(Pending {
+            order: VecDeque::new(),
+            newest: HashMap::new(),
+            closed: false,
+        }),
+        ready: Notify::new(),
+    });
+    (Publisher(Arc::downgrade(&queue)), Subscriber(queue))
+}
+
+impl<K> Publisher<K>
+where
+    K: Resource<DynamicType = ()>,
+{
+    /// Queues `obj`, replacing an older version of it still waiting; never waits. Returns
+    /// false once the subscriber is gone.
+    fn publish(&self, obj: Arc<K>) -> bool {
+        let Some(queue) = self.0.upgrade() else {
+            return false;
+        };
+        let key = ObjectRef::from_obj(&*obj);
+        let mut pending = queue.pending.lock();
+        if let Some(waiting) = pending.newest.get_mut(&key) {
+            *waiting = obj;
+        } else {
+            pending.order.push_back(key.clone());
+            pending.newest.insert(key, obj);
+        }
+        drop(pending);
+        queue.ready.notify_one();
+        true
+    }
+}
+
+impl<K: Resource> Drop for Publisher<K> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.upgrade() {
+            queue.pending.lock().closed = true;
+            queue.ready.notify_one();
+        }
+    }
+}
+
+impl<K> Subscriber<K>
+where
+    K: Resource,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    /// The oldest waiting object, or `None` once the queue is empty and closed.
+    async fn next(&self) -> Option<Arc<K>> {
+        loop {
+            {
+                let mut pending = self.0.pending.lock();
+                if let Some(key) = pending.order.pop_front() {
+                    if let Some(obj) = pending.newest.remove(&key) {
+                        return Some(obj);
+                    }
+                    continue;
+                }
+                if pending.closed {
+                    return None;
+                }
+            }
+            // `notify_one` keeps a permit when nobody waits, so a publish between the check
+            // above and this wait is not missed.
+            self.0.ready.notified().await;
+        }
+    }
+}
+
 /// The receiving end of a subscription as a trigger stream.
-fn subscription<K: Send + Sync + 'static>(
-    rx: mpsc::Receiver<Arc<K>>,
-) -> BoxStream<'static, Arc<K>> {
-    futures::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|obj| (obj, rx)) },
-    )
-    .boxed()
+fn subscription<K>(rx: Subscriber<K>) -> BoxStream<'static, Arc<K>>
+where
+    K: Resource + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    futures::stream::unfold(rx, |rx| async move { rx.next().await.map(|obj| (obj, rx)) }).boxed()
 }
 
 /// Applies watch events to the store, then hands each applied object to every subscriber
-/// (waiting for room: a slow subscriber slows the watcher rather than losing events) and
-/// each deleted one to the deletion subscribers.
+/// (never waiting: see the module docs) and each deleted one to the deletion subscribers.
 async fn fan_out<K, S>(
     events: S,
     writer: Writer<K>,
-    mut subscribers: Vec<mpsc::Sender<Arc<K>>>,
+    mut subscribers: Vec<Publisher<K>>,
     deleted: broadcast::Sender<Arc<K>>,
 ) where
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
@@ -184,11 +288,11 @@ async fn fan_out<K, S>(
     let mut events = std::pin::pin!(events.reflect(writer));
     while let Some(ev) = events.next().await {
         match ev {
-            Ok(watcher::Event::Apply(obj)) => notify(&mut subscribers, Arc::new(obj)).await,
+            Ok(watcher::Event::Apply(obj)) => notify(&mut subscribers, Arc::new(obj)),
             // A (re)list is complete and now in the store: everything in it may have changed.
             Ok(watcher::Event::InitDone) => {
                 for obj in store.state() {
-                    notify(&mut subscribers, obj).await;
+                    notify(&mut subscribers, obj);
                 }
             }
             Ok(watcher::Event::Delete(obj)) => {
@@ -203,15 +307,9 @@ async fn fan_out<K, S>(
     }
 }
 
-/// Sends `obj` to every subscriber; forgets subscribers that are gone.
-async fn notify<K>(subscribers: &mut Vec<mpsc::Sender<Arc<K>>>, obj: Arc<K>) {
-    let mut gone = false;
-    for tx in subscribers.iter() {
-        gone |= tx.send(obj.clone()).await.is_err();
-    }
-    if gone {
-        subscribers.retain(|tx| !tx.is_closed());
-    }
+/// Queues `obj` for every subscriber; forgets subscribers that are gone.
+fn notify<K: Resource<DynamicType = ()>>(subscribers: &mut Vec<Publisher<K>>, obj: Arc<K>) {
+    subscribers.retain(|tx| tx.publish(obj.clone()));
 }
 
 /// The shared informers of the kinds the typed controllers use.
@@ -356,7 +454,7 @@ mod tests {
     /// `SelectAll` there, which is why the fan-out is ours.)
     #[tokio::test]
     async fn subscribers_get_every_update_even_of_objects_already_deleted() {
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = latest_channel();
         let deleted = broadcast::channel(16).0;
         let mut deletions = deleted.subscribe();
         let events = stream::iter([
@@ -383,6 +481,63 @@ mod tests {
         assert_eq!(names(&got), ["listed", "a", "b"]);
         let gone = deletions.recv().await.expect("deletion");
         assert_eq!(gone.metadata.name.as_deref(), Some("a"));
+    }
+
+    /// A subscriber that does not read never holds the watcher back (a kube-runtime
+    /// `Controller` stops reading its triggers while its reconcile slots are full): the
+    /// store takes a burst far larger than any buffer at once, and the subscriber later gets
+    /// each object once, at its newest version, in first-arrival order.
+    #[tokio::test]
+    async fn an_idle_subscriber_never_holds_the_store_back() {
+        let (tx, rx) = latest_channel();
+        let deleted = broadcast::channel(16).0;
+        let version = |name: &str, v: &str| {
+            let mut p = pod(name);
+            p.metadata.resource_version = Some(v.into());
+            p
+        };
+        let burst = (0..20_000).map(|i| {
+            Ok(watcher::Event::Apply(version(
+                &format!("p{}", i % 100),
+                &i.to_string(),
+            )))
+        });
+        let events = stream::iter(
+            [Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)]
+                .into_iter()
+                .chain(burst),
+        );
+        let writer = Writer::new(());
+        let store = writer.as_reader();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            fan_out(events, writer, vec![tx], deleted),
+        )
+        .await
+        .expect("the watcher never waits for the subscriber");
+        assert_eq!(store.state().len(), 100);
+        let got: Vec<Arc<Pod>> = subscription(rx).collect().await;
+        assert_eq!(got.len(), 100, "one trigger per object");
+        for (i, p) in got.iter().enumerate() {
+            assert_eq!(p.metadata.name.as_deref(), Some(format!("p{i}").as_str()));
+            let newest = 19_900 + i;
+            assert_eq!(
+                p.metadata.resource_version.as_deref(),
+                Some(newest.to_string().as_str())
+            );
+        }
+    }
+
+    /// A dropped subscription is forgotten: nothing more is queued for it.
+    #[test]
+    fn a_dropped_subscriber_is_forgotten() {
+        let (tx, rx) = latest_channel::<Pod>();
+        let mut subscribers = vec![tx];
+        notify(&mut subscribers, Arc::new(pod("a")));
+        assert_eq!(subscribers.len(), 1);
+        drop(rx);
+        notify(&mut subscribers, Arc::new(pod("b")));
+        assert!(subscribers.is_empty());
     }
 
     /// [`Informer::synced`] returns once the initial list is in the store; from then on the
