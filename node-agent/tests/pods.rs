@@ -1257,3 +1257,74 @@ async fn image_gc_removes_unused_images_least_recently_used_first() {
     let left = n.finish().await;
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// The pod cgroup's limit files: (memory limit, CPU quota, the pod cgroup's directories in the
+/// hierarchies they live in). cgroup v1: `memory.limit_in_bytes`, `cpu.cfs_quota_us`; v2-only
+/// host: `memory.max`, `cpu.max`.
+fn pod_cgroup_limits(rel: &str) -> (String, String, Vec<std::path::PathBuf>) {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let read = |p: std::path::PathBuf| {
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+            .trim()
+            .to_string()
+    };
+    if root.join("cgroup.controllers").exists() {
+        let dir = root.join(rel);
+        (
+            read(dir.join("memory.max")),
+            read(dir.join("cpu.max")),
+            vec![dir],
+        )
+    } else {
+        let (mem, cpu) = (root.join("memory").join(rel), root.join("cpu").join(rel));
+        (
+            read(mem.join("memory.limit_in_bytes")),
+            read(cpu.join("cpu.cfs_quota_us")),
+            vec![mem, cpu],
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_cgroup_carries_pod_level_limits_and_goes_with_the_pod() {
+    let n = TestNode::start("cri-node-h").await;
+    let container = |name: &str, cpu: &str, memory: &str| {
+        json!({
+            "name": name, "image": busybox(), "command": ["sleep", "3600"],
+            "resources": {"limits": {"cpu": cpu, "memory": memory}}
+        })
+    };
+    let pod = n
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "limited"},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [container("a", "100m", "64Mi"), container("b", "200m", "32Mi")]
+            }
+        }))
+        .await;
+    let uid = pod.metadata.uid.clone().expect("uid");
+    n.running("limited").await;
+    let rel = format!(
+        "{}/pod{uid}",
+        n.containerd.cgroup_root().trim_start_matches('/')
+    );
+    let (memory, quota, dirs) = pod_cgroup_limits(&rel);
+    assert_eq!(memory, "100663296", "64Mi + 32Mi");
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    assert_eq!(
+        quota,
+        if v2 { "30000 100000" } else { "30000" },
+        "100m + 200m over a 100 ms period"
+    );
+
+    n.delete("limited", 0).await;
+    eventually("the pod cgroup removed", || {
+        let dirs = dirs.clone();
+        async move { dirs.iter().all(|d| !d.exists()).then_some(()) }
+    })
+    .await;
+    let left = n.finish().await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}

@@ -581,6 +581,7 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Pod, st: &mut WorkerState) -> Result<Duratio
             }
             let log_dir = ctx.config.layout.pod_log_dir(pod);
             std::fs::create_dir_all(&log_dir)?;
+            ensure_pod_cgroup(ctx, pod).await?;
             let started = Instant::now();
             match ctx
                 .cri
@@ -1111,6 +1112,26 @@ async fn remove_container(ctx: &Ctx, id: &str) {
     if let Some(log) = log.filter(|l| !l.is_empty()) {
         let _ = std::fs::remove_file(log);
     }
+}
+
+/// Kubelet's pod container manager before a sandbox: the pod cgroup exists in every hierarchy
+/// (else the sync fails and retries, with kubelet's `FailedCreatePodContainer` Event) and
+/// carries the pod-level limits (a limit that cannot be written is a Warning; the pod runs).
+async fn ensure_pod_cgroup(ctx: &Ctx, pod: &Pod) -> Result<(), Error> {
+    let cgroup = ctx.config.layout.pod_cgroup(spec::uid(pod));
+    if let Err(e) = crate::cgroups::create_pod(&cgroup) {
+        let msg = format!("unable to ensure pod container exists: {e}");
+        record_event(ctx, pod, "Warning", "FailedCreatePodContainer", &msg).await;
+        return Err(e.into());
+    }
+    let resources = crate::cgroups::pod_resources(pod);
+    let failures = crate::cgroups::set_pod_resources(&cgroup, &resources);
+    if !failures.is_empty() {
+        let msg = format!("pod cgroup limits not set: {}", failures.join("; "));
+        tracing::warn!(%cgroup, %msg, "pod-level cgroup limits not written");
+        record_event(ctx, pod, "Warning", "FailedPodCgroupLimits", &msg).await;
+    }
+    Ok(())
 }
 
 /// Writes a core/v1 Event about the pod as kubelet does (source `kubelet` on this node), so
