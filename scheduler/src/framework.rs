@@ -393,7 +393,8 @@ pub struct PostFilterContext<'a> {
     pub state: &'a CycleState,
 }
 
-/// A node made feasible by evicting `victims`.
+/// A node made feasible by evicting `victims`; an empty `nominated_node` (no victims) says
+/// preemption found no node, so any earlier nomination of the pod is cleared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostFilterResult {
     pub nominated_node: String,

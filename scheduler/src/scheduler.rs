@@ -87,8 +87,13 @@ pub fn schedule_pod(
         let mut preemption = None;
         for p in &fw.post_filter {
             let (result, status) = p.post_filter(&ctx, pod, &statuses);
+            let nominates = result
+                .as_ref()
+                .is_some_and(|r| !r.nominated_node.is_empty());
             if result.is_some() {
                 preemption = result;
+            }
+            if nominates {
                 break;
             }
             if !status.reasons.is_empty() {
@@ -533,7 +538,9 @@ impl Scheduler {
         };
         // Preemption's evictions and nomination must land before the pod is retried; plain
         // reports are written in the background so the next pod is not kept waiting.
-        let inline = preemption.is_some();
+        let inline = preemption
+            .as_ref()
+            .is_some_and(|p| !p.nominated_node.is_empty());
         let report = {
             let this = self.clone();
             async move {
@@ -604,6 +611,14 @@ impl Scheduler {
                 && c.reason.as_deref() == Some(reason)
                 && c.message.as_deref() == Some(message)
         });
+        let nominated_now = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty());
+        // An empty nomination clears the pod's; nothing to clear is no change.
+        let preemption =
+            preemption.filter(|p| !p.nominated_node.is_empty() || nominated_now.is_some());
         if same && preemption.is_none() {
             return;
         }
@@ -622,7 +637,11 @@ impl Scheduler {
         });
         let mut status = serde_json::json!({ "conditions": conditions });
         if let Some(p) = preemption {
-            status["nominatedNodeName"] = serde_json::json!(p.nominated_node);
+            status["nominatedNodeName"] = if p.nominated_node.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!(p.nominated_node)
+            };
         }
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or("");

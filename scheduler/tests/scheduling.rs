@@ -456,6 +456,87 @@ async fn higher_priority_pod_preempts_a_lower_priority_one() {
     assert_eq!(bound_node(&kc, "high").await, "n");
 }
 
+/// A nomination lasts only while it can still come true: once the nominated node is
+/// cordoned (and no other node can be freed) the pod's `nominatedNodeName` is cleared, as
+/// upstream's preemption does by nominating "", instead of keeping a claim on room that
+/// preemption can no longer deliver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nomination_that_can_no_longer_hold_is_cleared() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let kc = client(&c);
+    node(&kc, "n", "2", serde_json::json!({})).await;
+    let _s = start(&c, "only", None).await;
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(kc.clone());
+    for (name, value) in [("low", 1), ("high", 1000)] {
+        let class = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "value": value,
+        }))
+        .expect("priority class");
+        classes
+            .create(&Default::default(), &class)
+            .await
+            .expect("create priority class");
+    }
+    // A finalizer keeps the victim terminating (there is no node agent to finish it).
+    pod(
+        &kc,
+        "low",
+        "1500m",
+        serde_json::json!({"metadata": {"finalizers": ["example.com/hold"]},
+                           "spec": {"priorityClassName": "low"}}),
+    )
+    .await;
+    assert_eq!(bound_node(&kc, "low").await, "n");
+    pod(
+        &kc,
+        "high",
+        "1500m",
+        serde_json::json!({"spec": {"priorityClassName": "high"}}),
+    )
+    .await;
+    let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
+    let nominated = wait_for("high to be nominated", || {
+        let api = api.clone();
+        async move { api.get("high").await.ok()?.status?.nominated_node_name }
+    })
+    .await;
+    assert_eq!(nominated, "n");
+    wait_event(&kc, "low", "Preempted").await;
+    let nodes: Api<Node> = Api::all(kc.clone());
+    nodes
+        .patch(
+            "n",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .expect("cordon");
+    wait_for("high's nomination to be cleared", || {
+        let api = api.clone();
+        async move {
+            let p = api.get("high").await.ok()?;
+            let nominated = p.status.and_then(|s| s.nominated_node_name);
+            nominated.is_none().then_some(())
+        }
+    })
+    .await;
+    let high = api.get("high").await.expect("high");
+    assert!(
+        high.spec.and_then(|s| s.node_name).is_none(),
+        "high stays pending"
+    );
+    // The victim is still there, terminating, and nothing else was preempted for it.
+    let low = api.get("low").await.expect("low");
+    assert!(low.metadata.deletion_timestamp.is_some());
+    api.patch(
+        "low",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release the victim");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_from_the_config_file_serve_their_scheduler_names() {
     let c = Cluster::start(Backend::Embedded).await;

@@ -234,12 +234,18 @@ impl PostFilterPlugin for DefaultPreemption {
             );
         }
         // Upstream's PodEligibleToPreemptOthers: while victims on the nominated node are
-        // still terminating, preempting again would only evict more pods.
+        // still terminating, preempting again would only evict more pods, unless that node
+        // can no longer take the pod whatever is evicted (cordoned, tainted, gone).
         let nominated = pod
             .status
             .as_ref()
             .and_then(|s| s.nominated_node_name.as_deref())
-            .filter(|n| !n.is_empty());
+            .filter(|n| !n.is_empty())
+            .filter(|n| {
+                statuses
+                    .get(*n)
+                    .is_none_or(|s| s.code != Code::UnschedulableAndUnresolvable)
+            });
         if let Some(n) = nominated.and_then(|n| ctx.nodes.iter().find(|i| i.name() == n)) {
             let prio = pod_priority(pod);
             if n.pods
@@ -284,10 +290,18 @@ impl PostFilterPlugin for DefaultPreemption {
                 }),
                 Status::success(),
             ),
+            // No node can be freed: an earlier nomination no longer holds, so it is cleared
+            // (upstream returns a result nominating "" for exactly this).
             None => {
                 let msg =
                     crate::framework::fit_error_message(ctx.nodes.len(), None, &reasons, None);
-                (None, Status::unschedulable(format!("preemption: {msg}")))
+                (
+                    Some(PostFilterResult {
+                        nominated_node: String::new(),
+                        victims: Vec::new(),
+                    }),
+                    Status::unschedulable(format!("preemption: {msg}")),
+                )
             }
         }
     }

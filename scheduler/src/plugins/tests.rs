@@ -327,7 +327,10 @@ fn fit_error_summarises_reasons_as_upstream() {
                  cpu. preemption: 0/5 nodes are available: 2 Preemption is not helpful for \
                  scheduling, 3 No preemption victims found for incoming pod."
             );
-            assert!(preemption.is_none());
+            // Preemption found no node: a nomination the pod had would be cleared.
+            let cleared = preemption.expect("preemption's verdict");
+            assert_eq!(cleared.nominated_node, "");
+            assert!(cleared.victims.is_empty());
         }
         other => panic!("expected a fit error, got {other:?}"),
     }
