@@ -111,8 +111,8 @@ fn aggregate(spec: &PodSpec, value: impl Fn(&Container) -> Option<i128>) -> Opti
     max(total, init_peak)
 }
 
-/// Upstream's `MilliCPUToShares`.
-fn milli_cpu_to_shares(milli_cpu: i128) -> u64 {
+/// Upstream's `MilliCPUToShares` (containers and pods alike).
+pub fn milli_cpu_to_shares(milli_cpu: i128) -> u64 {
     if milli_cpu <= 0 {
         return MIN_SHARES;
     }
@@ -120,7 +120,7 @@ fn milli_cpu_to_shares(milli_cpu: i128) -> u64 {
 }
 
 /// Upstream's `MilliCPUToQuota` over [`CPU_PERIOD_US`]; `None` for no CPU.
-fn milli_cpu_to_quota(milli_cpu: i128) -> Option<i64> {
+pub fn milli_cpu_to_quota(milli_cpu: i128) -> Option<i64> {
     if milli_cpu <= 0 {
         return None;
     }

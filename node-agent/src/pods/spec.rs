@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::cgroups;
 use crate::cri::api;
 
 /// Labels kubelet puts on sandboxes and containers; containerd and crictl know them, and the
@@ -22,11 +23,6 @@ pub const LABEL_MANAGED_BY: &str = "coxswain.io/node";
 pub const ANNOTATION_RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
 pub const ANNOTATION_INIT: &str = "coxswain.io/init-container";
 pub const ANNOTATION_TERMINATION_GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
-
-/// CPU period upstream uses for quotas (100 ms, in µs).
-const CPU_PERIOD_US: i64 = 100_000;
-/// Shares for a container without a CPU request (kubelet's `MinShares`).
-const MIN_SHARES: i64 = 2;
 
 /// Where one agent keeps things on disk and in the cgroup tree.
 #[derive(Clone, Debug)]
@@ -196,17 +192,12 @@ pub fn linux_resources(pod: &Pod, c: &Container) -> api::LinuxContainerResources
         .and_then(|r| r.requests.as_ref().and_then(|m| m.get("cpu")))
         .or_else(|| r.and_then(|r| r.limits.as_ref().and_then(|m| m.get("cpu"))))
         .and_then(milli);
-    let shares = match cpu_request {
-        Some(m) if m > 0 => ((m * 1024) / 1000).max(MIN_SHARES as i128) as i64,
-        _ => MIN_SHARES,
-    };
-    let (cpu_quota, cpu_period) = match quantity(r, "limits", "cpu") {
-        Some(m) if m > 0 => (
-            ((m * CPU_PERIOD_US as i128) / 1000).max(1000) as i64,
-            CPU_PERIOD_US,
-        ),
-        _ => (0, 0),
-    };
+    let shares = cgroups::milli_cpu_to_shares(cpu_request.unwrap_or(0)) as i64;
+    let (cpu_quota, cpu_period) =
+        match quantity(r, "limits", "cpu").and_then(cgroups::milli_cpu_to_quota) {
+            Some(quota) => (quota, cgroups::CPU_PERIOD_US),
+            None => (0, 0),
+        };
     let memory = quantity(r, "limits", "memory")
         .map(|m| (m / 1000) as i64)
         .unwrap_or(0);
