@@ -70,6 +70,9 @@ struct Schemas {
 
 static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
 
+/// [`Schemas::shape`]'s answers for the schemas in [`SCHEMAS`], by the schema node's address.
+static SHAPES: OnceLock<HashMap<usize, Shape<'static>>> = OnceLock::new();
+
 /// Reads the schemas from the served documents (once per process: they never change).
 pub fn init(openapi: &api_schema::OpenApi) {
     SCHEMAS.get_or_init(|| Schemas::from(openapi));
@@ -142,10 +145,37 @@ impl Schemas {
         }
     }
 
+    /// How a node of this schema merges and is owned (worked out once per schema node: it
+    /// takes a dozen map lookups, and every field of every write asks).
     fn shape<'a>(&'a self, schema: Option<&'a Value>) -> Shape<'a> {
         let Some(prop) = schema else {
             return Shape::Deduced;
         };
+        let known = SHAPES.get_or_init(|| schemas().every_shape());
+        match known.get(&(prop as *const Value as usize)) {
+            Some(shape) => *shape,
+            None => self.work_out_shape(prop),
+        }
+    }
+
+    /// The shape of every schema node [`Schemas::shape`] can be asked about (definitions,
+    /// their properties, items and additional properties, at any depth), by address.
+    fn every_shape(&'static self) -> HashMap<usize, Shape<'static>> {
+        let mut shapes = HashMap::new();
+        let mut todo: Vec<&'static Value> = self.defs.values().collect();
+        while let Some(schema) = todo.pop() {
+            shapes.insert(schema as *const Value as usize, self.work_out_shape(schema));
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                todo.extend(props.values());
+            }
+            for below in ["items", "additionalProperties"] {
+                todo.extend(schema.get(below).filter(|v| v.is_object()));
+            }
+        }
+        shapes
+    }
+
+    fn work_out_shape<'a>(&'a self, prop: &'a Value) -> Shape<'a> {
         let def = self.resolve(prop);
         let ext = |k: &str| {
             prop.get(k)
@@ -160,12 +190,7 @@ impl Schemas {
                         .get("x-kubernetes-list-map-keys")
                         .or_else(|| def.get("x-kubernetes-list-map-keys"))
                         .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_string)
-                                .collect()
-                        })
+                        .map(Vec::as_slice)
                         .unwrap_or_default();
                     Shape::ListMap(items, keys)
                 }
@@ -208,6 +233,7 @@ impl Schemas {
 }
 
 /// How a node merges and is owned.
+#[derive(Clone, Copy)]
 enum Shape<'a> {
     /// Scalars, `atomic` lists and maps: owned and replaced whole.
     Leaf,
@@ -215,8 +241,9 @@ enum Shape<'a> {
     Struct(&'a Map<String, Value>),
     /// A map of one value schema (or unknown ones), merged per key.
     Map(Option<&'a Value>),
-    /// `x-kubernetes-list-type: map`: elements identified by their keys.
-    ListMap(&'a Value, Vec<String>),
+    /// `x-kubernetes-list-type: map`: elements identified by their keys (the item schema and
+    /// `x-kubernetes-list-map-keys`).
+    ListMap(&'a Value, &'a [Value]),
     /// `x-kubernetes-list-type: set`: scalar elements identified by value.
     ListSet,
     /// No schema: maps are granular, lists atomic.
@@ -238,32 +265,65 @@ impl Shape<'_> {
 // Paths
 
 fn field(name: &str) -> String {
-    format!("f:{name}")
+    let mut el = String::with_capacity(name.len() + 2);
+    el.push_str("f:");
+    el.push_str(name);
+    el
 }
 
-/// The `k:` element of a list-map element; missing `protocol` keys default to TCP (the one
+/// The key fields of a list-map element, by name (as a JSON object orders them), with their
+/// values; `None` for a `protocol` key the element leaves out, which defaults to TCP (the one
 /// defaulted key among the built-in kinds' list-map keys).
-fn key_element(elem: &Value, keys: &[String]) -> Option<String> {
-    let mut k = BTreeMap::new();
-    for name in keys {
-        match elem.get(name) {
-            Some(v) if !v.is_null() => {
-                k.insert(name.clone(), v.clone());
-            }
-            _ if name == "protocol" => {
-                k.insert(name.clone(), json!("TCP"));
-            }
-            _ => {}
-        }
-    }
-    if k.is_empty() {
+fn key_fields<'a>(elem: &'a Value, keys: &'a [Value]) -> Vec<(&'a str, Option<&'a Value>)> {
+    let mut fields: Vec<(&str, Option<&Value>)> = keys
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|name| match elem.get(name) {
+            Some(v) if !v.is_null() => Some((name, Some(v))),
+            _ if name == "protocol" => Some((name, None)),
+            _ => None,
+        })
+        .collect();
+    fields.sort_unstable_by_key(|(name, _)| *name);
+    fields.dedup_by_key(|(name, _)| *name);
+    fields
+}
+
+/// Whether a list-map element has a `k:` element (is owned at all).
+fn has_key(elem: &Value, keys: &[Value]) -> bool {
+    keys.iter()
+        .filter_map(Value::as_str)
+        .any(|name| name == "protocol" || elem.get(name).is_some_and(|v| !v.is_null()))
+}
+
+/// The `k:` element of a list-map element: its key fields as a compact JSON object
+/// (`k:{"containerPort":80,"protocol":"TCP"}`).
+fn key_element(elem: &Value, keys: &[Value]) -> Option<String> {
+    let fields = key_fields(elem, keys);
+    if fields.is_empty() {
         return None;
     }
-    Some(format!("k:{}", serde_json::to_string(&k).ok()?))
+    let mut el = b"k:{".to_vec();
+    for (i, (name, value)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            el.push(b',');
+        }
+        serde_json::to_writer(&mut el, name).ok()?;
+        el.push(b':');
+        match value {
+            Some(v) => serde_json::to_writer(&mut el, v).ok()?,
+            None => el.extend_from_slice(b"\"TCP\""),
+        }
+    }
+    el.push(b'}');
+    String::from_utf8(el).ok()
 }
 
 fn value_element(v: &Value) -> String {
-    format!("v:{}", serde_json::to_string(v).unwrap_or_default())
+    let mut el = b"v:".to_vec();
+    // Writing a JSON value into memory cannot fail.
+    let _ = serde_json::to_writer(&mut el, v);
+    String::from_utf8(el).unwrap_or_default()
 }
 
 /// Upstream's human spelling of a path: `.spec.template.spec.containers[name="c"].image`.
@@ -345,6 +405,33 @@ fn remove_path(v: &mut Value, path: &[String]) {
 // ---------------------------------------------------------------------------------------------
 // Field sets
 
+/// Whether a top-level field is anyone's on this write: apiVersion and kind are nobody's,
+/// and for kinds with a status subresource, status is the status subresource's alone.
+fn tracked_at_root(res: &Resource, subresource: Option<&str>, key: &str) -> bool {
+    if matches!(key, "apiVersion" | "kind") {
+        return false;
+    }
+    let status_only = subresource == Some("status");
+    status_only == (key == "status") || res.info.subresource("status").is_none()
+}
+
+/// Metadata the server owns: nobody's.
+fn server_owned(meta_key: &str) -> bool {
+    matches!(
+        meta_key,
+        "name"
+            | "namespace"
+            | "uid"
+            | "resourceVersion"
+            | "generation"
+            | "creationTimestamp"
+            | "deletionTimestamp"
+            | "deletionGracePeriodSeconds"
+            | "managedFields"
+            | "selfLink"
+    )
+}
+
 /// The fields an object sets, with the leaves' values. Server-owned metadata, apiVersion,
 /// kind and (for kinds with a status subresource, written through the main resource) status
 /// are nobody's.
@@ -357,11 +444,7 @@ fn fields_of(res: &Resource, subresource: Option<&str>, obj: &Value) -> Fields {
         return out;
     };
     for (k, v) in m {
-        if matches!(k.as_str(), "apiVersion" | "kind") {
-            continue;
-        }
-        let status_only = subresource == Some("status");
-        if status_only != (k == "status") && res.info.subresource("status").is_some() {
+        if !tracked_at_root(res, subresource, k) {
             continue;
         }
         let child = s.child(&root_shape, k);
@@ -369,19 +452,7 @@ fn fields_of(res: &Resource, subresource: Option<&str>, obj: &Value) -> Fields {
         if k == "metadata" {
             let meta_shape = s.shape(child).deduce(v);
             for (mk, mv) in v.as_object().into_iter().flatten() {
-                if matches!(
-                    mk.as_str(),
-                    "name"
-                        | "namespace"
-                        | "uid"
-                        | "resourceVersion"
-                        | "generation"
-                        | "creationTimestamp"
-                        | "deletionTimestamp"
-                        | "deletionGracePeriodSeconds"
-                        | "managedFields"
-                        | "selfLink"
-                ) {
+                if server_owned(mk) {
                     continue;
                 }
                 let mut p = path.clone();
@@ -395,30 +466,62 @@ fn fields_of(res: &Resource, subresource: Option<&str>, obj: &Value) -> Fields {
     out
 }
 
-fn walk(s: &Schemas, schema: Option<&Value>, v: &Value, path: Path, out: &mut Fields) {
-    if v.is_null() {
-        return;
+/// What a value is in a field set, by its schema's shape.
+enum Node<'a> {
+    /// `null`: not set, no member.
+    Nothing,
+    /// A member owned whole, with its value: a scalar, an atomic list or map, or an empty
+    /// map or list.
+    Leaf(&'a Value),
+    /// A struct or map with members below: `f:<key>`.
+    Fields(&'a Map<String, Value>, Shape<'a>),
+    /// A list map (its elements, their schema and key names): each keyed element is a
+    /// member `k:{…}` with its fields below.
+    Elements(&'a [Value], &'a Value, &'a [Value]),
+    /// A set: each element is a member `v:<json>`.
+    SetElements(&'a [Value]),
+}
+
+impl<'a> Node<'a> {
+    fn of(shape: Shape<'a>, v: &'a Value) -> Self {
+        if v.is_null() {
+            return Node::Nothing;
+        }
+        match shape.deduce(v) {
+            shape @ (Shape::Struct(_) | Shape::Map(_)) => match v.as_object() {
+                Some(m) if !m.is_empty() => Node::Fields(m, shape),
+                _ => Node::Leaf(v),
+            },
+            Shape::ListMap(items, keys) => match v.as_array() {
+                Some(l) if !l.is_empty() => Node::Elements(l, items, keys),
+                _ => Node::Leaf(v),
+            },
+            Shape::ListSet => match v.as_array() {
+                Some(l) if !l.is_empty() => Node::SetElements(l),
+                _ => Node::Leaf(v),
+            },
+            Shape::Leaf | Shape::Deduced => Node::Leaf(v),
+        }
     }
-    match s.shape(schema).deduce(v) {
-        shape @ (Shape::Struct(_) | Shape::Map(_)) => {
-            let Some(m) = v.as_object().filter(|m| !m.is_empty()) else {
-                out.insert(path, Some(v.clone()));
-                return;
-            };
+}
+
+fn walk(s: &Schemas, schema: Option<&Value>, v: &Value, path: Path, out: &mut Fields) {
+    match Node::of(s.shape(schema), v) {
+        Node::Nothing => {}
+        Node::Leaf(v) => {
+            out.insert(path, Some(v.clone()));
+        }
+        Node::Fields(m, shape) => {
             for (k, child) in m {
                 let mut p = path.clone();
                 p.push(field(k));
                 walk(s, s.child(&shape, k), child, p, out);
             }
         }
-        Shape::ListMap(items, keys) => {
-            let Some(list) = v.as_array().filter(|l| !l.is_empty()) else {
-                out.insert(path, Some(v.clone()));
-                return;
-            };
+        Node::Elements(list, items, keys) => {
             let elem_shape = s.shape(Some(items));
             for elem in list {
-                let Some(k) = key_element(elem, &keys) else {
+                let Some(k) = key_element(elem, keys) else {
                     continue;
                 };
                 let mut p = path.clone();
@@ -431,19 +534,12 @@ fn walk(s: &Schemas, schema: Option<&Value>, v: &Value, path: Path, out: &mut Fi
                 }
             }
         }
-        Shape::ListSet => {
-            let Some(list) = v.as_array().filter(|l| !l.is_empty()) else {
-                out.insert(path, Some(v.clone()));
-                return;
-            };
+        Node::SetElements(list) => {
             for elem in list {
                 let mut p = path.clone();
                 p.push(value_element(elem));
                 out.insert(p, Some(elem.clone()));
             }
-        }
-        Shape::Leaf | Shape::Deduced => {
-            out.insert(path, Some(v.clone()));
         }
     }
 }
@@ -508,24 +604,36 @@ pub fn from_fields_v1(v: &Value) -> BTreeSet<Path> {
 // ---------------------------------------------------------------------------------------------
 // managedFields entries
 
+/// Whose a managedFields entry is and when it last changed: everything but its fields.
 #[derive(Debug, Clone)]
-struct Entry {
+struct Owner {
     manager: String,
     operation: String,
     api_version: String,
     time: Option<String>,
     subresource: Option<String>,
-    set: BTreeSet<Path>,
 }
 
-impl Entry {
-    fn same_owner(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
+impl Owner {
+    /// `None` for an entry without an operation: it is dropped.
+    fn of(entry: &Value) -> Option<Owner> {
+        let s = |k: &str| entry.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(Owner {
+            manager: s("manager").unwrap_or_default(),
+            operation: s("operation")?,
+            api_version: s("apiVersion").unwrap_or_default(),
+            time: s("time"),
+            subresource: s("subresource").filter(|s| !s.is_empty()),
+        })
+    }
+
+    fn is(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
         self.manager == manager
             && self.operation == operation
             && self.subresource.as_deref() == subresource
     }
 
-    fn to_json(&self) -> Value {
+    fn to_json(&self, fields_v1: Value) -> Value {
         let mut m = Map::new();
         m.insert("manager".into(), json!(self.manager));
         m.insert("operation".into(), json!(self.operation));
@@ -534,7 +642,7 @@ impl Entry {
             m.insert("time".into(), json!(t));
         }
         m.insert("fieldsType".into(), json!("FieldsV1"));
-        m.insert("fieldsV1".into(), to_fields_v1(&self.set));
+        m.insert("fieldsV1".into(), fields_v1);
         if let Some(s) = &self.subresource {
             m.insert("subresource".into(), json!(s));
         }
@@ -542,31 +650,35 @@ impl Entry {
     }
 }
 
-fn entries_of(obj: &Value) -> Vec<Entry> {
+/// A managedFields entry as apply reads it: its fields as a path set.
+#[derive(Debug, Clone)]
+struct Entry {
+    owner: Owner,
+    set: BTreeSet<Path>,
+}
+
+/// The stored managedFields entries, each with its `fieldsV1` (if an object).
+fn stored_entries(obj: &Value) -> impl Iterator<Item = (Owner, Option<&Map<String, Value>>)> {
     obj.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|e| {
-            let s = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_string);
-            Some(Entry {
-                manager: s("manager").unwrap_or_default(),
-                operation: s("operation")?,
-                api_version: s("apiVersion").unwrap_or_default(),
-                time: s("time"),
-                subresource: s("subresource").filter(|s| !s.is_empty()),
-                set: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
-            })
+        .filter_map(|e| Some((Owner::of(e)?, e.get("fieldsV1").and_then(Value::as_object))))
+}
+
+fn entries_of(obj: &Value) -> Vec<Entry> {
+    stored_entries(obj)
+        .map(|(owner, fields)| Entry {
+            owner,
+            set: fields
+                .map(|f| from_fields_v1(&Value::Object(f.clone())))
+                .unwrap_or_default(),
         })
         .collect()
 }
 
-fn store_entries(obj: &mut Value, entries: Vec<Entry>) {
-    let list: Vec<Value> = entries
-        .iter()
-        .filter(|e| !e.set.is_empty())
-        .map(Entry::to_json)
-        .collect();
+/// Stores the entries that own anything, or no managedFields if none does.
+fn store_managed_fields(obj: &mut Value, list: Vec<Value>) {
     let meta = crate::object::meta_mut(obj);
     if list.is_empty() {
         meta.remove("managedFields");
@@ -575,10 +687,449 @@ fn store_entries(obj: &mut Value, entries: Vec<Entry>) {
     }
 }
 
+fn store_entries(obj: &mut Value, entries: Vec<Entry>) {
+    let list = entries
+        .iter()
+        .filter(|e| !e.set.is_empty())
+        .map(|e| e.owner.to_json(to_fields_v1(&e.set)))
+        .collect();
+    store_managed_fields(obj, list);
+}
+
 fn is_reset(obj: &Value) -> bool {
     obj.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .is_some_and(|a| a.len() == 1 && a[0].as_object().is_some_and(Map::is_empty))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Update tracking
+//
+// Every write goes through here, so it works on `fieldsV1` trees directly instead of path
+// sets: one walk of the old and new object together yields the changed members as a tree
+// (skipping equal subtrees), and one walk of each stored entry beside the new object keeps
+// what is still there and unchanged. No path is materialised and no value is copied; what
+// is stored is exactly what folding the path sets (`fields_of`, `from_fields_v1`,
+// `to_fields_v1`) gives.
+
+/// A field set as `fieldsV1` spells it: a member with no members below is `{}`, one with
+/// members below also has `.: {}`, a node that is no member has only the members below.
+type FieldsV1 = Map<String, Value>;
+
+fn is_member(node: &FieldsV1) -> bool {
+    node.is_empty() || node.contains_key(".")
+}
+
+/// Adds `node` under `el` to `tree` if it is a member or has any: `member` says whether it is
+/// one itself, `node` holds the members below.
+fn add_node(tree: &mut FieldsV1, el: String, mut node: FieldsV1, member: bool) {
+    if member && !node.is_empty() {
+        node.insert(".".into(), json!({}));
+    }
+    if member || !node.is_empty() {
+        tree.insert(el, Value::Object(node));
+    }
+}
+
+/// Adds the members of `from` to `into`.
+fn union(into: &mut FieldsV1, from: FieldsV1) {
+    for (el, node) in from {
+        let Value::Object(mut node) = node else {
+            continue;
+        };
+        match into.get_mut(&el).and_then(Value::as_object_mut) {
+            Some(existing) => {
+                let member = is_member(existing) || is_member(&node);
+                existing.remove(".");
+                node.remove(".");
+                union(existing, node);
+                if member && !existing.is_empty() {
+                    existing.insert(".".into(), json!({}));
+                }
+            }
+            None => {
+                into.insert(el, Value::Object(node));
+            }
+        }
+    }
+}
+
+/// Deep equality that also tells `-0.0` from `0.0` (their `v:`/`k:` elements differ): equal
+/// subtrees have equal members with equal values and can be skipped.
+fn identical(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(fx), Some(fy)) if x.is_f64() && y.is_f64() => fx.to_bits() == fy.to_bits(),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| identical(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kx, x), (ky, y))| kx == ky && identical(x, y))
+        }
+        _ => a == b,
+    }
+}
+
+/// The members [`fields_of`] lists for `new` (on this subresource) that `old` does not have
+/// with the same value: what this write changed.
+fn changed_fields(
+    s: &Schemas,
+    res: &Resource,
+    subresource: Option<&str>,
+    old: Option<&Value>,
+    new: &Value,
+) -> FieldsV1 {
+    let mut out = FieldsV1::new();
+    let Some(fields) = new.as_object() else {
+        return out;
+    };
+    let root_shape = s.shape(s.root(res)).deduce(new);
+    let old_fields = old.and_then(Value::as_object);
+    for (k, v) in fields {
+        if !tracked_at_root(res, subresource, k) {
+            continue;
+        }
+        let o = old_fields.and_then(|m| m.get(k));
+        if o.is_some_and(|o| identical(o, v)) {
+            continue;
+        }
+        let schema = s.child(&root_shape, k);
+        let changed = if k == "metadata" {
+            changed_metadata(s, schema, o, v)
+        } else {
+            changed_below(s, schema, o, v)
+        };
+        if let Some(node) = changed {
+            out.insert(field(k), Value::Object(node));
+        }
+    }
+    out
+}
+
+/// [`changed_below`] for `metadata`, whose server-owned fields are nobody's.
+fn changed_metadata(
+    s: &Schemas,
+    schema: Option<&Value>,
+    old: Option<&Value>,
+    new: &Value,
+) -> Option<FieldsV1> {
+    let fields = new.as_object()?;
+    let shape = s.shape(schema).deduce(new);
+    let old_fields = old.and_then(Value::as_object);
+    let mut out = FieldsV1::new();
+    for (k, v) in fields {
+        let o = old_fields.and_then(|m| m.get(k));
+        if server_owned(k) || o.is_some_and(|o| identical(o, v)) {
+            continue;
+        }
+        if let Some(node) = changed_below(s, s.child(&shape, k), o, v) {
+            out.insert(field(k), Value::Object(node));
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The members at and below a path (as [`walk`] lists them) that `new` has and `old` (the
+/// old object's value at that path, if it has one) does not have with the same value, as the
+/// fieldsV1 node of the path; `None` if there are none.
+fn changed_below(
+    s: &Schemas,
+    schema: Option<&Value>,
+    old: Option<&Value>,
+    new: &Value,
+) -> Option<FieldsV1> {
+    let shape = s.shape(schema);
+    let old_node = old.map(|o| Node::of(shape, o));
+    match Node::of(shape, new) {
+        Node::Nothing => None,
+        Node::Leaf(v) => match old_node {
+            Some(Node::Leaf(o)) if o == v => None,
+            _ => Some(FieldsV1::new()),
+        },
+        Node::Fields(fields, shape) => {
+            let old_fields = match old_node {
+                Some(Node::Fields(m, _)) => Some(m),
+                _ => None,
+            };
+            let mut out = FieldsV1::new();
+            for (k, v) in fields {
+                let o = old_fields.and_then(|m| m.get(k));
+                if o.is_some_and(|o| identical(o, v)) {
+                    continue;
+                }
+                if let Some(node) = changed_below(s, s.child(&shape, k), o, v) {
+                    out.insert(field(k), Value::Object(node));
+                }
+            }
+            (!out.is_empty()).then_some(out)
+        }
+        Node::Elements(list, items, keys) => {
+            let old_list = match old_node {
+                Some(Node::Elements(l, ..)) => l,
+                _ => &[],
+            };
+            let out = match (keyed(list, keys), keyed(old_list, keys)) {
+                (Some(new_keyed), Some(old_keyed)) => {
+                    changed_elements(s, items, old_keyed, new_keyed)
+                }
+                // Elements sharing a key share their members: compare the merged path sets.
+                _ => changed_paths(s, schema, old, new),
+            };
+            (!out.is_empty()).then_some(out)
+        }
+        Node::SetElements(list) => {
+            let old_members: BTreeSet<String> = match old_node {
+                Some(Node::SetElements(l)) => l.iter().map(value_element).collect(),
+                _ => BTreeSet::new(),
+            };
+            let mut out = FieldsV1::new();
+            for elem in list {
+                let el = value_element(elem);
+                if !old_members.contains(&el) {
+                    out.insert(el, json!({}));
+                }
+            }
+            (!out.is_empty()).then_some(out)
+        }
+    }
+}
+
+/// A list map's keyed elements by their `k:` element; `None` if two share one.
+fn keyed<'a>(list: &'a [Value], keys: &[Value]) -> Option<BTreeMap<String, &'a Value>> {
+    let mut out = BTreeMap::new();
+    for elem in list {
+        if let Some(k) = key_element(elem, keys) {
+            if out.insert(k, elem).is_some() {
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// [`changed_below`] for the elements of a list map, each matched to the old element of the
+/// same key: an element is a member of its own, new if the old list lacks its key.
+fn changed_elements(
+    s: &Schemas,
+    items: &Value,
+    old: BTreeMap<String, &Value>,
+    new: BTreeMap<String, &Value>,
+) -> FieldsV1 {
+    let elem_shape = s.shape(Some(items));
+    let mut out = FieldsV1::new();
+    for (k, elem) in new {
+        let old_elem = old.get(&k).copied();
+        if old_elem.is_some_and(|o| identical(o, elem)) {
+            continue;
+        }
+        let mut node = FieldsV1::new();
+        for (f, v) in elem.as_object().into_iter().flatten() {
+            let o = old_elem.and_then(|o| o.get(f));
+            if o.is_some_and(|o| identical(o, v)) {
+                continue;
+            }
+            if let Some(below) = changed_below(s, s.child(&elem_shape, f), o, v) {
+                node.insert(field(f), Value::Object(below));
+            }
+        }
+        add_node(&mut out, k, node, old_elem.is_none());
+    }
+    out
+}
+
+/// [`changed_below`] by path sets, for list maps with elements sharing a key (where a later
+/// element's leaf wins, as in [`fields_of`]'s map).
+fn changed_paths(
+    s: &Schemas,
+    schema: Option<&Value>,
+    old: Option<&Value>,
+    new: &Value,
+) -> FieldsV1 {
+    let mut new_fields = Fields::new();
+    walk(s, schema, new, Vec::new(), &mut new_fields);
+    let mut old_fields = Fields::new();
+    if let Some(old) = old {
+        walk(s, schema, old, Vec::new(), &mut old_fields);
+    }
+    let changed: BTreeSet<Path> = new_fields
+        .into_iter()
+        .filter(|(p, v)| old_fields.get(p) != Some(v))
+        .map(|(p, _)| p)
+        .collect();
+    match to_fields_v1(&changed) {
+        Value::Object(tree) => tree,
+        _ => FieldsV1::new(),
+    }
+}
+
+/// A place in the new object that a stored entry's path leads to, to tell whether the object
+/// still has the path (it is a member, or has members below, whatever the subresource).
+enum At<'a> {
+    /// The object.
+    Root(Option<&'a Value>, &'a Value),
+    /// `metadata` (its schema and value), where server-owned fields are nobody's.
+    Metadata(Option<&'a Value>, &'a Value),
+    /// A value (its schema and itself), with members as [`walk`] lists them.
+    Value(Option<&'a Value>, &'a Value),
+    /// A list-map element (the item schema and the element): a member, its fields below.
+    Element(&'a Value, &'a Value),
+    /// A set element: a member with nothing below.
+    SetElement,
+    /// List-map elements sharing a key: their members together.
+    Several(Vec<At<'a>>),
+}
+
+impl<'a> At<'a> {
+    /// Whether the object has this path.
+    fn has_members(&self, s: &'a Schemas) -> bool {
+        match self {
+            At::Root(..) | At::Element(..) | At::SetElement => true,
+            At::Metadata(schema, meta) => {
+                let shape = s.shape(*schema).deduce(meta);
+                meta.as_object().into_iter().flatten().any(|(k, v)| {
+                    !server_owned(k) && At::Value(s.child(&shape, k), v).has_members(s)
+                })
+            }
+            At::Value(schema, v) => match Node::of(s.shape(*schema), v) {
+                Node::Nothing => false,
+                Node::Leaf(_) | Node::SetElements(_) => true,
+                Node::Fields(m, shape) => m
+                    .iter()
+                    .any(|(k, v)| At::Value(s.child(&shape, k), v).has_members(s)),
+                Node::Elements(list, _, keys) => list.iter().any(|e| has_key(e, keys)),
+            },
+            At::Several(all) => all.iter().any(|at| at.has_members(s)),
+        }
+    }
+
+    /// What is below this place, to look up path elements in.
+    fn below(&self, s: &'a Schemas) -> Below<'a> {
+        match self {
+            At::Root(schema, obj) => match obj.as_object() {
+                Some(m) => Below::Fields(m, s.shape(*schema).deduce(obj), Level::Root),
+                None => Below::Nothing,
+            },
+            At::Metadata(schema, meta) => match meta.as_object() {
+                Some(m) => Below::Fields(m, s.shape(*schema).deduce(meta), Level::Metadata),
+                None => Below::Nothing,
+            },
+            At::Value(schema, v) => match Node::of(s.shape(*schema), v) {
+                Node::Fields(m, shape) => Below::Fields(m, shape, Level::Inner),
+                Node::Elements(list, items, keys) => Below::Elements(
+                    list.iter()
+                        .filter_map(|e| Some((key_element(e, keys)?, e)))
+                        .collect(),
+                    items,
+                ),
+                Node::SetElements(list) => {
+                    Below::SetElements(list.iter().map(value_element).collect())
+                }
+                Node::Nothing | Node::Leaf(_) => Below::Nothing,
+            },
+            At::Element(items, elem) => match elem.as_object() {
+                Some(m) => Below::Fields(m, s.shape(Some(items)), Level::Inner),
+                None => Below::Nothing,
+            },
+            At::SetElement => Below::Nothing,
+            At::Several(all) => Below::Several(all.iter().map(|at| at.below(s)).collect()),
+        }
+    }
+}
+
+/// Where a struct or map is, for which of its fields are anyone's.
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Root,
+    Metadata,
+    Inner,
+}
+
+/// The children of a place in the new object, by path element.
+enum Below<'a> {
+    Nothing,
+    /// A struct or map (its fields and shape).
+    Fields(&'a Map<String, Value>, Shape<'a>, Level),
+    /// A list map's keyed elements, with the item schema.
+    Elements(Vec<(String, &'a Value)>, &'a Value),
+    /// A set's `v:` elements.
+    SetElements(Vec<String>),
+    Several(Vec<Below<'a>>),
+}
+
+impl<'a> Below<'a> {
+    /// The place the path element `el` leads to, if the object has it.
+    fn get(&self, s: &'a Schemas, el: &str) -> Option<At<'a>> {
+        match self {
+            Below::Nothing => None,
+            Below::Fields(fields, shape, level) => {
+                let k = el.strip_prefix("f:")?;
+                let owned = match level {
+                    Level::Root => !matches!(k, "apiVersion" | "kind"),
+                    Level::Metadata => !server_owned(k),
+                    Level::Inner => true,
+                };
+                let v = fields.get(k).filter(|_| owned)?;
+                let schema = s.child(shape, k);
+                Some(if *level == Level::Root && k == "metadata" {
+                    At::Metadata(schema, v)
+                } else {
+                    At::Value(schema, v)
+                })
+            }
+            Below::Elements(keyed, items) => several(
+                keyed
+                    .iter()
+                    .filter(|(k, _)| k == el)
+                    .map(|(_, e)| At::Element(items, e))
+                    .collect(),
+            ),
+            Below::SetElements(members) => {
+                members.iter().any(|m| m == el).then_some(At::SetElement)
+            }
+            Below::Several(all) => several(all.iter().filter_map(|b| b.get(s, el)).collect()),
+        }
+    }
+}
+
+fn several(mut found: Vec<At<'_>>) -> Option<At<'_>> {
+    match found.len() {
+        0 => None,
+        1 => found.pop(),
+        _ => Some(At::Several(found)),
+    }
+}
+
+/// What of a stored entry's fields (`stored`, the fieldsV1 node of a path) the new object
+/// still has (`at`, where the path is in it) and this write did not change (`changed`, the
+/// changed fields' node of the path), as the fieldsV1 node of the path.
+fn kept_below(s: &Schemas, stored: &FieldsV1, at: &At<'_>, changed: Option<&FieldsV1>) -> FieldsV1 {
+    let below = at.below(s);
+    let mut out = FieldsV1::new();
+    for (el, child) in stored {
+        if el == "." {
+            continue;
+        }
+        // Not in the object: neither is anything below.
+        let Some(child_at) = below.get(s, el) else {
+            continue;
+        };
+        let child_changed = changed.and_then(|c| c.get(el)).and_then(Value::as_object);
+        let (member, node) = match child.as_object() {
+            Some(m) if !m.is_empty() => (
+                m.contains_key("."),
+                kept_below(s, m, &child_at, child_changed),
+            ),
+            _ => (true, FieldsV1::new()),
+        };
+        let kept = member && !child_changed.is_some_and(is_member) && child_at.has_members(s);
+        add_node(&mut out, el.clone(), node, kept);
+    }
+    out
 }
 
 /// Records a non-apply write (create, update, patch, subresource) in `new`'s managedFields:
@@ -596,96 +1147,96 @@ pub fn track_update(
         crate::object::meta_mut(new).remove("managedFields");
         return;
     }
+    let s = schemas();
     // Entries the client rewrote (kubectl's client-side to server-side apply migration does,
     // by a JSON patch) are taken as given; otherwise the stored ones are kept.
     let sent = new.pointer("/metadata/managedFields");
     let stored = old.and_then(|o| o.pointer("/metadata/managedFields"));
     let rewritten = matches!(sent, Some(Value::Array(list)) if !list.is_empty()) && sent != stored;
-    let mut entries = if rewritten {
-        entries_of(new)
-    } else {
-        old.map(entries_of).unwrap_or_default()
-    };
-    let new_fields = fields_of(res, subresource, new);
-    let old_fields = old
-        .map(|o| fields_of(res, subresource, o))
-        .unwrap_or_default();
-    let changed: BTreeSet<Path> = new_fields
-        .iter()
-        .filter(|(p, v)| old_fields.get(*p) != Some(*v))
-        .map(|(p, _)| p.clone())
+    let changed = changed_fields(s, res, subresource, old, new);
+    // Earlier owners keep what is still there and this write did not change.
+    let source = if rewritten { Some(&*new) } else { old };
+    let at = At::Root(s.root(res), new);
+    let mut entries: Vec<(Owner, FieldsV1)> = source
+        .into_iter()
+        .flat_map(stored_entries)
+        .map(|(owner, fields)| {
+            let kept = fields
+                .map(|f| kept_below(s, f, &at, Some(&changed)))
+                .unwrap_or_default();
+            (owner, kept)
+        })
         .collect();
-    // Only earlier owners lose fields; a create (or an object nobody owned yet) has none,
-    // and then walking the object twice more for `all_fields` is wasted on every write.
-    if !entries.is_empty() {
-        let all_new = all_fields(res, new);
-        for e in &mut entries {
-            e.set
-                .retain(|p| all_new.contains(p) && !changed.contains(p));
-        }
-    }
     if !changed.is_empty() {
         let now = now_rfc3339();
         match entries
             .iter_mut()
-            .find(|e| e.same_owner(manager, "Update", subresource))
+            .find(|(owner, _)| owner.is(manager, "Update", subresource))
         {
-            Some(e) => {
-                e.set.extend(changed);
-                e.time = Some(now);
-                e.api_version = res.info.api_version();
+            Some((owner, fields)) => {
+                union(fields, changed);
+                owner.time = Some(now);
+                owner.api_version = res.info.api_version();
             }
-            None => entries.push(Entry {
-                manager: manager.to_string(),
-                operation: "Update".into(),
-                api_version: res.info.api_version(),
-                time: Some(now),
-                subresource: subresource.map(str::to_string),
-                set: changed,
-            }),
+            None => entries.push((
+                Owner {
+                    manager: manager.to_string(),
+                    operation: "Update".into(),
+                    api_version: res.info.api_version(),
+                    time: Some(now),
+                    subresource: subresource.map(str::to_string),
+                },
+                changed,
+            )),
         }
     }
-    store_entries(new, entries);
+    let list = entries
+        .into_iter()
+        .filter(|(_, fields)| !fields.is_empty())
+        .map(|(owner, fields)| owner.to_json(Value::Object(fields)))
+        .collect();
+    store_managed_fields(new, list);
     match old {
         Some(old) if !rewritten => keep_if_unchanged(old, new),
         _ => {}
     }
 }
 
-/// Every path an object has, whatever the subresource (so that a `/status` write does not
-/// disown the spec).
-fn all_fields(res: &Resource, obj: &Value) -> BTreeSet<Path> {
-    let mut all: BTreeSet<Path> = fields_of(res, None, obj).into_keys().collect();
-    if res.info.subresource("status").is_some() {
-        all.extend(fields_of(res, Some("status"), obj).into_keys());
-    }
-    // Every prefix of a member is present too (ownership of `k:` nodes and their parents).
-    let prefixes: Vec<Path> = all
-        .iter()
-        .flat_map(|p| (1..p.len()).map(move |i| p[..i].to_vec()))
-        .collect();
-    all.extend(prefixes);
-    all
-}
-
 /// When a non-apply write changed nothing but managedFields, what is stored stays: a no-op
 /// write stays a no-op (upstream keeps the entries' times unless their sets change).
 fn keep_if_unchanged(current: &Value, desired: &mut Value) {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("managedFields");
-            m.remove("resourceVersion");
-        }
-        v
-    };
-    if strip(current) == strip(desired) {
+    if same_but_bookkeeping(current, desired) {
         let meta = crate::object::meta_mut(desired);
         match current.pointer("/metadata/managedFields") {
             Some(mf) => meta.insert("managedFields".into(), mf.clone()),
             None => meta.remove("managedFields"),
         };
     }
+}
+
+/// Whether two objects are equal but for `metadata.managedFields` and `resourceVersion`
+/// (without copying them to strip those).
+fn same_but_bookkeeping(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let same_meta = |a: &Value, b: &Value| {
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return a == b;
+        };
+        let kept =
+            |(k, _): &(&String, &Value)| !matches!(k.as_str(), "managedFields" | "resourceVersion");
+        a.iter().filter(kept).eq(b.iter().filter(kept))
+    };
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ka, va), (kb, vb))| {
+            ka == kb
+                && if ka == "metadata" {
+                    same_meta(va, vb)
+                } else {
+                    va == vb
+                }
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -780,11 +1331,13 @@ impl ApplyRequest {
         time: Option<String>,
     ) -> Entry {
         Entry {
-            manager: self.manager.clone(),
-            operation: "Apply".into(),
-            api_version: res.info.api_version(),
-            time,
-            subresource: subresource.map(str::to_string),
+            owner: Owner {
+                manager: self.manager.clone(),
+                operation: "Apply".into(),
+                api_version: res.info.api_version(),
+                time,
+                subresource: subresource.map(str::to_string),
+            },
             set,
         }
     }
@@ -801,7 +1354,7 @@ impl ApplyRequest {
         let applied = fields_of(res, subresource, &self.config);
         let live_fields = fields_of(res, subresource, live);
         let mut entries = entries_of(live);
-        let mine = |e: &Entry| e.same_owner(&self.manager, "Apply", subresource);
+        let mine = |e: &Entry| e.owner.is(&self.manager, "Apply", subresource);
 
         // Conflicts: a leaf someone else owns whose value would change.
         let differs = |p: &Path, v: &Option<Value>| match v {
@@ -812,7 +1365,11 @@ impl ApplyRequest {
         for e in entries.iter().filter(|e| !mine(e)) {
             for (p, v) in &applied {
                 if e.set.contains(p) && differs(p, v) {
-                    conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
+                    conflicts.push((
+                        e.owner.manager.clone(),
+                        e.owner.api_version.clone(),
+                        p.clone(),
+                    ));
                 }
             }
         }
@@ -860,7 +1417,7 @@ impl ApplyRequest {
         let old_time = entries
             .iter()
             .find(|e| mine(e))
-            .and_then(|e| e.time.clone());
+            .and_then(|e| e.owner.time.clone());
         entries.retain(|e| !mine(e));
         let time = if unchanged && old_time.is_some() {
             old_time
@@ -1071,7 +1628,7 @@ mod tests {
 
     #[test]
     fn list_map_keys_default_the_protocol() {
-        let keys = vec!["containerPort".to_string(), "protocol".to_string()];
+        let keys = [json!("containerPort"), json!("protocol")];
         let k = key_element(&json!({"containerPort": 80}), &keys);
         assert_eq!(
             k.as_deref(),
