@@ -2129,6 +2129,332 @@ mod tracking_tests {
         );
     }
 
+    /// The implementation before update tracking worked on fieldsV1 trees (path sets from
+    /// `fields_of`, every entry unfolded and folded again), kept as the reference the fast
+    /// one must agree with; fresh timestamps read `NOW`.
+    fn reference_track_update(
+        res: &Resource,
+        subresource: Option<&str>,
+        manager: &str,
+        old: Option<&Value>,
+        new: &mut Value,
+    ) {
+        if is_reset(new) {
+            crate::object::meta_mut(new).remove("managedFields");
+            return;
+        }
+        let sent = new.pointer("/metadata/managedFields");
+        let stored = old.and_then(|o| o.pointer("/metadata/managedFields"));
+        let rewritten =
+            matches!(sent, Some(Value::Array(list)) if !list.is_empty()) && sent != stored;
+        let mut entries = if rewritten {
+            entries_of(new)
+        } else {
+            old.map(entries_of).unwrap_or_default()
+        };
+        let new_fields = fields_of(res, subresource, new);
+        let old_fields = old
+            .map(|o| fields_of(res, subresource, o))
+            .unwrap_or_default();
+        let changed: BTreeSet<Path> = new_fields
+            .iter()
+            .filter(|(p, v)| old_fields.get(*p) != Some(*v))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if !entries.is_empty() {
+            let mut all_new: BTreeSet<Path> = fields_of(res, None, new).into_keys().collect();
+            if res.info.subresource("status").is_some() {
+                all_new.extend(fields_of(res, Some("status"), new).into_keys());
+            }
+            let prefixes: Vec<Path> = all_new
+                .iter()
+                .flat_map(|p| (1..p.len()).map(move |i| p[..i].to_vec()))
+                .collect();
+            all_new.extend(prefixes);
+            for e in &mut entries {
+                e.set
+                    .retain(|p| all_new.contains(p) && !changed.contains(p));
+            }
+        }
+        if !changed.is_empty() {
+            match entries
+                .iter_mut()
+                .find(|e| e.owner.is(manager, "Update", subresource))
+            {
+                Some(e) => {
+                    e.set.extend(changed);
+                    e.owner.time = Some("NOW".into());
+                    e.owner.api_version = res.info.api_version();
+                }
+                None => entries.push(Entry {
+                    owner: Owner {
+                        manager: manager.to_string(),
+                        operation: "Update".into(),
+                        api_version: res.info.api_version(),
+                        time: Some("NOW".into()),
+                        subresource: subresource.map(str::to_string),
+                    },
+                    set: changed,
+                }),
+            }
+        }
+        store_entries(new, entries);
+        if let (Some(old), false) = (old, rewritten) {
+            let strip = |v: &Value| {
+                let mut v = v.clone();
+                if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("managedFields");
+                    m.remove("resourceVersion");
+                }
+                v
+            };
+            if strip(old) == strip(new) {
+                let meta = crate::object::meta_mut(new);
+                match old.pointer("/metadata/managedFields") {
+                    Some(mf) => meta.insert("managedFields".into(), mf.clone()),
+                    None => meta.remove("managedFields"),
+                };
+            }
+        }
+    }
+
+    /// `v` with managedFields times other than [`T0`] spelled `NOW`.
+    fn fresh_times_as_now(mut v: Value) -> Value {
+        for e in v
+            .pointer_mut("/metadata/managedFields")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = e.get_mut("time").filter(|t| *t != T0) {
+                *t = json!("NOW");
+            }
+        }
+        v
+    }
+
+    /// `-0.0` equals `0.0`, but their `v:` and `k:` elements differ: a write from one to the
+    /// other changes the member.
+    #[test]
+    fn negative_zero_is_another_member() {
+        let pods = res("", "pods");
+        let mut old = pod();
+        old["metadata"]["finalizers"] = json!([-0.0]);
+        old["spec"]["containers"][0]["ports"] = json!([{"containerPort": -0.0}]);
+        let old = stored(&pods, None, "a", None, &old);
+        let mut new = old.clone();
+        new["metadata"]["finalizers"] = json!([0.0]);
+        new["spec"]["containers"][0]["ports"] = json!([{"containerPort": 0.0}]);
+        // Else the write is a no-op (the objects are equal) and keeps what is stored.
+        new["metadata"]["labels"]["x"] = json!("y");
+        let mut fast = new.clone();
+        track_update(&pods, None, "b", Some(&old), &mut fast);
+        let mut reference = new;
+        reference_track_update(&pods, None, "b", Some(&old), &mut reference);
+        let entry_b = |v: &Value| v.pointer("/metadata/managedFields/1/fieldsV1").cloned();
+        assert_eq!(
+            entry_b(&reference),
+            Some(json!({
+                "f:metadata": {"f:finalizers": {"v:0.0": {}}, "f:labels": {"f:x": {}}},
+                "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {"f:ports": {
+                    "k:{\"containerPort\":0.0,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}
+                }}}}
+            }))
+        );
+        assert_eq!(fresh_times_as_now(fast), fresh_times_as_now(reference));
+    }
+
+    /// A small deterministic generator (xorshift), for the randomised comparison.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n.max(1) as u64) as usize
+        }
+
+        fn value(&mut self) -> Value {
+            match self.below(12) {
+                0 => json!(null),
+                1 => json!({}),
+                2 => json!([]),
+                3 => json!(-0.0),
+                4 => json!(0.0),
+                5 => json!(1),
+                6 => json!(1.0),
+                7 => json!(true),
+                8 => json!({"name": format!("n{}", self.below(3)), "value": "v"}),
+                9 => json!([{"name": "a"}, {"name": format!("n{}", self.below(3))}]),
+                10 => json!(["a", format!("s{}", self.below(3))]),
+                _ => json!(format!("s{}", self.below(3))),
+            }
+        }
+
+        /// Changes one random place of `v`.
+        fn mutate(&mut self, v: &mut Value) {
+            let descend = self.below(5) != 0;
+            self.mutate_at(v, descend);
+        }
+
+        /// Changes `v` itself, or (`descend`) one random place below it.
+        fn mutate_at(&mut self, v: &mut Value, descend: bool) {
+            match v {
+                Value::Object(m) if descend && !m.is_empty() => {
+                    let i = self.below(m.len());
+                    if let Some(child) = m.values_mut().nth(i) {
+                        self.mutate(child);
+                    }
+                }
+                Value::Array(a) if descend && !a.is_empty() => {
+                    let i = self.below(a.len());
+                    self.mutate(&mut a[i]);
+                }
+                Value::Object(m) => match self.below(3) {
+                    0 if !m.is_empty() => {
+                        let i = self.below(m.len());
+                        if let Some(k) = m.keys().nth(i).cloned() {
+                            m.remove(&k);
+                        }
+                    }
+                    1 => {
+                        let k = ["name", "value", "image", "x", "protocol"][self.below(5)];
+                        m.insert(k.into(), self.value());
+                    }
+                    _ => *v = self.value(),
+                },
+                Value::Array(a) => match self.below(4) {
+                    0 if !a.is_empty() => {
+                        let i = self.below(a.len());
+                        a.remove(i);
+                    }
+                    // Duplicates: list-map elements sharing a key, repeated set members.
+                    1 if !a.is_empty() => {
+                        let i = self.below(a.len());
+                        let mut dup = a[i].clone();
+                        if self.below(2) == 0 {
+                            self.mutate(&mut dup);
+                        }
+                        a.push(dup);
+                    }
+                    2 => a.push(self.value()),
+                    _ => *v = self.value(),
+                },
+                _ => *v = self.value(),
+            }
+        }
+    }
+
+    /// `track_update` agrees with the reference on chains of random writes (creates, updates,
+    /// status and scale writes, resets and rewritten entries, odd shapes and duplicates) to
+    /// every kind of object above.
+    #[test]
+    fn agrees_with_the_path_set_implementation_on_random_writes() {
+        let kinds = [
+            (res("", "pods"), pod()),
+            (res("apps", "deployments"), deployment()),
+            (
+                res("", "configmaps"),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                       "data": {"a": "1"}, "status": {"odd": [1]}}),
+            ),
+            (
+                res("", "services"),
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                       "spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}],
+                                "selector": {"app": "web"}}}),
+            ),
+        ];
+        let mut compared = 0;
+        for seed in 1..=300u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let (res, start) = &kinds[rng.below(kinds.len())];
+            let mut old: Option<Value> = None;
+            let mut next = start.clone();
+            for _ in 0..8 {
+                for _ in 0..1 + rng.below(3) {
+                    // Lists of every kind, more often than a random pick would reach them.
+                    let lists = [
+                        "/metadata/finalizers",
+                        "/spec/containers/0/env",
+                        "/spec/containers/0/ports",
+                        "/spec/template/spec/containers",
+                        "/spec/template/spec/containers/0/env",
+                        "/spec/ports",
+                        "/status/conditions",
+                    ];
+                    if let Some(list) = next
+                        .pointer_mut(lists[rng.below(lists.len())])
+                        .filter(|_| rng.below(2) == 0)
+                    {
+                        let descend = rng.below(3) == 0;
+                        rng.mutate_at(list, descend);
+                    // Objects stay objects.
+                    } else if let Some(m) = next.as_object_mut() {
+                        let i = rng.below(m.len());
+                        if let Some(child) = m.values_mut().nth(i) {
+                            rng.mutate(child);
+                        }
+                    }
+                }
+                if rng.below(10) == 0 && next["metadata"].is_object() {
+                    next["metadata"]["managedFields"] = match rng.below(4) {
+                        0 => json!([{}]),
+                        // As a client could write them: fields nobody can own, too.
+                        3 => json!([{"manager": "kubectl", "operation": "Apply", "fieldsV1": {
+                            "f:apiVersion": {}, "f:kind": {}, "f:data": {"f:a": {}},
+                            "f:metadata": {"f:name": {}, "f:labels": {".": {}, "f:app": {}}},
+                            "f:spec": {".": {}, "f:containers": {"k:{\"name\":\"app\"}": {
+                                ".": {}, "f:image": {}, "f:env": {}}},
+                                "f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {}}},
+                            "f:status": {"f:replicas": {}, "f:conditions": {}}}}]),
+                        1 => start["metadata"]["managedFields"].clone(),
+                        _ => old
+                            .as_ref()
+                            .and_then(|o| o.pointer("/metadata/managedFields"))
+                            .cloned()
+                            .map(|mut mf| {
+                                rng.mutate(&mut mf);
+                                mf
+                            })
+                            .unwrap_or(Value::Null),
+                    };
+                }
+                let manager = ["a", "b", "c"][rng.below(3)];
+                let subresource = [None, Some("status"), Some("scale")][rng.below(3)];
+                let mut fast = next.clone();
+                track_update(res, subresource, manager, old.as_ref(), &mut fast);
+                let mut reference = next.clone();
+                reference_track_update(res, subresource, manager, old.as_ref(), &mut reference);
+                let (fast, reference) = (fresh_times_as_now(fast), fresh_times_as_now(reference));
+                assert_eq!(
+                    fast.to_string(),
+                    reference.to_string(),
+                    "seed {seed}: {subresource:?} write by {manager} of {next} over {old:?}"
+                );
+                compared += 1;
+                // Stored with a fixed time, so that the next write can keep it.
+                let mut stored = reference;
+                for e in stored
+                    .pointer_mut("/metadata/managedFields")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    e["time"] = json!(T0);
+                }
+                next = stored.clone();
+                old = if rng.below(8) == 0 {
+                    None
+                } else {
+                    Some(stored)
+                };
+            }
+        }
+        assert_eq!(compared, 2400);
+    }
+
     /// How many times the cost drivers below track a write (`COST_ROUNDS`, default 200).
     /// Instructions per call: run a driver under
     /// `valgrind --tool=callgrind --toggle-collect='*track_update*'` with `COST_ROUNDS=0` and
