@@ -304,16 +304,14 @@ async fn sync(cj: &CronJob, ctx: &Context) -> Result<Action, Error> {
             Some(outcome) => {
                 if in_active {
                     active.retain(|r| r.uid != job.metadata.uid);
-                    ctx.recorder
-                        .normal(
-                            cj,
-                            "SawCompletedJob",
-                            format!(
-                                "Saw completed job: {}, condition: {outcome}",
-                                job.name_any()
-                            ),
-                        )
-                        .await;
+                    ctx.recorder.normal(
+                        cj,
+                        "SawCompletedJob",
+                        format!(
+                            "Saw completed job: {}, condition: {outcome}",
+                            job.name_any()
+                        ),
+                    );
                 }
                 if outcome == "Complete" {
                     let done = job.status.as_ref().and_then(|s| s.completion_time.clone());
@@ -355,7 +353,7 @@ async fn sync(cj: &CronJob, ctx: &Context) -> Result<Action, Error> {
                     ScheduleError::Unparseable { .. } => "UnparseableSchedule",
                 };
                 tracing::warn!(controller = NAME, error = %e, "invalid CronJob schedule");
-                ctx.recorder.normal(cj, reason, e.to_string()).await;
+                ctx.recorder.normal(cj, reason, e.to_string());
             }
             Ok(schedule) => {
                 action = run_schedule(
@@ -468,16 +466,14 @@ async fn run_schedule(
     };
     if let Some(deadline) = spec.starting_deadline_seconds {
         if scheduled + SignedDuration::from_secs(deadline.max(0)) < now {
-            ctx.recorder
-                .normal(
-                    cj,
-                    "MissSchedule",
-                    format!(
-                        "Missed scheduled time to start a job: {}",
-                        schedule.rfc3339(scheduled)
-                    ),
-                )
-                .await;
+            ctx.recorder.normal(
+                cj,
+                "MissSchedule",
+                format!(
+                    "Missed scheduled time to start a job: {}",
+                    schedule.rfc3339(scheduled)
+                ),
+            );
             return Ok(requeue(now));
         }
     }
@@ -489,15 +485,13 @@ async fn run_schedule(
     }
     match spec.concurrency_policy.as_deref().unwrap_or("Allow") {
         "Forbid" if !active.is_empty() => {
-            ctx.recorder
-                .normal(
-                    cj,
-                    "JobAlreadyActive",
-                    "Not starting job because prior execution is running and concurrency \
+            ctx.recorder.normal(
+                cj,
+                "JobAlreadyActive",
+                "Not starting job because prior execution is running and concurrency \
                      policy is Forbid"
-                        .into(),
-                )
-                .await;
+                    .into(),
+            );
             return Ok(requeue(now));
         }
         "Replace" => {
@@ -529,8 +523,7 @@ async fn run_schedule(
         Ok(j) => {
             tracing::info!(controller = NAME, job = %job_name, "created job");
             ctx.recorder
-                .normal(cj, "SuccessfulCreate", format!("Created job {job_name}"))
-                .await;
+                .normal(cj, "SuccessfulCreate", format!("Created job {job_name}"));
             j
         }
         // Created by an earlier reconcile that this one's (stale) CronJob and Job stores do
@@ -565,8 +558,7 @@ async fn delete_job(cj: &CronJob, ctx: &Context, api: &Api<Job>, name: &str) -> 
     match api.delete(name, &dp).await {
         Ok(_) => {
             ctx.recorder
-                .normal(cj, "SuccessfulDelete", format!("Deleted job {name}"))
-                .await;
+                .normal(cj, "SuccessfulDelete", format!("Deleted job {name}"));
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

@@ -767,13 +767,11 @@ async fn execute(
         match api.delete(&pod.name_any(), &dp).await {
             Ok(_) => {
                 tracing::info!(pod = %pod.name_any(), "deleted daemon pod");
-                ctx.recorder
-                    .normal(
-                        ds,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {}", pod.name_any()),
-                    )
-                    .await;
+                ctx.recorder.normal(
+                    ds,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {}", pod.name_any()),
+                );
                 dels.push(pod.uid().unwrap_or_default());
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -794,13 +792,11 @@ async fn execute(
         match r {
             Ok(p) => {
                 tracing::info!(pod = %p.name_any(), "created daemon pod");
-                ctx.recorder
-                    .normal(
-                        ds,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    )
-                    .await;
+                ctx.recorder.normal(
+                    ds,
+                    "SuccessfulCreate",
+                    format!("Created pod: {}", p.name_any()),
+                );
                 adds.push(p.name_any());
             }
             Err(e) => {

@@ -514,13 +514,11 @@ async fn scale_replica_set(
     if from != target {
         tracing::info!(replicaset = %name, from, to = target, "scaling ReplicaSet");
         let verb = if target > from { "up" } else { "down" };
-        ctx.recorder
-            .normal(
-                d,
-                "ScalingReplicaSet",
-                format!("Scaled {verb} replica set {name} from {from} to {target}"),
-            )
-            .await;
+        ctx.recorder.normal(
+            d,
+            "ScalingReplicaSet",
+            format!("Scaled {verb} replica set {name} from {from} to {target}"),
+        );
     }
     Ok(written)
 }
@@ -698,13 +696,11 @@ async fn create_new_rs(
     match rs_api.create(&PostParams::default(), &rs).await {
         Ok(rs) => {
             tracing::info!(replicaset = %name, replicas, "created new ReplicaSet");
-            ctx.recorder
-                .normal(
-                    d,
-                    "ScalingReplicaSet",
-                    format!("Scaled up replica set {name} from 0 to {replicas}"),
-                )
-                .await;
+            ctx.recorder.normal(
+                d,
+                "ScalingReplicaSet",
+                format!("Scaled up replica set {name} from 0 to {replicas}"),
+            );
             Ok(Some(rs))
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {

@@ -224,8 +224,7 @@ async fn try_sync(pdb: &PodDisruptionBudget, ctx: &Context) -> Result<Action, Er
     let pods = pods_for(pdb, &ctx.pods);
     if pods.is_empty() {
         ctx.recorder
-            .normal(pdb, "NoPods", "No matching pods found".into())
-            .await;
+            .normal(pdb, "NoPods", "No matching pods found".into());
     }
     let (expected, desired, unmanaged) = expected_count(pdb, &pods, ctx)?;
     if !unmanaged.is_empty() {

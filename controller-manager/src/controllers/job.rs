@@ -570,10 +570,9 @@ async fn sync(job: &Job, ctx: &Context, key: &str) -> Result<Action, Error> {
             if f.success {
                 completion_time = Some(now.clone());
                 ctx.recorder
-                    .normal(job, "Completed", "Job completed".into())
-                    .await;
+                    .normal(job, "Completed", "Job completed".into());
             } else {
-                ctx.recorder.normal(job, &f.reason, f.message.clone()).await;
+                ctx.recorder.normal(job, &f.reason, f.message.clone());
             }
         }
     } else {
@@ -630,13 +629,11 @@ async fn sync(job: &Job, ctx: &Context, key: &str) -> Result<Action, Error> {
         for pod in &new_pods {
             match pods_api.create(&PostParams::default(), pod).await {
                 Ok(p) => {
-                    ctx.recorder
-                        .normal(
-                            job,
-                            "SuccessfulCreate",
-                            format!("Created pod: {}", p.name_any()),
-                        )
-                        .await;
+                    ctx.recorder.normal(
+                        job,
+                        "SuccessfulCreate",
+                        format!("Created pod: {}", p.name_any()),
+                    );
                     adds.push(p.name_any());
                 }
                 Err(e) => {
@@ -667,8 +664,7 @@ async fn sync(job: &Job, ctx: &Context, key: &str) -> Result<Action, Error> {
                     "Reached expected number of succeeded pods",
                 ));
                 ctx.recorder
-                    .normal(job, "Completed", "Job completed".into())
-                    .await;
+                    .normal(job, "Completed", "Job completed".into());
             }
             requeue = None;
         } else if suspended {
@@ -680,8 +676,7 @@ async fn sync(job: &Job, ctx: &Context, key: &str) -> Result<Action, Error> {
                 "Job suspended",
             ) {
                 ctx.recorder
-                    .normal(job, "Suspended", "Job suspended".into())
-                    .await;
+                    .normal(job, "Suspended", "Job suspended".into());
             }
         } else if ensure_condition(
             &mut conditions,
@@ -690,9 +685,7 @@ async fn sync(job: &Job, ctx: &Context, key: &str) -> Result<Action, Error> {
             "JobResumed",
             "Job resumed",
         ) {
-            ctx.recorder
-                .normal(job, "Resumed", "Job resumed".into())
-                .await;
+            ctx.recorder.normal(job, "Resumed", "Job resumed".into());
         }
     }
     if finish.is_some() {

@@ -202,13 +202,11 @@ impl Ipam {
                     Some(i) => i,
                     None => {
                         tracing::warn!(controller = NAME, node = %id.0, "cluster CIDR exhausted");
-                        self.recorder
-                            .normal(
-                                node.as_ref(),
-                                "CIDRNotAvailable",
-                                format!("Node {} status is now: CIDRNotAvailable", id.0),
-                            )
-                            .await;
+                        self.recorder.normal(
+                            node.as_ref(),
+                            "CIDRNotAvailable",
+                            format!("Node {} status is now: CIDRNotAvailable", id.0),
+                        );
                         continue;
                     }
                 },

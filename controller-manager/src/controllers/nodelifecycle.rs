@@ -210,13 +210,11 @@ impl Lifecycle {
             )
             .await?;
             if was_ready {
-                self.recorder
-                    .normal(
-                        node,
-                        "NodeNotReady",
-                        format!("Node {name} status is now: NodeNotReady"),
-                    )
-                    .await;
+                self.recorder.normal(
+                    node,
+                    "NodeNotReady",
+                    format!("Node {name} status is now: NodeNotReady"),
+                );
                 self.retry_pods.insert(name.clone());
             }
             if self.retry_pods.contains(&name) && self.mark_pods_not_ready(&name).await? {

@@ -278,8 +278,7 @@ async fn sync(rs: &ReplicaSet, ctx: &Context, key: &str) -> Result<Action, Error
             let created = create_pods(rs, &pods_api, want).await;
             for pod in &created.0 {
                 ctx.recorder
-                    .normal(rs, "SuccessfulCreate", format!("Created pod: {pod}"))
-                    .await;
+                    .normal(rs, "SuccessfulCreate", format!("Created pod: {pod}"));
             }
             ctx.expectations.expect(key, created.0, Vec::new());
             created.1?;
@@ -296,13 +295,11 @@ async fn sync(rs: &ReplicaSet, ctx: &Context, key: &str) -> Result<Action, Error
                 {
                     Ok(_) => {
                         tracing::info!(pod = %pod.name_any(), "deleted pod");
-                        ctx.recorder
-                            .normal(
-                                rs,
-                                "SuccessfulDelete",
-                                format!("Deleted pod: {}", pod.name_any()),
-                            )
-                            .await;
+                        ctx.recorder.normal(
+                            rs,
+                            "SuccessfulDelete",
+                            format!("Deleted pod: {}", pod.name_any()),
+                        );
                         dels.push(pod.uid().unwrap_or_default());
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => {}

@@ -536,7 +536,7 @@ impl Target<'_> {
                         "create Claim {cname} Pod {pod_name} in StatefulSet {} success",
                         set.name_any()
                     );
-                    self.ctx.recorder.normal(set, "SuccessfulCreate", msg).await;
+                    self.ctx.recorder.normal(set, "SuccessfulCreate", msg);
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(e.into()),
@@ -550,7 +550,7 @@ impl Target<'_> {
                     "create Pod {pod_name} in StatefulSet {} successful",
                     set.name_any()
                 );
-                self.ctx.recorder.normal(set, "SuccessfulCreate", msg).await;
+                self.ctx.recorder.normal(set, "SuccessfulCreate", msg);
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
@@ -675,10 +675,7 @@ impl Target<'_> {
                     pod.name_any(),
                     self.set.name_any()
                 );
-                self.ctx
-                    .recorder
-                    .normal(self.set, "SuccessfulDelete", msg)
-                    .await;
+                self.ctx.recorder.normal(self.set, "SuccessfulDelete", msg);
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),

@@ -188,13 +188,11 @@ impl TaintEviction {
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         tracing::info!(controller = NAME, pod = %util::key_of(pod), node, "evicting pod for a NoExecute taint");
-        self.recorder
-            .normal(
-                pod,
-                "TaintManagerEviction",
-                format!("Marking for deletion Pod {ns}/{name}"),
-            )
-            .await;
+        self.recorder.normal(
+            pod,
+            "TaintManagerEviction",
+            format!("Marking for deletion Pod {ns}/{name}"),
+        );
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
