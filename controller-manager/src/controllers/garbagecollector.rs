@@ -51,9 +51,13 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 const GRAPH_SHARE: u32 = 4;
 /// A pass also runs this often without changes, so a failed write is retried.
 const RESYNC: Duration = Duration::from_secs(10);
-/// Owner checks and dependent deletions in flight at once (upstream's
-/// `--concurrent-gc-syncs` default).
+/// Owner checks in flight at once (upstream's `--concurrent-gc-syncs` default).
 const GC_WORKERS: usize = 20;
+/// Dependent deletions in flight at once. More than [`GC_WORKERS`]: upstream's workers each
+/// delete one dependent after re-reading its owners, while a pass here has confirmed the
+/// owners once already, so each deletion is one request, and with 20 in flight a 5,000-pod
+/// ReplicaSet was removed at a fifth of the rate it was created.
+const DELETE_WORKERS: usize = 64;
 
 /// The `ApiResource` of a resource table entry.
 pub fn api_resource(info: &ResourceInfo) -> ApiResource {
@@ -283,7 +287,7 @@ impl Collector {
                 }
             }
         }
-        // Then the dependents, GC_WORKERS at a time (upstream's --concurrent-gc-syncs).
+        // Then the dependents, DELETE_WORKERS at a time.
         type Work = (usize, Arc<DynamicObject>, Vec<String>);
         let work: Vec<Work> = dangling
             .into_iter()
@@ -302,7 +306,7 @@ impl Collector {
                 let info = self.kinds[kind].info;
                 self.dangling(&Node { info, obj: &obj }, &gone).await
             })
-            .buffer_unordered(GC_WORKERS)
+            .buffer_unordered(DELETE_WORKERS)
             .collect()
             .await;
         for r in results {
