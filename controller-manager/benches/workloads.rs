@@ -410,14 +410,19 @@ async fn main() {
     .await
     .expect("scheduler");
 
-    // The controller manager, as its own process.
+    // The controller manager, as its own process; its log goes to the file named by
+    // COX_BENCH_CM_LOG, if set (to look into a run afterwards).
     let port = free_port();
+    let log = match std::env::var_os("COX_BENCH_CM_LOG") {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("controller manager log")),
+        None => Stdio::null(),
+    };
     let cm = ChildProcess(
         Command::new(env!("CARGO_BIN_EXE_cox-controller-manager"))
             .args(["--master", &c.url(), "--leader-elect=false"])
             .args(["--port", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start cox-controller-manager"),
     );
