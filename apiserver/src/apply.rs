@@ -14,7 +14,8 @@
 //!   another manager owns, unless forced ([`apply`]).
 //! - Any other write (create, update, patch) is an **Update** by the request's
 //!   `fieldManager` (or the user agent's program name): it owns what it changed, taking it
-//!   from whoever owned it before ([`track_update`]).
+//!   from whoever owned it before ([`track_update`]). Every write does this, so it works on
+//!   the folded trees directly, walking old and new objects together.
 //!
 //! The schemas are read from the OpenAPI v3 documents the server serves, so the list and map
 //! semantics are the ones clients see.
@@ -758,10 +759,9 @@ fn union(into: &mut FieldsV1, from: FieldsV1) {
 /// subtrees have equal members with equal values and can be skipped.
 fn identical(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(fx), Some(fy)) if x.is_f64() && y.is_f64() => fx.to_bits() == fy.to_bits(),
-            _ => x == y,
-        },
+        (Value::Number(x), Value::Number(y)) if x.is_f64() && y.is_f64() => {
+            x.as_f64().map(f64::to_bits) == y.as_f64().map(f64::to_bits)
+        }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(x, y)| identical(x, y))
         }
