@@ -396,17 +396,7 @@ async fn higher_priority_pod_preempts_a_lower_priority_one() {
     node(&kc, "n", "2", serde_json::json!({})).await;
     let _s = start(&c, "only", None).await;
     // Priorities come from PriorityClasses (the API server's Priority admission).
-    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(kc.clone());
-    for (name, value) in [("low", 1), ("high", 1000)] {
-        let class = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name}, "value": value,
-        }))
-        .expect("priority class");
-        classes
-            .create(&Default::default(), &class)
-            .await
-            .expect("create priority class");
-    }
+    priority_classes(&kc, &[("low", 1), ("high", 1000)]).await;
     pod(
         &kc,
         "low",
@@ -466,17 +456,7 @@ async fn a_nomination_that_can_no_longer_hold_is_cleared() {
     let kc = client(&c);
     node(&kc, "n", "2", serde_json::json!({})).await;
     let _s = start(&c, "only", None).await;
-    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(kc.clone());
-    for (name, value) in [("low", 1), ("high", 1000)] {
-        let class = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name}, "value": value,
-        }))
-        .expect("priority class");
-        classes
-            .create(&Default::default(), &class)
-            .await
-            .expect("create priority class");
-    }
+    priority_classes(&kc, &[("low", 1), ("high", 1000)]).await;
     // A finalizer keeps the victim terminating (there is no node agent to finish it).
     pod(
         &kc,
