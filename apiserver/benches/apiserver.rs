@@ -101,36 +101,20 @@ fn pod(name: &str) -> serde_json::Value {
     })
 }
 
-async fn create_rate(
-    http: &reqwest::Client,
-    base: &str,
-    writers: usize,
-    secs: f64,
-    tag: &str,
-) -> f64 {
+/// Runs `op(writer, n)` in `writers` concurrent loops for `secs`; returns operations/s.
+async fn rate<F, Fut>(writers: usize, secs: f64, op: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let tasks = (0..writers).map(|w| {
-        let http = http.clone();
-        let url = format!("{base}/api/v1/namespaces/default/pods");
-        let tag = tag.to_string();
+        let op = op.clone();
         tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let body = pod(&format!("{tag}-{w}-{n}")).to_string();
-                let resp = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("create");
-                assert_eq!(
-                    resp.status().as_u16(),
-                    201,
-                    "{}",
-                    resp.text().await.unwrap_or_default()
-                );
+                op(w, n).await;
                 n += 1;
             }
             n
@@ -144,28 +128,48 @@ async fn create_rate(
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+async fn create_rate(
+    http: &reqwest::Client,
+    base: &str,
+    writers: usize,
+    secs: f64,
+    tag: &str,
+) -> f64 {
+    let http = http.clone();
+    let url = Arc::new(format!("{base}/api/v1/namespaces/default/pods"));
+    let tag = Arc::new(tag.to_string());
+    rate(writers, secs, move |w, n| {
+        let (http, url, tag) = (http.clone(), url.clone(), tag.clone());
+        async move {
+            let body = pod(&format!("{tag}-{w}-{n}")).to_string();
+            let resp = http
+                .post(url.as_str())
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("create");
+            assert_eq!(
+                resp.status().as_u16(),
+                201,
+                "{}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+    })
+    .await
+}
+
 async fn raw_put_rate(client: etcd_client::Client, writers: usize, secs: f64, size: usize) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let start = Instant::now();
-    let tasks = (0..writers).map(|w| {
+    rate(writers, secs, move |w, n| {
         let mut kv = client.kv_client();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                kv.put(format!("/bench/raw/{w}/{n}"), vec![b'x'; size], None)
-                    .await
-                    .expect("put");
-                n += 1;
-            }
-            n
-        })
-    });
-    let total: u64 = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .sum();
-    total as f64 / start.elapsed().as_secs_f64()
+        async move {
+            kv.put(format!("/bench/raw/{w}/{n}"), vec![b'x'; size], None)
+                .await
+                .expect("put");
+        }
+    })
+    .await
 }
 
 /// The ceiling any API server on this etcd can reach: creates as compare-and-put transactions
@@ -180,7 +184,7 @@ async fn raw_watched_txn_rate(
     prev_kv: bool,
 ) -> f64 {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp, WatchOptions};
-    let prefix = format!("/bench/ceiling/{tag}/");
+    let prefix = Arc::new(format!("/bench/ceiling/{tag}/"));
     let mut options = WatchOptions::new().with_prefix();
     if prev_kv {
         options = options.with_prev_key();
@@ -197,33 +201,20 @@ async fn raw_watched_txn_rate(
         }
         seen
     });
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let start = Instant::now();
-    let tasks = (0..writers).map(|w| {
+    let creates = rate(writers, secs, move |w, n| {
         let mut kv = client.kv_client();
-        let prefix = prefix.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let key = format!("{prefix}{w}/{n}");
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key.as_str(), vec![b'x'; size], None)]);
-                let resp = kv.txn(txn).await.expect("txn");
-                assert!(resp.succeeded(), "create of a new key refused");
-                n += 1;
-            }
-            n
-        })
-    });
-    let total: u64 = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .sum();
-    let rate = total as f64 / start.elapsed().as_secs_f64();
+        let key = format!("{prefix}{w}/{n}");
+        async move {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), vec![b'x'; size], None)]);
+            let resp = kv.txn(txn).await.expect("txn");
+            assert!(resp.succeeded(), "create of a new key refused");
+        }
+    })
+    .await;
     drain.abort();
-    rate
+    creates
 }
 
 /// The first `"name":"…"` of a watch line: the object's metadata.name (metadata comes first).
