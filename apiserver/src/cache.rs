@@ -292,7 +292,7 @@ impl WatchCache {
         let stream = self
             .storage
             .watch(WatchOptions {
-                progress_interval: Some(Duration::from_secs(5)),
+                progress_interval: Some(Duration::from_secs(1)),
                 buffer: 100_000,
                 ..WatchOptions::new("/registry/", revision)
             })

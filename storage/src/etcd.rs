@@ -6,7 +6,16 @@
 //! Watches run on a task per watch that reads etcd's stream eagerly into a bounded queue:
 //! a consumer that stops reading is cut off ([`Error::WatcherTooSlow`]) instead of stalling the
 //! gRPC stream, and a dropped connection is resumed from the last revision seen (events or
-//! progress), so no event is lost or repeated across reconnects.
+//! confirmed progress), so no event is lost or repeated across reconnects.
+//!
+//! A requested progress notification is not taken at its word. etcd before 3.4.24 / 3.5.8
+//! (Debian's 3.4.23 among them) answers `RequestProgress` with the store's current revision
+//! even while the watcher still has older events queued (etcd-io/etcd#15220), so the answer
+//! can overtake events. Trusting it lost those events for good: they were skipped as already
+//! seen, and a watch cache following this stream never learnt of them (seen as pods that no
+//! controller or scheduler ever heard of, under a 5,000-pod burst). A progress revision is
+//! therefore held until the next progress answer confirms it with no older event in between
+//! ([`Progress`]).
 
 use std::time::Duration;
 
@@ -283,6 +292,7 @@ impl Storage for EtcdStore {
             client: self.client.clone(),
             prefix: opts.prefix,
             last: from,
+            progress: Progress::default(),
             progress_interval: opts.progress_interval,
             tx,
         };
@@ -357,8 +367,35 @@ struct Pump {
     prefix: String,
     /// Every event up to this revision has been queued.
     last: Revision,
+    progress: Progress,
     progress_interval: Option<Duration>,
     tx: mpsc::Sender<Result<WatchEvent>>,
+}
+
+/// Requested progress answers, held until confirmed (see the module docs): an answer is
+/// passed on only when the next answer arrives and no event at or below its revision came in
+/// between, which would have shown that it ran ahead of the stream.
+#[derive(Debug, Default)]
+struct Progress {
+    held: Option<Revision>,
+}
+
+impl Progress {
+    /// A progress answer at `rev` with every event up to `last` delivered; returns what to
+    /// pass on: the earlier answer, now confirmed, or this one if it claims nothing past
+    /// `last` (it cannot have overtaken an event then).
+    fn answer(&mut self, rev: Revision, last: Revision) -> Option<Revision> {
+        let confirmed = self.held.take().filter(|h| *h > last);
+        self.held = (rev > last).then_some(rev);
+        confirmed.or((rev == last).then_some(rev))
+    }
+
+    /// An event at `rev` arrived: a held answer at or above it ran ahead and is dropped.
+    fn event(&mut self, rev: Revision) {
+        if self.held.is_some_and(|h| rev <= h) {
+            self.held = None;
+        }
+    }
 }
 
 enum Stop {
@@ -370,6 +407,8 @@ enum Stop {
 
 impl Pump {
     async fn open(&mut self) -> Result<etcd_client::WatchStream> {
+        // An answer held from the previous stream is confirmed by nothing on this one.
+        self.progress = Progress::default();
         let options = etcd_client::WatchOptions::new()
             .with_range(prefix_end(&self.prefix))
             .with_start_revision(self.last as i64 + 1)
@@ -465,11 +504,12 @@ impl Pump {
                 return Stop::Broken(format!("watch canceled: {}", resp.cancel_reason()));
             }
             if resp.events().is_empty() {
-                // A progress notification: everything up to the header's revision is delivered.
+                // A progress answer: everything up to the header's revision is delivered, once
+                // the next answer confirms it.
                 let rev = header_revision(resp.header());
-                if rev >= self.last {
-                    self.last = rev;
-                    if !self.offer(Ok(WatchEvent::Progress(rev))) {
+                if let Some(confirmed) = self.progress.answer(rev, self.last) {
+                    self.last = confirmed;
+                    if !self.offer(Ok(WatchEvent::Progress(confirmed))) {
                         return Stop::Done;
                     }
                 }
@@ -481,6 +521,7 @@ impl Pump {
                     Ok(e) => e.revision(),
                     Err(_) => self.last,
                 };
+                self.progress.event(rev);
                 if rev <= self.last && item.is_ok() {
                     continue;
                 }
@@ -533,5 +574,30 @@ fn convert(event: &etcd_client::Event) -> Result<WatchEvent> {
             deleted.mod_revision = kv.mod_revision;
             Ok(WatchEvent::Deleted(deleted))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    /// etcd 3.4.23 can answer a progress request with a revision whose events are still
+    /// queued: that answer is dropped when an older event follows, and passed on only once
+    /// the next answer confirms it.
+    #[test]
+    fn a_progress_answer_is_passed_on_only_once_confirmed() {
+        let mut p = Progress::default();
+        // Ran ahead: events 11 and 12 were still queued behind the answer at 12.
+        assert_eq!(p.answer(12, 10), None);
+        p.event(11);
+        p.event(12);
+        assert_eq!(p.answer(12, 12), Some(12), "nothing past the events: passed on at once");
+        // Confirmed: nothing at or below 20 arrived before the next answer.
+        assert_eq!(p.answer(20, 12), None);
+        assert_eq!(p.answer(25, 12), Some(20));
+        // A newer event does not invalidate an answer below it.
+        p.event(30);
+        assert_eq!(p.answer(40, 30), None, "25 is behind the events already");
+        assert_eq!(p.answer(41, 30), Some(40));
     }
 }
