@@ -591,7 +591,11 @@ mod tests {
         assert_eq!(p.answer(12, 10), None);
         p.event(11);
         p.event(12);
-        assert_eq!(p.answer(12, 12), Some(12), "nothing past the events: passed on at once");
+        assert_eq!(
+            p.answer(12, 12),
+            Some(12),
+            "nothing past the events: passed on at once"
+        );
         // Confirmed: nothing at or below 20 arrived before the next answer.
         assert_eq!(p.answer(20, 12), None);
         assert_eq!(p.answer(25, 12), Some(20));
