@@ -368,6 +368,9 @@ async fn main() {
         node_agent::simulate::SimConfig {
             nodes: n_nodes,
             node_prefix: "sim-".into(),
+            // As many writes in flight as nodes: each real kubelet confirms its own pods'
+            // deletions, so 500 nodes confirm 500 at once, not the simulator's default 48.
+            max_in_flight: n_nodes.max(48),
             ..Default::default()
         },
         Arc::new(node_agent::metrics::Metrics::new().expect("metrics")),
