@@ -129,6 +129,15 @@ async fn bound_node(client: &Client, name: &str) -> String {
     .await
 }
 
+/// Waits until preemption has nominated a node for the pod `name`; returns it.
+async fn nominated_node(api: &Api<Pod>, name: &str) -> String {
+    wait_for(&format!("{name} to be nominated"), || {
+        let api = api.clone();
+        async move { api.get(name).await.ok()?.status?.nominated_node_name }
+    })
+    .await
+}
+
 async fn events(client: &Client, pod: &str, reason: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(client.clone(), "default");
     let list = api.list(&ListParams::default()).await.expect("list events");
@@ -413,11 +422,7 @@ async fn higher_priority_pod_preempts_a_lower_priority_one() {
     )
     .await;
     let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
-    let nominated = wait_for("high to be nominated", || {
-        let api = api.clone();
-        async move { api.get("high").await.ok()?.status?.nominated_node_name }
-    })
-    .await;
+    let nominated = nominated_node(&api, "high").await;
     assert_eq!(nominated, "n");
     let ev = wait_event(&kc, "low", "Preempted").await;
     assert!(
@@ -475,11 +480,7 @@ async fn a_nomination_that_can_no_longer_hold_is_cleared() {
     )
     .await;
     let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
-    let nominated = wait_for("high to be nominated", || {
-        let api = api.clone();
-        async move { api.get("high").await.ok()?.status?.nominated_node_name }
-    })
-    .await;
+    let nominated = nominated_node(&api, "high").await;
     assert_eq!(nominated, "n");
     wait_event(&kc, "low", "Preempted").await;
     let nodes: Api<Node> = Api::all(kc.clone());
@@ -775,11 +776,7 @@ async fn preemption_spares_pods_protected_by_a_disruption_budget() {
     )
     .await;
     let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
-    let nominated = wait_for("urgent to be nominated", || {
-        let api = api.clone();
-        async move { api.get("urgent").await.ok()?.status?.nominated_node_name }
-    })
-    .await;
+    let nominated = nominated_node(&api, "urgent").await;
     assert_eq!(nominated, "n2");
     wait_event(&kc, "unguarded", "Preempted").await;
     let guarded = api.get("guarded").await.expect("guarded still exists");
