@@ -161,7 +161,11 @@ where
         }
         let writer = self.writer.lock().take()?;
         let subscribers = std::mem::take(&mut *self.subscribers.lock());
-        let events = watcher(self.api.clone(), self.watch.clone()).default_backoff();
+        // managedFields are nobody's business here and a large share of every object
+        // (kube-controller-manager's informers strip them too).
+        let events = watcher(self.api.clone(), self.watch.clone())
+            .modify(|o| o.meta_mut().managed_fields = None)
+            .default_backoff();
         let task = fan_out(events, writer, subscribers, self.deleted.clone()).boxed();
         Some((K::kind(&()).into_owned(), task))
     }

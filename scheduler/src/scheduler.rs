@@ -757,9 +757,14 @@ fn permit_failure(s: &Status, node: &str) -> Failure {
     }
 }
 
+/// A watch of every `K`, without `metadata.managedFields`: nothing here reads them, and kept
+/// they are a large share of every cached object (kube-scheduler's informers strip them too).
 fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = Result<WEvent<K>, watcher::Error>>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher::watcher(api, watcher::Config::default())
+    use kube::runtime::WatchStreamExt;
+    watcher::watcher(api, watcher::Config::default()).modify(|o| {
+        o.meta_mut().managed_fields = None;
+    })
 }

@@ -109,6 +109,7 @@ pub fn controller(client: Client, metrics: Arc<Metrics>) -> BoxFuture<'static, (
         let notify = notify.clone();
         watchers.push(
             watcher(api, watcher::Config::default())
+                .modify(|o| o.metadata.managed_fields = None)
                 .default_backoff()
                 .reflect(writer)
                 .for_each(move |ev| {
