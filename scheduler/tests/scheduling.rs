@@ -398,29 +398,31 @@ async fn only_the_leader_binds_and_the_standby_takes_over() {
     assert_eq!(holder().await.as_deref(), Some("second"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn higher_priority_pod_preempts_a_lower_priority_one() {
-    let c = Cluster::start(Backend::Embedded).await;
-    let kc = client(&c);
-    node(&kc, "n", "2", serde_json::json!({})).await;
-    let _s = start(&c, "only", None).await;
-    // Priorities come from PriorityClasses (the API server's Priority admission).
-    priority_classes(&kc, &[("low", 1), ("high", 1000)]).await;
+/// Node `n` (2 CPU) with pod `low` (priority class `low`, 1500m, plus `low_extra`) bound to
+/// it, then pod `high` (class `high`, 1500m), which fits only if `low` goes. Priorities come
+/// from PriorityClasses (the API server's Priority admission).
+async fn low_bound_then_high(kc: &Client, low_extra: serde_json::Value) {
+    node(kc, "n", "2", serde_json::json!({})).await;
+    priority_classes(kc, &[("low", 1), ("high", 1000)]).await;
+    let mut low = serde_json::json!({"spec": {"priorityClassName": "low"}});
+    merge(&mut low, low_extra);
+    pod(kc, "low", "1500m", low).await;
+    assert_eq!(bound_node(kc, "low").await, "n");
     pod(
-        &kc,
-        "low",
-        "1500m",
-        serde_json::json!({"spec": {"priorityClassName": "low"}}),
-    )
-    .await;
-    assert_eq!(bound_node(&kc, "low").await, "n");
-    pod(
-        &kc,
+        kc,
         "high",
         "1500m",
         serde_json::json!({"spec": {"priorityClassName": "high"}}),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_pod_preempts_a_lower_priority_one() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let kc = client(&c);
+    let _s = start(&c, "only", None).await;
+    low_bound_then_high(&kc, serde_json::json!({})).await;
     let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
     let nominated = nominated_node(&api, "high").await;
     assert_eq!(nominated, "n");
@@ -459,24 +461,11 @@ async fn higher_priority_pod_preempts_a_lower_priority_one() {
 async fn a_nomination_that_can_no_longer_hold_is_cleared() {
     let c = Cluster::start(Backend::Embedded).await;
     let kc = client(&c);
-    node(&kc, "n", "2", serde_json::json!({})).await;
     let _s = start(&c, "only", None).await;
-    priority_classes(&kc, &[("low", 1), ("high", 1000)]).await;
     // A finalizer keeps the victim terminating (there is no node agent to finish it).
-    pod(
+    low_bound_then_high(
         &kc,
-        "low",
-        "1500m",
-        serde_json::json!({"metadata": {"finalizers": ["example.com/hold"]},
-                           "spec": {"priorityClassName": "low"}}),
-    )
-    .await;
-    assert_eq!(bound_node(&kc, "low").await, "n");
-    pod(
-        &kc,
-        "high",
-        "1500m",
-        serde_json::json!({"spec": {"priorityClassName": "high"}}),
+        serde_json::json!({"metadata": {"finalizers": ["example.com/hold"]}}),
     )
     .await;
     let api: Api<Pod> = Api::namespaced(kc.clone(), "default");
