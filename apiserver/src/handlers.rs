@@ -1100,7 +1100,10 @@ async fn scale(
     Ok(json_response(StatusCode::OK, &scale_of(&object)))
 }
 
-/// `pods/binding`: assigns a pod to a node, once.
+/// `pods/binding`: assigns a pod to a node, once. As upstream's `BindingREST`, this is one
+/// storage-level write of the pod (node name, the binding's annotations and the
+/// `PodScheduled=True` condition together), not an update through the pod's admission and
+/// field managers: watchers see a single change, and the scheduler costs one write per pod.
 async fn bind(
     state: &State,
     res: &Resource,
@@ -1124,77 +1127,108 @@ async fn bind(
             )
         })?
         .to_string();
+    let precondition = |field: &str| {
+        binding
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    // A binding naming a uid (the scheduler's always does) or a resourceVersion binds only
+    // that incarnation, or that revision, of the pod.
+    let (uid, rv) = (precondition("uid"), precondition("resourceVersion"));
+    let annotations = binding
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let now = crate::object::now_rfc3339();
+    let conflict = |msg: &str| ApiError::conflict_msg(res, name, msg);
     state
         .registry
-        .update_with(res, name, None, opts, |current| {
-            if current.pointer("/metadata/deletionTimestamp").is_some() {
-                return Err(ApiError::conflict_msg(
-                    res,
-                    name,
-                    "pod is being deleted, cannot be assigned to a host",
-                ));
-            }
-            // A binding that names a uid binds only that incarnation of the pod.
-            if let Some(uid) = binding
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .filter(|u| !u.is_empty())
-            {
-                let actual = crate::object::meta_str(current, "uid").unwrap_or("");
+        .update_stored(res, name, opts.dry_run, |pod| {
+            if let Some(uid) = &uid {
+                let actual = crate::object::meta_str(pod, "uid").unwrap_or("");
                 if uid != actual {
-                    return Err(ApiError::conflict_msg(
-                        res,
-                        name,
-                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
-                    ));
+                    return Err(conflict(&format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    )));
                 }
             }
-            if let Some(existing) = current
+            if let Some(rv) = &rv {
+                let actual = crate::object::meta_str(pod, "resourceVersion").unwrap_or("");
+                if rv != actual {
+                    return Err(conflict(&format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                    )));
+                }
+            }
+            if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(conflict(&format!(
+                    "pod {name} is being deleted, cannot be assigned to a host"
+                )));
+            }
+            if let Some(existing) = pod
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty())
             {
-                return Err(ApiError::conflict_msg(
-                    res,
-                    name,
-                    &format!("pod {name} is already assigned to node \"{existing}\""),
-                ));
+                return Err(conflict(&format!(
+                    "pod {name} is already assigned to node \"{existing}\""
+                )));
             }
-            let mut out = current.clone();
-            out["spec"]["nodeName"] = json!(node);
-            if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-            Ok(out)
-        })
-        .await?;
-    // The PodScheduled condition lives in status, which the main resource does not change.
-    let now = crate::object::now_rfc3339();
-    state
-        .registry
-        .update_with(res, name, Some("status"), opts, |current| {
-            let mut out = current.clone();
-            let mut conds: Vec<Value> = current
-                .pointer("/status/conditions")
+            if pod
+                .pointer("/spec/schedulingGates")
                 .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-            conds.push(
-                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-                              "lastTransitionTime": now}),
-            );
-            out["status"]["conditions"] = json!(conds);
-            if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
+                .is_some_and(|g| !g.is_empty())
+            {
+                return Err(conflict(&format!(
+                    "pod {name} has non-empty .spec.schedulingGates"
+                )));
             }
-            Ok(out)
+            pod["spec"]["nodeName"] = json!(node);
+            if !annotations.is_empty() {
+                let meta = &mut pod["metadata"];
+                if !meta.get("annotations").is_some_and(Value::is_object) {
+                    meta["annotations"] = json!({});
+                }
+                if let Some(a) = meta["annotations"].as_object_mut() {
+                    a.extend(annotations.clone());
+                }
+            }
+            set_pod_scheduled(pod, &now);
+            Ok(())
         })
         .await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
+}
+
+/// Sets `PodScheduled=True` (upstream's `UpdatePodCondition`: the transition time moves only
+/// when the status changes).
+fn set_pod_scheduled(pod: &mut Value, now: &str) {
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let status = &mut pod["status"];
+    if !status.get("conditions").is_some_and(Value::is_array) {
+        status["conditions"] = json!([]);
+    }
+    let Some(conds) = status["conditions"].as_array_mut() else {
+        return;
+    };
+    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                           "lastTransitionTime": now});
+    match conds
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
+    {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {}
+        Some(c) => *c = scheduled,
+        None => conds.push(scheduled),
+    }
 }
 
 /// The most evictions a budget may have recorded and not yet seen confirmed by the disruption

@@ -684,6 +684,49 @@ impl Registry {
         Err(ApiError::conflict(res, name))
     }
 
+    /// A write the server makes to a stored object on its own authority, as upstream's
+    /// storage-level `GuaranteedUpdate` (pods/binding): `transform` edits the stored object in
+    /// place or refuses the write; there is no admission, validation, managedFields entry
+    /// or generation bump, and a conflict with a concurrent write is retried on the new state.
+    /// One call is one stored revision, so watchers never see a half-made change.
+    pub async fn update_stored<F>(
+        &self,
+        res: &Resource,
+        name: &str,
+        dry_run: bool,
+        mut transform: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(&mut Value) -> Result<(), ApiError>,
+    {
+        let key = res.key(name);
+        for _ in 0..storage::MAX_UPDATE_ATTEMPTS {
+            let kv = self
+                .storage
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::from_storage(res, name, e))?;
+            let mut obj = decode_stored(&kv)?;
+            transform(&mut obj)?;
+            if dry_run {
+                return Ok(obj);
+            }
+            match self
+                .storage
+                .update(&key, encode(&obj)?, kv.mod_revision)
+                .await
+            {
+                Ok(rev) => {
+                    set_resource_version(&mut obj, rev);
+                    return Ok(obj);
+                }
+                Err(storage::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_storage(res, name, e)),
+            }
+        }
+        Err(ApiError::conflict(res, name))
+    }
+
     /// What an update through the main resource or a subresource may change: the main
     /// resource keeps the stored status, `/status` changes only status (and labels and
     /// annotations, as upstream allows), and every write keeps the server-owned metadata.

@@ -822,11 +822,24 @@ async fn binding_assigns_once(s: Server) {
         StatusCode::CONFLICT,
         "a binding for another incarnation: {status}"
     );
+    // Watchers see the binding as one change: node, condition and annotations together.
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap();
+    let watch = s
+        .http
+        .get(format!(
+            "{}/api/v1/namespaces/default/pods?watch=1&resourceVersion={rv}&timeoutSeconds=2",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut good = binding("n1");
+    good["metadata"]["annotations"] = json!({"bound-by": "test"});
     let (code, _) = s
         .req(
             Method::POST,
             "/api/v1/namespaces/default/pods/p/binding",
-            Some(binding("n1")),
+            Some(good),
         )
         .await;
     assert_eq!(code, StatusCode::CREATED);
@@ -835,6 +848,18 @@ async fn binding_assigns_once(s: Server) {
         .await;
     assert_eq!(bound["spec"]["nodeName"], "n1");
     assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
+    assert_eq!(bound["status"]["conditions"][0]["status"], "True");
+    assert_eq!(bound["metadata"]["annotations"]["bound-by"], "test");
+    let events: Vec<Value> = watch
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(events[0]["object"], bound);
     let (code, status) = s
         .req(
             Method::POST,
@@ -847,6 +872,26 @@ async fn binding_assigns_once(s: Server) {
         .as_str()
         .unwrap()
         .contains("already assigned"));
+    // A pod still gated is not bound.
+    let gated = json!({"metadata": {"name": "gated"}, "spec": {"schedulingGates": [{"name": "wait"}], "containers": [{"name": "c", "image": "busybox"}]}});
+    let (code, created) = s
+        .req(Method::POST, "/api/v1/namespaces/default/pods", Some(gated))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let mut gated_binding = binding("n1");
+    gated_binding["metadata"]["name"] = json!("gated");
+    let (code, status) = s
+        .req(
+            Method::POST,
+            "/api/v1/namespaces/default/pods/gated/binding",
+            Some(gated_binding),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{status}");
+    assert!(status["message"]
+        .as_str()
+        .unwrap()
+        .contains("non-empty .spec.schedulingGates"));
     // A bound pod is deleted gracefully: marked, not removed.
     let (code, marked) = s
         .req(Method::DELETE, "/api/v1/namespaces/default/pods/p", None)
