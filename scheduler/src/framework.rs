@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use rayon::prelude::*;
 
 pub use crate::permit::WaitingPods;
 use crate::quantity::{parse_milli, parse_value};
@@ -459,8 +460,9 @@ pub struct PluginSet {
 
 /// Filter rounds look at no fewer nodes than this.
 const MIN_ROUND: usize = 64;
-/// Filtering runs on several threads only when each gets at least this many nodes (a
-/// thread costs more than filtering a few hundred nodes of the usual kind).
+/// Filtering runs on several threads (rayon's pool, started once) only when each gets at least
+/// this many nodes: on a busy machine, handing work to another core can cost more than the
+/// filtering it saves.
 const MIN_CHUNK: usize = 256;
 
 /// The plugins of one profile, in order, with score weights.
@@ -559,10 +561,7 @@ impl Framework {
         if n == 0 {
             return (feasible, failed);
         }
-        let threads = std::thread::available_parallelism()
-            .map(|p| p.get())
-            .unwrap_or(1)
-            .clamp(1, 16);
+        let threads = rayon::current_num_threads().max(1);
         let filters = &self.active_filters(state)[..];
         let mut offset = 0;
         while offset < n && feasible.len() < want {
@@ -573,37 +572,18 @@ impl Framework {
             let end = offset + round;
             let order: Vec<usize> = (offset..end).map(|i| (start + i) % n).collect();
             let chunk = order.len().div_ceil(threads).max(MIN_CHUNK);
+            let filter = |&i: &usize| (i, run_filters(filters, state, pod, &nodes[i]));
+            // Results come back in `order` either way, so the feasible set does not depend on
+            // which thread finished first.
             let results: Vec<(usize, Status)> = if order.len() <= chunk {
-                order
-                    .iter()
-                    .map(|&i| (i, run_filters(filters, state, pod, &nodes[i])))
-                    .collect()
+                order.iter().map(filter).collect()
             } else {
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = order
-                        .chunks(chunk)
-                        .map(|part| {
-                            s.spawn(move || {
-                                part.iter()
-                                    .map(|&i| (i, run_filters(filters, state, pod, &nodes[i])))
-                                    .collect::<Vec<_>>()
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .flat_map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                vec![(usize::MAX, Status::error("filter panicked"))]
-                            })
-                        })
-                        .collect()
-                })
+                order
+                    .par_chunks(chunk)
+                    .flat_map_iter(|part| part.iter().map(filter))
+                    .collect()
             };
             for (i, s) in results {
-                if i == usize::MAX {
-                    continue;
-                }
                 if s.is_success() {
                     if feasible.len() < want {
                         feasible.push(i);

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Coxswain scheduler: places pending pods on nodes through the API server.
 #[derive(Parser, Debug)]
 #[command(name = "cox-scheduler", version, about)]
