@@ -460,10 +460,12 @@ pub struct PluginSet {
 
 /// Filter rounds look at no fewer nodes than this.
 const MIN_ROUND: usize = 64;
-/// Filtering runs on several threads (rayon's pool, started once) only when each gets at least
-/// this many nodes: on a busy machine, handing work to another core can cost more than the
-/// filtering it saves.
-const MIN_CHUNK: usize = 256;
+/// Filtering runs on several threads (rayon's pool, started at first use) only when each gets
+/// at least this many nodes (~50 µs of filtering here): below that, waking the pool costs more
+/// than it saves, and its idle workers spin on cores the API server needs. The default
+/// `percentageOfNodesToScore` asks for 500–750 nodes per cycle, so large clusters with a
+/// high percentage are what runs in parallel.
+const MIN_CHUNK: usize = 1024;
 
 /// The plugins of one profile, in order, with score weights.
 #[derive(Default, Clone)]
