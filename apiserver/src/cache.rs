@@ -52,20 +52,121 @@ pub struct CachedObject {
 
 impl CachedObject {
     fn new(key: String, value: &[u8], mod_revision: Revision) -> Option<Self> {
-        let mut obj: Value = serde_json::from_slice(value).ok()?;
+        let indexed = indexed_part(value).ok()?;
         let json = match splice_resource_version(value, mod_revision) {
             Some(json) => json,
             None => {
+                let mut obj: Value = serde_json::from_slice(value).ok()?;
                 set_resource_version(&mut obj, mod_revision);
                 Bytes::from(serde_json::to_vec(&obj).ok()?)
             }
         };
         Some(CachedObject {
-            labels: crate::object::labels(&obj),
-            fields: crate::filter::selectable_fields(&key, &obj),
+            labels: crate::object::labels(&indexed),
+            fields: crate::filter::selectable_fields(&key, &indexed),
             key,
             json,
         })
+    }
+}
+
+/// The part of a stored object the cache indexes, parsed without building the rest: every
+/// scalar up to two levels deep (`type`, `spec.nodeName`, `involvedObject.kind`, …), plus
+/// `metadata.labels` and `status.podIPs` whole. Field selectors read nothing deeper, and
+/// building the full tree of every written object (containers, managedFields) was a tenth of
+/// the API server's CPU under a create load. The rest is still checked to be valid JSON.
+fn indexed_part(value: &[u8]) -> serde_json::Result<Value> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let v = Prune {
+        parent: None,
+        depth: 0,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(v.unwrap_or(Value::Null))
+}
+
+/// [`indexed_part`]'s visitor at one level: `None` for a value left out.
+#[derive(Clone, Copy)]
+struct Prune<'p> {
+    /// The top-level key this value is under (for depth 1 and 2).
+    parent: Option<&'p str>,
+    depth: u8,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Prune<'_> {
+    type Value = Option<Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Prune<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Option<Value>, E> {
+        Ok(Some(Value::String(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Option<Value>, E> {
+        Ok(Some(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<Option<Value>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<Option<Value>, A::Error> {
+        if self.depth >= 2 {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            return Ok(None);
+        }
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let whole = self.depth == 1
+                && matches!(
+                    (self.parent, key.as_str()),
+                    (Some("metadata"), "labels") | (Some("status"), "podIPs")
+                );
+            let value = if whole {
+                Some(map.next_value::<Value>()?)
+            } else {
+                map.next_value_seed(Prune {
+                    parent: Some(self.parent.unwrap_or(key.as_str())),
+                    depth: self.depth + 1,
+                })?
+            };
+            if let Some(v) = value {
+                out.insert(key, v);
+            }
+        }
+        Ok(Some(Value::Object(out)))
     }
 }
 
@@ -497,6 +598,7 @@ async fn follow(cache: std::sync::Weak<WatchCache>, mut stream: storage::WatchSt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn prefixes() {
@@ -509,6 +611,103 @@ mod tests {
             Some("/registry/core/nodes/")
         );
         assert_eq!(resource_prefix("/registry/core"), None);
+    }
+
+    /// The pruned parse indexes exactly what the full parse would, for every kind with
+    /// selectable fields beyond name and namespace (each sample sets every field its kind's
+    /// selectors read, among the nested parts the pruning drops).
+    #[test]
+    fn the_indexed_part_indexes_like_the_whole_object() {
+        let containers =
+            json!([{"name": "c", "image": "busybox", "env": [{"name": "A", "value": "b"}]}]);
+        let managed = json!([{"manager": "kubectl", "fieldsV1": {"f:spec": {"f:nodeName": {}}}}]);
+        let samples = [
+            (
+                "/registry/core/pods/default/p",
+                json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web", "tier": "x"},
+                             "managedFields": managed, "annotations": {"a": "b"}},
+                "spec": {"nodeName": "n1", "restartPolicy": "Always", "schedulerName": "s",
+                         "serviceAccount": "legacy", "hostNetwork": true, "containers": containers,
+                         "affinity": {"nodeAffinity": {"x": 1}}},
+                "status": {"phase": "Running", "podIP": "10.0.0.9",
+                           "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}],
+                           "nominatedNodeName": "n2", "conditions": [{"type": "Ready"}]}}),
+            ),
+            (
+                "/registry/core/pods/default/q",
+                json!({"metadata": {"name": "q", "namespace": "default"},
+                "spec": {"serviceAccountName": "sa", "containers": containers},
+                "status": {"podIP": "10.0.0.9"}}),
+            ),
+            (
+                "/registry/core/nodes/n1",
+                json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}},
+                "spec": {"unschedulable": true, "taints": [{"key": "k"}]},
+                "status": {"capacity": {"cpu": "4"}}}),
+            ),
+            (
+                "/registry/core/events/default/e",
+                json!({"metadata": {"name": "e", "namespace": "default"},
+                "involvedObject": {"kind": "Pod", "namespace": "default", "name": "p", "uid": "u",
+                                   "apiVersion": "v1", "resourceVersion": "7", "fieldPath": "spec.containers{c}"},
+                "reason": "Scheduled", "type": "Normal", "source": {"component": "kubelet", "host": "n1"},
+                "reportingComponent": "kubelet", "reportingInstance": "n1", "series": {"count": 2}}),
+            ),
+            (
+                "/registry/core/namespaces/ns",
+                json!({"metadata": {"name": "ns"}, "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Terminating", "conditions": [{"type": "x"}]}}),
+            ),
+            (
+                "/registry/core/secrets/default/s",
+                json!({"metadata": {"name": "s", "namespace": "default"},
+                "type": "kubernetes.io/tls", "data": {"tls.crt": "eA=="}}),
+            ),
+            (
+                "/registry/core/services/default/svc",
+                json!({"metadata": {"name": "svc", "namespace": "default"},
+                "spec": {"clusterIP": "10.0.0.10", "type": "NodePort", "ports": [{"port": 80}], "selector": {"app": "web"}}}),
+            ),
+            (
+                "/registry/batch/jobs/default/j",
+                json!({"metadata": {"name": "j", "namespace": "default"},
+                "spec": {"template": {"spec": {"containers": containers}}}, "status": {"succeeded": 2}}),
+            ),
+            (
+                "/registry/certificates.k8s.io/certificatesigningrequests/csr",
+                json!({"metadata": {"name": "csr"},
+                "spec": {"signerName": "kubernetes.io/kube-apiserver-client", "request": "LS0t", "usages": ["client auth"]}}),
+            ),
+        ];
+        for (key, obj) in samples {
+            assert!(
+                crate::cache::resource_prefix(key).is_some(),
+                "not a storage key: {key}"
+            );
+            let bytes = serde_json::to_vec(&obj).unwrap();
+            let part = indexed_part(&bytes).unwrap();
+            let (full_fields, part_fields) = (
+                crate::filter::selectable_fields(key, &obj),
+                crate::filter::selectable_fields(key, &part),
+            );
+            assert!(
+                full_fields.keys().any(|f| !f.starts_with("metadata.")),
+                "{key}: the sample sets no kind-specific field: {full_fields:?}"
+            );
+            assert_eq!(part_fields, full_fields, "{key}");
+            assert_eq!(
+                crate::object::labels(&part),
+                crate::object::labels(&obj),
+                "{key}"
+            );
+            // Nothing nested is built.
+            assert!(part.pointer("/metadata/managedFields").is_none(), "{key}");
+            assert!(part.pointer("/spec/containers").is_none(), "{key}");
+            assert!(part.pointer("/spec/template").is_none(), "{key}");
+        }
+        assert!(indexed_part(br#"{"metadata": {"name": "x"}, "spec": {"a": [1, }}"#).is_err());
+        assert!(indexed_part(br#"{"metadata": {}} trailing"#).is_err());
     }
 
     #[test]

@@ -163,15 +163,49 @@ pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// The stored form of `obj`: its JSON without `metadata.resourceVersion` (the revision is the
+/// store's; it is stamped on read, never stored), written without copying the object.
 fn encode(obj: &Value) -> Result<Bytes, ApiError> {
-    let mut stored = obj.clone();
-    // The revision is the store's; it is stamped on read, never stored.
-    if let Some(m) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+    serde_json::to_vec(&Without {
+        value: obj,
+        skip: "metadata",
+        then: Some("resourceVersion"),
+    })
+    .map(Bytes::from)
+    .map_err(ApiError::internal)
+}
+
+/// Serializes `value`, an object, leaving out its key `skip` — or, when `then` is given,
+/// leaving out `then` inside the object under `skip`.
+struct Without<'a> {
+    value: &'a Value,
+    skip: &'static str,
+    then: Option<&'static str>,
+}
+
+impl serde::Serialize for Without<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(m) = self.value else {
+            return self.value.serialize(s);
+        };
+        let mut out = s.serialize_map(None)?;
+        for (k, v) in m {
+            match (k == self.skip, self.then) {
+                (false, _) => out.serialize_entry(k, v)?,
+                (true, None) => {}
+                (true, Some(inner)) => out.serialize_entry(
+                    k,
+                    &Without {
+                        value: v,
+                        skip: inner,
+                        then: None,
+                    },
+                )?,
+            }
+        }
+        out.end()
     }
-    serde_json::to_vec(&stored)
-        .map(Bytes::from)
-        .map_err(ApiError::internal)
 }
 
 fn has_status(res: &Resource) -> bool {
@@ -998,5 +1032,27 @@ impl WithMessage for ApiError {
             self.0.message = Some(msg());
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_form_leaves_out_only_the_revision() {
+        let obj = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e", "resourceVersion": "42", "labels": {"resourceVersion": "x"}},
+            "involvedObject": {"kind": "Pod", "resourceVersion": "7"}, "count": 1});
+        let stored: Value = serde_json::from_slice(&encode(&obj).unwrap()).unwrap();
+        let mut want = obj.clone();
+        want["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert_eq!(stored, want);
+        let bare = json!({"kind": "Status", "resourceVersion": "1"});
+        let stored: Value = serde_json::from_slice(&encode(&bare).unwrap()).unwrap();
+        assert_eq!(stored, bare);
     }
 }
