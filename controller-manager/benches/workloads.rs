@@ -33,6 +33,11 @@ use kube::runtime::watcher::{self, Event};
 use kube::Client;
 use parking_lot::Mutex;
 
+/// The API server, scheduler and simulated nodes in this process allocate as the binaries do
+/// (`cox-apiserver` and `cox-scheduler` use mimalloc).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Concurrent clients for the raw creates and deletes.
 const CREATORS: usize = 64;
 /// The namespace the Deployments live in (the raw pods have their own).

@@ -8,6 +8,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use controller_manager::{Concurrency, Config, NodeSettings};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The controller manager of Coxswain (kube-controller-manager's flag names).
 #[derive(Parser, Debug)]
 #[command(name = "cox-controller-manager", version, about)]
