@@ -562,12 +562,7 @@ impl Registry {
         let key = res.key(name);
         let mut warnings = Vec::new();
         for _ in 0..storage::MAX_UPDATE_ATTEMPTS {
-            let kv = self
-                .storage
-                .get(&key)
-                .await
-                .map_err(|e| ApiError::from_storage(res, name, e))?;
-            let current = decode_stored(&kv)?;
+            let (kv, current) = self.read_stored(res, name, &key).await?;
             let mut desired = transform(&current)?;
             if !desired.is_object() {
                 return Err(ApiError::bad_request(
@@ -718,6 +713,23 @@ impl Registry {
         Err(ApiError::conflict(res, name))
     }
 
+    /// The stored object at `key` (of `res`, named `name` in errors) with its resourceVersion
+    /// stamped, and the key-value read, whose revision a write compares against.
+    async fn read_stored(
+        &self,
+        res: &Resource,
+        name: &str,
+        key: &str,
+    ) -> Result<(KeyValue, Value), ApiError> {
+        let kv = self
+            .storage
+            .get(key)
+            .await
+            .map_err(|e| ApiError::from_storage(res, name, e))?;
+        let obj = decode_stored(&kv)?;
+        Ok((kv, obj))
+    }
+
     /// A write the server makes to a stored object on its own authority, as upstream's
     /// storage-level `GuaranteedUpdate` (pods/binding): `transform` edits the stored object in
     /// place or refuses the write; there is no admission, validation, managedFields entry
@@ -735,12 +747,7 @@ impl Registry {
     {
         let key = res.key(name);
         for _ in 0..storage::MAX_UPDATE_ATTEMPTS {
-            let kv = self
-                .storage
-                .get(&key)
-                .await
-                .map_err(|e| ApiError::from_storage(res, name, e))?;
-            let mut obj = decode_stored(&kv)?;
+            let (kv, mut obj) = self.read_stored(res, name, &key).await?;
             transform(&mut obj)?;
             if dry_run {
                 return Ok(obj);
@@ -891,12 +898,7 @@ impl Registry {
     ) -> Result<(Value, bool), ApiError> {
         let key = res.key(name);
         for _ in 0..storage::MAX_UPDATE_ATTEMPTS {
-            let kv = self
-                .storage
-                .get(&key)
-                .await
-                .map_err(|e| ApiError::from_storage(res, name, e))?;
-            let current = decode_stored(&kv)?;
+            let (kv, current) = self.read_stored(res, name, &key).await?;
             if let Some(admission) = self.admission.get() {
                 admission.admit_delete(res, &current)?;
             }
