@@ -512,7 +512,7 @@ fn events_v1_to_core(
     }
     obj["apiVersion"] = json!(want);
     obj["kind"] = json!("Event");
-    let canonical = crate::typed::canonicalize(res.info, obj.clone()).map_err(|e| {
+    let canonical = crate::typed::canonicalize(res.info, &obj).map_err(|e| {
         ApiError::bad_request(format!(
             "Event in version \"v1\" cannot be handled as a Event: {e}"
         ))

@@ -333,7 +333,7 @@ impl Registry {
         let strategy = strategy::for_kind(res.info);
         let mut obj = obj;
         strategy.defaults(&mut obj);
-        let canonical = typed::canonicalize(res.info, obj.clone()).map_err(|e| {
+        let canonical = typed::canonicalize(res.info, &obj).map_err(|e| {
             ApiError::bad_request(format!(
                 "{} in version \"{}\" cannot be handled as a {}: {e}",
                 res.info.kind, res.info.version, res.info.kind

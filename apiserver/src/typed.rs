@@ -12,16 +12,18 @@ use serde_json::Value;
 macro_rules! typed_kinds {
     ($($ty:path),* $(,)?) => {
         /// Decodes `value` as the typed object of `info` and encodes it again; `Err` carries the
-        /// decoder's message. Kinds without a type here pass through unchanged.
-        pub fn canonicalize(info: &ResourceInfo, value: Value) -> Result<Value, String> {
+        /// decoder's message. Kinds without a type here come back unchanged. Decoding borrows
+        /// `value` (the caller still compares it with the result), so it is never copied whole.
+        pub fn canonicalize(info: &ResourceInfo, value: &Value) -> Result<Value, String> {
             use k8s_openapi::Resource as _;
+            use serde::Deserialize as _;
             $(
                 if <$ty>::GROUP == info.group && <$ty>::VERSION == info.version && <$ty>::KIND == info.kind {
-                    let typed: $ty = serde_json::from_value(value).map_err(|e| e.to_string())?;
+                    let typed = <$ty>::deserialize(value).map_err(|e| e.to_string())?;
                     return serde_json::to_value(typed).map_err(|e| e.to_string());
                 }
             )*
-            Ok(value)
+            Ok(value.clone())
         }
     };
 }
@@ -66,30 +68,36 @@ typed_kinds![
 /// [`canonicalize`]: the fields the type does not know.
 pub fn unknown_fields(input: &Value, canonical: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    walk(input, canonical, String::new(), &mut out);
+    walk(input, canonical, &mut String::new(), &mut out);
     out
 }
 
-fn walk(input: &Value, canonical: &Value, path: String, out: &mut Vec<String>) {
+/// `path` is the dotted path of `input`, extended in place (a string per field only for the
+/// fields reported).
+fn walk(input: &Value, canonical: &Value, path: &mut String, out: &mut Vec<String>) {
+    let len = path.len();
     match (input, canonical) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                if len > 0 {
+                    path.push('.');
+                }
+                path.push_str(k);
                 match b.get(k) {
-                    Some(w) => walk(v, w, p, out),
+                    Some(w) => walk(v, w, path, out),
                     // Nulls and empty values are dropped by the encoder, not unknown.
                     None if is_empty(v) => {}
-                    None => out.push(p),
+                    None => out.push(path.clone()),
                 }
+                path.truncate(len);
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             for (i, (v, w)) in a.iter().zip(b).enumerate() {
-                walk(v, w, format!("{path}[{i}]"), out);
+                use std::fmt::Write as _;
+                let _ = write!(path, "[{i}]");
+                walk(v, w, path, out);
+                path.truncate(len);
             }
         }
         _ => {}
@@ -119,7 +127,7 @@ mod tests {
             "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
                      "template": {"spec": {"containers": [{"name": "c", "image": "i", "colour": "red"}]}}}
         });
-        let canonical = canonicalize(info, input.clone()).unwrap();
+        let canonical = canonicalize(info, &input).unwrap();
         assert_eq!(canonical["spec"]["replicas"], 2);
         let mut unknown = unknown_fields(&input, &canonical);
         unknown.sort();
@@ -129,7 +137,7 @@ mod tests {
         );
         let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
                          "spec": {"replicas": "two", "selector": {}, "template": {}}});
-        assert!(canonicalize(info, bad)
+        assert!(canonicalize(info, &bad)
             .unwrap_err()
             .contains("invalid type"));
     }
