@@ -200,6 +200,11 @@ async fn priority_classes() {
             missing.stderr.contains(r#"pods "lost" is forbidden: no PriorityClass with name nope was found"#),
             "{missing:?}"
         );
+        // A class marked globalDefault applies to pods that name none.
+        cluster.must(&["create", "priorityclass", "everyday", "--value=7", "--global-default=true"]);
+        cluster.must(&["create", "-f", &pod("defaulted", "")]);
+        let got = cluster.must(&["get", "pod", "defaulted", "-o", "jsonpath={.spec.priority} {.spec.priorityClassName}"]);
+        assert_eq!(got, "7 everyday");
     })
     .await
     .expect("test body");

@@ -384,16 +384,6 @@ impl Chain {
     /// pod's PriorityClass, or from the class marked `globalDefault`, else 0; a pod naming a
     /// class that does not exist is refused; a client may not set a different priority itself.
     fn priority(&self, res: &Resource, name: &str, pod: &mut Value) -> Result<(), ApiError> {
-        let classes: Vec<Value> = find("scheduling.k8s.io", "priorityclasses", None)
-            .map(|r| {
-                self.cache
-                    .list(&r.prefix())
-                    .0
-                    .iter()
-                    .filter_map(|o| serde_json::from_slice(&o.json).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
         let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
             return Ok(());
         };
@@ -402,11 +392,16 @@ impl Chain {
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
             .map(str::to_string);
-        let class = match &wanted {
-            Some(n) => Some(
+        // Only the class that applies is parsed: the named one, or one marked globalDefault
+        // (stored JSON is canonical, so the marker is found in the bytes).
+        let classes = find("scheduling.k8s.io", "priorityclasses", None);
+        let parse = |o: &crate::cache::CachedObject| serde_json::from_slice::<Value>(&o.json).ok();
+        let class: Option<Value> = match (&wanted, &classes) {
+            (Some(n), _) => Some(
                 classes
-                    .iter()
-                    .find(|c| str_at(c, "/metadata/name") == n)
+                    .as_ref()
+                    .and_then(|r| self.cache.get(&r.key(n)))
+                    .and_then(|o| parse(&o))
                     .ok_or_else(|| {
                         ApiError::forbidden(
                             res,
@@ -415,10 +410,17 @@ impl Chain {
                         )
                     })?,
             ),
-            None => classes
+            (None, Some(r)) => self
+                .cache
+                .list(&r.prefix())
+                .0
                 .iter()
+                .filter(|o| contains(&o.json, br#""globalDefault":true"#))
+                .filter_map(|o| parse(o))
                 .find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true)),
+            (None, None) => None,
         };
+        let class = class.as_ref();
         let value = class
             .and_then(|c| c.get("value"))
             .and_then(Value::as_i64)
@@ -549,4 +551,9 @@ impl Chain {
             )),
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
