@@ -409,11 +409,28 @@ impl Scheduler {
         let mut state = CycleState::default();
         let (result, n_nodes) = {
             let mut snap = self.snapshot.lock();
-            self.cache.update_snapshot(&mut snap);
-            let with_nominated = self.cache.with_nominated(&pod, &snap.nodes);
-            let nodes = with_nominated.as_deref().unwrap_or(&snap.nodes);
-            let r = schedule_pod(&fw, &mut state, &pod, nodes, start, tie);
-            (r, nodes.len())
+            // A panicking plugin fails this pod's attempt, not the scheduling loop.
+            let cycle = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.cache.update_snapshot(&mut snap);
+                let with_nominated = self.cache.with_nominated(&pod, &snap.nodes);
+                let nodes = with_nominated.as_deref().unwrap_or(&snap.nodes);
+                let r = schedule_pod(&fw, &mut state, &pod, nodes, start, tie);
+                (r, nodes.len())
+            }));
+            match cycle {
+                Ok(done) => done,
+                Err(panic) => {
+                    // The snapshot may be half-updated: the next cycle rebuilds it whole.
+                    *snap = Snapshot::default();
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let f = Failure::Error(format!("the scheduling cycle panicked: {what}"));
+                    (Err(f), 0)
+                }
+            }
         };
         if n_nodes > 0 {
             self.next_start

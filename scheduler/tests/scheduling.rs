@@ -671,6 +671,63 @@ async fn a_failed_bind_releases_the_node_and_the_pod_is_retried() {
     assert_eq!(bound_node(&kc, "p").await, "n");
 }
 
+/// Panics on pods named "boom", passes every other.
+struct Explosive;
+
+impl scheduler::framework::Plugin for Explosive {
+    fn name(&self) -> &'static str {
+        "Explosive"
+    }
+}
+
+impl scheduler::framework::FilterPlugin for Explosive {
+    fn filter(
+        &self,
+        _state: &scheduler::framework::CycleState,
+        pod: &Pod,
+        _node: &scheduler::framework::NodeInfo,
+    ) -> scheduler::framework::Status {
+        if pod.metadata.name.as_deref() == Some("boom") {
+            panic!("a plugin bug");
+        }
+        scheduler::framework::Status::success()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_plugin_fails_the_attempt_not_the_scheduler() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let kc = client(&c);
+    node(&kc, "n", "4", serde_json::json!({})).await;
+    let configuration = SchedulerConfiguration::parse(
+        "profiles: [{plugins: {filter: {enabled: [{name: Explosive}]}}}]",
+    )
+    .expect("config");
+    let _s = scheduler::start(Config {
+        client: client(&c),
+        scheduler_name: "default-scheduler".into(),
+        configuration,
+        leader_election: None,
+        health_addr: None,
+        identity: "explosive".into(),
+        out_of_tree: vec![("Explosive", |_| scheduler::framework::PluginSet {
+            filter: Some(std::sync::Arc::new(Explosive)),
+            ..Default::default()
+        })],
+    })
+    .await
+    .expect("starts");
+    pod(&kc, "boom", "100m", serde_json::json!({})).await;
+    let ev = wait_event(&kc, "boom", "FailedScheduling").await;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some("the scheduling cycle panicked: a plugin bug")
+    );
+    // The loop goes on: the next pod is scheduled.
+    pod(&kc, "fine", "100m", serde_json::json!({})).await;
+    assert_eq!(bound_node(&kc, "fine").await, "n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gated_pods_wait_until_their_gates_are_removed() {
     let c = Cluster::start(Backend::Embedded).await;
