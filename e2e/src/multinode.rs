@@ -284,11 +284,35 @@ fn run_cmd(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A port nobody listens on, from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default): a port from `bind(0)` is in that
+/// range, where any process's outgoing connection may take it as its source port before the
+/// server started later binds it (an etcd member once failed with "address already in use"
+/// that way). Ports handed out in this process are not handed out again.
 fn free_port(ip: IpAddr) -> Result<u16> {
-    TcpListener::bind(SocketAddr::new(ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port on {ip}: {e}"))
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: parking_lot::Mutex<BTreeSet<u16>> = parking_lot::Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    for _ in 0..1_000 {
+        // RandomState's keys are random per instance: a cheap random number without a crate.
+        let r = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = low + (r % u64::from(high - low)) as u16;
+        let mut given = GIVEN.lock();
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(SocketAddr::new(ip, port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(format!("no free port on {ip} in {low}..{high}"))
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or fails after `limit` with `what`.
