@@ -53,6 +53,27 @@ async fn start(c: &Cluster, identity: &str, le: Option<LeaderElectionConfig>) ->
     .expect("scheduler starts")
 }
 
+/// A scheduler with `configuration` (KubeSchedulerConfiguration YAML) and extra plugins, no
+/// leader election.
+async fn start_configured(
+    c: &Cluster,
+    identity: &str,
+    configuration: &str,
+    out_of_tree: Vec<(&'static str, scheduler::plugins::Factory)>,
+) -> Running {
+    scheduler::start(Config {
+        client: client(c),
+        scheduler_name: "default-scheduler".into(),
+        configuration: SchedulerConfiguration::parse(configuration).expect("config"),
+        leader_election: None,
+        health_addr: None,
+        identity: identity.into(),
+        out_of_tree,
+    })
+    .await
+    .expect("starts")
+}
+
 /// Creates a node, then sets its capacity through `nodes/{name}/status` (the main resource
 /// ignores status on create).
 async fn node(client: &Client, name: &str, cpu: &str, extra: serde_json::Value) {
@@ -513,7 +534,9 @@ async fn profiles_from_the_config_file_serve_their_scheduler_names() {
     let kc = client(&c);
     node(&kc, "small", "2", serde_json::json!({})).await;
     node(&kc, "big", "16", serde_json::json!({})).await;
-    let configuration = SchedulerConfiguration::parse(
+    let _s = start_configured(
+        &c,
+        "packer",
         r#"
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -526,19 +549,9 @@ profiles:
   - name: NodeResourcesFit
     args: {scoringStrategy: {type: MostAllocated}}
 "#,
+        Vec::new(),
     )
-    .expect("config");
-    let _s = scheduler::start(Config {
-        client: client(&c),
-        scheduler_name: "default-scheduler".into(),
-        configuration,
-        leader_election: None,
-        health_addr: None,
-        identity: "packer".into(),
-        out_of_tree: Vec::new(),
-    })
-    .await
-    .expect("starts");
+    .await;
     // MostAllocated packs onto the fuller node: the small one.
     pod(
         &kc,
@@ -639,19 +652,12 @@ async fn a_failed_bind_releases_the_node_and_the_pod_is_retried() {
     let kc = client(&c);
     // One slot only: if the failed bind's assumption leaked, the retry would not fit.
     node(&kc, "n", "1", serde_json::json!({})).await;
-    let configuration = SchedulerConfiguration::parse(
+    let _s = start_configured(
+        &c,
+        "flaky",
         "profiles: [{plugins: {bind: {disabled: [{name: DefaultBinder}], \
          enabled: [{name: FlakyBinder}]}}}]",
-    )
-    .expect("config");
-    let _s = scheduler::start(Config {
-        client: client(&c),
-        scheduler_name: "default-scheduler".into(),
-        configuration,
-        leader_election: None,
-        health_addr: None,
-        identity: "flaky".into(),
-        out_of_tree: vec![("FlakyBinder", |args| scheduler::framework::PluginSet {
+        vec![("FlakyBinder", |args| scheduler::framework::PluginSet {
             bind: Some(std::sync::Arc::new(FlakyBinder {
                 inner: scheduler::plugins::binder::DefaultBinder {
                     client: args.client.clone(),
@@ -659,9 +665,8 @@ async fn a_failed_bind_releases_the_node_and_the_pod_is_retried() {
             })),
             ..Default::default()
         })],
-    })
-    .await
-    .expect("starts");
+    )
+    .await;
     pod(&kc, "p", "1", serde_json::json!({})).await;
     let ev = wait_event(&kc, "p", "FailedScheduling").await;
     assert_eq!(
@@ -699,24 +704,16 @@ async fn a_panicking_plugin_fails_the_attempt_not_the_scheduler() {
     let c = Cluster::start(Backend::Embedded).await;
     let kc = client(&c);
     node(&kc, "n", "4", serde_json::json!({})).await;
-    let configuration = SchedulerConfiguration::parse(
+    let _s = start_configured(
+        &c,
+        "explosive",
         "profiles: [{plugins: {filter: {enabled: [{name: Explosive}]}}}]",
-    )
-    .expect("config");
-    let _s = scheduler::start(Config {
-        client: client(&c),
-        scheduler_name: "default-scheduler".into(),
-        configuration,
-        leader_election: None,
-        health_addr: None,
-        identity: "explosive".into(),
-        out_of_tree: vec![("Explosive", |_| scheduler::framework::PluginSet {
+        vec![("Explosive", |_| scheduler::framework::PluginSet {
             filter: Some(std::sync::Arc::new(Explosive)),
             ..Default::default()
         })],
-    })
-    .await
-    .expect("starts");
+    )
+    .await;
     pod(&kc, "boom", "100m", serde_json::json!({})).await;
     let ev = wait_event(&kc, "boom", "FailedScheduling").await;
     assert_eq!(
@@ -926,20 +923,16 @@ impl scheduler::framework::PermitPlugin for Gang {
 }
 
 async fn start_with_gang(c: &Cluster, min_member: usize, timeout_ms: u64) -> Running {
-    let configuration = SchedulerConfiguration::parse(&format!(
+    let configuration = format!(
         "profiles: [{{plugins: {{permit: {{enabled: [{{name: Gang}}]}}}}, \
          pluginConfig: [{{name: Gang, args: {{minMember: {min_member}, \
          timeoutMillis: {timeout_ms}}}}}]}}]"
-    ))
-    .expect("config");
-    scheduler::start(Config {
-        client: client(c),
-        scheduler_name: "default-scheduler".into(),
-        configuration,
-        leader_election: None,
-        health_addr: None,
-        identity: "gang".into(),
-        out_of_tree: vec![("Gang", |args| {
+    );
+    start_configured(
+        c,
+        "gang",
+        &configuration,
+        vec![("Gang", |args| {
             let n = |k: &str| args.args.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
             scheduler::framework::PluginSet {
                 permit: Some(std::sync::Arc::new(Gang {
@@ -950,9 +943,8 @@ async fn start_with_gang(c: &Cluster, min_member: usize, timeout_ms: u64) -> Run
                 ..Default::default()
             }
         })],
-    })
+    )
     .await
-    .expect("starts")
 }
 
 /// Polls until `name` waits at Permit in the default profile; returns it.
